@@ -1,0 +1,112 @@
+"""The stage scripts end to end, on a tiny benchmark in a temporary folder (what `dvc repro` runs)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = 15
+
+
+def tiny_params():
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synth"].update(height=24, width=48, frames_per_clip=10, source_sequences=2, target_train_clips=2,
+                           target_val_clips=2)
+    params["prepare"].update(height=16, width=32)
+    for s in ("train_source", "train_oracle"):
+        params[s].update(iterations=3, batch_size=2)
+    params["evaluate"]["strip_rows"] = 2
+    return params
+
+
+def stage(cwd, *args):
+    return subprocess.run([sys.executable, str(REPO / "stages" / args[0]), *args[1:]], cwd=cwd,
+                          capture_output=True, text=True)
+
+
+def write_params(cwd, params):
+    (Path(cwd) / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("pipeline")
+    write_params(cwd, tiny_params())
+    ok(stage(cwd, "synth.py", "--out", "data/synth"))
+    ok(stage(cwd, "prepare.py", "--out", "data/prepared"))
+    return cwd
+
+
+def test_synth_writes_both_layouts_and_flow(prepared):
+    root = prepared / "data/synth"
+    assert len(list((root / "viper/train/img/001").glob("*.png"))) == 10
+    assert len(list((root / "cityscapes_vps/val/labelmap").glob("*.png"))) == 2 * 2   # frames 5 and 10
+    assert len(list((root / "cityscapes_vps/train/img_all").glob("*.png"))) == 2 * 10
+    import numpy as np
+    assert np.load(root / "flow_gt/train/0001.npy").shape == (9, 24, 48, 2)
+
+
+def test_train_and_evaluate_end_to_end_and_deterministic(prepared):
+    cwd = prepared
+    for name, split in (("source_only", "source"), ("again", "source"), ("oracle", "target_train")):
+        section = "train_oracle" if name == "oracle" else "train_source"
+        ok(stage(cwd, "train_supervised.py", "--section", section, "--split", split,
+                 "--out", f"models/{name}.pt", "--curve", f"reports/curves/{name}.tsv"))
+    a = torch.load(cwd / "models/source_only.pt", weights_only=True)["model"]
+    b = torch.load(cwd / "models/again.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)            # same params and seed, same weights
+    assert (cwd / "reports/curves/oracle.tsv").read_text().startswith("step\tlr\tseg")
+    ok(stage(cwd, "evaluate.py", "--model", "source_only=models/source_only.pt",
+             "--model", "oracle=models/oracle.pt"))
+    metrics = json.loads((cwd / "reports/metrics.json").read_text())
+    assert set(metrics) == {"source_only", "oracle"}
+    for m in metrics.values():
+        assert len(m["iou"]) == CLASSES and set(m["vpq"]) >= {"k0", "k5", "k10", "k15", "mean"}
+        assert 0 <= m["miou"] <= 100
+    assert len(list((cwd / "data/predictions/oracle").glob("*.png"))) == 4
+    assert (cwd / "reports/figures/oracle_strip.png").is_file()
+
+
+def test_param_out_of_range_fails_cleanly(tmp_path):
+    params = tiny_params()
+    params["synth"]["shift"] = 1.5
+    write_params(tmp_path, params)
+    r = stage(tmp_path, "synth.py", "--out", "data/synth")
+    assert r.returncode == 2 and "synth.shift" in r.stderr and "Traceback" not in r.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+
+
+def test_missing_dataset_root_names_it_and_writes_nothing(tmp_path):
+    params = tiny_params()
+    params["prepare"]["source"]["root"] = str(tmp_path / "no_viper_here")
+    write_params(tmp_path, params)
+    r = stage(tmp_path, "prepare.py", "--out", "data/prepared")
+    assert r.returncode == 2 and "no_viper_here" in r.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+
+
+def test_bad_model_param_names_the_key(prepared, tmp_path):
+    params = tiny_params()
+    params["model"]["backbone"] = "resnet7"
+    write_params(tmp_path, params)
+    r = stage(tmp_path, "train_supervised.py", "--section", "train_source", "--split", "source",
+              "--data", str(prepared / "data/prepared"), "--out", "m.pt", "--curve", "c.tsv")
+    assert r.returncode == 2 and "model.backbone" in r.stderr
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_missing_checkpoint_for_evaluate(prepared):
+    r = stage(prepared, "evaluate.py", "--model", "x=models/missing.pt", "--metrics", "reports/m2.json",
+              "--predictions", "data/p2", "--figures", "reports/f2")
+    assert r.returncode == 2 and "models/missing.pt" in r.stderr
+    assert not (prepared / "reports/m2.json").exists() and not (prepared / "data/p2").exists()

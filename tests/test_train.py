@@ -1,0 +1,60 @@
+"""Training utilities: the poly schedule, the pair sampler, the segmentation loss."""
+
+import numpy as np
+import pytest
+import torch
+
+from videoda.data.clips import Clip, DataError
+from videoda.data.pairs import PairSampler
+from videoda.domain_adaptation.train import make_optimizer, poly_lr_
+from videoda.utils.loss import cross_entropy_2d
+
+
+def clip(n, labeled_every=1, name="c"):
+    labeled = np.array([(t + 1) % labeled_every == 0 for t in range(n)])
+    labels = np.where(labeled[:, None, None], np.full((n, 4, 6), 3, np.uint8), 255).astype(np.uint8)
+    images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 6, 3), np.uint8)
+    return Clip(name, images, labels, labeled, np.array([f"{name}_{t}" for t in range(n)]))
+
+
+def test_poly_schedule_updates_every_param_group():
+    w1, w2 = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    opt = make_optimizer([{"params": [w1], "lr": 1.0}, {"params": [w2], "lr": 10.0}], "sgd", 1.0)
+    poly_lr_(opt, 50, 100, power=0.9)
+    factor = 0.5 ** 0.9
+    assert opt.param_groups[0]["lr"] == pytest.approx(factor)
+    assert opt.param_groups[1]["lr"] == pytest.approx(10 * factor)
+
+
+def test_pairs_are_tau_apart_and_flipped_together():
+    s = PairSampler([clip(8)], tau=3, batch_size=16, seed=0, hflip=True)
+    batch = s.sample()
+    assert batch["images"].shape == (16, 2, 4, 6, 3) and batch["labels"].shape == (16, 2, 4, 6)
+    t_minus, t = batch["images"][:, 0, 0, 0, 0].long(), batch["images"][:, 1, 0, 0, 0].long()
+    assert torch.all(t - t_minus == 3)
+
+
+def test_oracle_pairs_have_a_labelled_frame_t():
+    s = PairSampler([clip(10, labeled_every=5)], tau=1, batch_size=32, seed=0, require_label=True)
+    labels = s.sample()["labels"]
+    assert torch.all(labels[:, 1] == 3) and torch.all(labels[:, 0] == 255)
+
+
+def test_too_short_clip_is_an_error_naming_it():
+    with pytest.raises(DataError, match="'short'.*too short"):
+        PairSampler([clip(2, name="short")], tau=2, batch_size=1, seed=0)
+
+
+def test_sampler_is_deterministic():
+    a = PairSampler([clip(9), clip(7, name="d")], 1, 4, seed=7).sample()
+    b = PairSampler([clip(9), clip(7, name="d")], 1, 4, seed=7).sample()
+    assert torch.equal(a["images"], b["images"])
+
+
+def test_cross_entropy_ignores_void_and_survives_an_unlabelled_batch():
+    logits = torch.zeros(1, 3, 1, 2, requires_grad=True)
+    labels = torch.tensor([[[0, 255]]])
+    assert cross_entropy_2d(logits, labels).item() == pytest.approx(np.log(3))
+    empty = cross_entropy_2d(logits, torch.full((1, 1, 2), 255))
+    assert empty.item() == 0.0
+    empty.backward()   # still differentiable

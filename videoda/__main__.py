@@ -1,0 +1,5 @@
+"""``python -m videoda``: see ``videoda.cli``."""
+
+from videoda.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Sampling training batches of frame pairs (t - tau, t) from prepared clips, as the paper trains (Sec. 5.1)."""
+
+import numpy as np
+import torch
+
+from videoda.data.clips import DataError, list_clips, load_clip
+
+
+def load_split(root, split):
+    return [load_clip(p) for p in list_clips(root, split)]
+
+
+class PairSampler:
+    """Draws batches of two frames, t - tau and t, from random clips.
+
+    ``require_label``: only frames t that carry a ground-truth label are drawn (the oracle on Cityscapes-VPS,
+    where 1 frame in 5 is labelled); frame t - tau keeps whatever label it has (often none, i.e. ignore).
+    Returns uint8 images (B, 2, H, W, 3) and int64 labels (B, 2, H, W), index 0 = t - tau, 1 = t.
+    """
+
+    def __init__(self, clips, tau, batch_size, seed, require_label=False, hflip=True):
+        if tau < 1:
+            raise DataError(f"tau must be >= 1, got {tau}")
+        self.clips, self.tau, self.batch_size, self.hflip = clips, tau, batch_size, hflip
+        self.rng = np.random.default_rng(seed)
+        self.index = []      # (clip, t) candidates
+        for ci, clip in enumerate(clips):
+            if len(clip) <= tau:
+                raise DataError(f"clip '{clip.name}' has {len(clip)} frames, too short for tau={tau}")
+            for t in range(tau, len(clip)):
+                if not require_label or clip.labeled[t]:
+                    self.index.append((ci, t))
+        if not self.index:
+            raise DataError("no labelled frame can serve as frame t: nothing to train on")
+
+    def sample(self):
+        picks = self.rng.integers(len(self.index), size=self.batch_size)
+        flips = self.rng.random(self.batch_size) < 0.5 if self.hflip else np.zeros(self.batch_size, bool)
+        images, labels = [], []
+        for k, flip in zip(picks, flips):
+            ci, t = self.index[k]
+            clip = self.clips[ci]
+            im, lb = clip.images[[t - self.tau, t]], clip.labels[[t - self.tau, t]]
+            if flip:
+                im, lb = im[:, :, ::-1], lb[:, :, ::-1]
+            images.append(im)
+            labels.append(lb)
+        return {"images": torch.from_numpy(np.ascontiguousarray(np.stack(images))),
+                "labels": torch.from_numpy(np.ascontiguousarray(np.stack(labels))).long()}

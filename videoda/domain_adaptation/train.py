@@ -1,0 +1,100 @@
+"""One training loop for every method; what differs between methods is the list of losses plugged in.
+
+Each step draws a batch (a dict), runs ``forward(model, batch) -> outputs`` once, and asks every *loss term*
+``term(outputs, batch) -> {name: scalar tensor}``; the loop sums the terms' losses, back-propagates, steps,
+and logs each named loss.  Methods with a discriminator pass ``extra_step``,
+called after the segmentation step (the alternating optimisation of AdaptSegNet/ADVENT).
+"""
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from videoda.model import normalize
+from videoda.utils.io import atomic_path
+from videoda.utils.loss import cross_entropy_2d
+
+
+def seed_everything(seed):
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True)
+
+
+def make_optimizer(param_groups, name, lr, momentum=0.9, weight_decay=5e-4):
+    for g in param_groups:
+        g["initial_lr"] = g["lr"]
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(param_groups, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+def poly_lr_(optimizer, step, max_steps, power=0.9):
+    """DeepLab's poly schedule, applied to *every* param group from its own initial lr."""
+    factor = (1 - step / max_steps) ** power
+    for g in optimizer.param_groups:
+        g["lr"] = g["initial_lr"] * factor
+
+
+def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_path, power=0.9, extra_step=None,
+          log_every=10, description="train"):
+    """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path``."""
+    model.train()
+    rows, sums, count = [], {}, 0
+    start = time.time()
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task(description, total=iterations, loss="")
+        for step in range(iterations):
+            poly_lr_(optimizer, step, iterations, power)
+            batch = sample_batch()
+            outputs = forward(model, batch)
+            losses = {}
+            for term in loss_terms:
+                losses.update(term(outputs, batch))
+            total = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            if extra_step is not None:
+                losses.update(extra_step(outputs, batch, step))
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+            count += 1
+            if (step + 1) % log_every == 0 or step + 1 == iterations:
+                row = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"]}
+                row.update({k: s / count for k, s in sums.items()})
+                rows.append(row)
+                sums, count = {}, 0
+                progress.update(task, loss=" ".join(f"{k}={v:.3f}" for k, v in row.items() if k not in ("step", "lr")))
+            progress.advance(task)
+    with atomic_path(log_path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t")
+            w.writeheader()
+            w.writerows(rows)
+    return {"seconds": round(time.time() - start, 1), "final": rows[-1]}
+
+
+def forward_pairs(model, images):
+    """Segment a batch of frame pairs (B, 2, H, W, 3) uint8 in one pass -> logits (B, 2, C, H, W)."""
+    b, n = images.shape[:2]
+    logits = model(normalize(images.flatten(0, 1)))
+    return logits.view(b, n, *logits.shape[1:])
+
+
+def supervised_forward(model, batch):
+    return {"logits": forward_pairs(model, batch["images"])}
+
+
+def segmentation_loss(outputs, batch, weight=1.0):
+    """Eq. 9, first term: cross-entropy summed over the two frames t - tau and t."""
+    logits, labels = outputs["logits"], batch["labels"]
+    return {"seg": weight * sum(cross_entropy_2d(logits[:, i], labels[:, i]) for i in range(logits.shape[1]))}

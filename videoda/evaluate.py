@@ -1,0 +1,51 @@
+"""Evaluation on target validation clips: mIoU (Table 1) and VPQ^s (Table 2) from one metric module."""
+
+import cv2
+import numpy as np
+import torch
+from rich.progress import track
+
+from videoda.data.classes import NUM_CLASSES, colorize
+from videoda.metrics import ConfusionMatrix, VPQStuff
+from videoda.model import normalize
+
+
+@torch.no_grad()
+def predict(model, images, batch_size=16):
+    """uint8 frames (N, H, W, 3) -> predicted train ids (N, H, W) uint8."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        logits = model(normalize(torch.from_numpy(images[i:i + batch_size])))
+        out.append(logits.argmax(1).to(torch.uint8).numpy())
+    return np.concatenate(out)
+
+
+def evaluate_clips(model, clips, label_stride, batch_size=16, pred_dir=None, description="evaluate"):
+    """Score a model on the annotated frames of each clip; optionally write the predictions as PNGs.
+
+    Returns the report ``{"miou", "iou", "vpq"}`` and the confusion matrix (rows: ground truth).
+    """
+    cm, vpq = ConfusionMatrix(NUM_CLASSES), VPQStuff(NUM_CLASSES, label_stride=label_stride)
+    for clip in track(clips, description=description):
+        idx = np.flatnonzero(clip.labeled)
+        preds = predict(model, clip.images[idx], batch_size)
+        cm.update(preds, clip.labels[idx])
+        vpq.update(preds, clip.labels[idx])
+        if pred_dir is not None:
+            for name, pred in zip(clip.frame_names[idx], preds):
+                if not cv2.imwrite(str(pred_dir / f"{name}.png"), pred):
+                    raise OSError(f"{pred_dir / name}.png: could not write prediction")
+    report = cm.to_dict()
+    report["vpq"] = vpq.compute()
+    return report, cm.mat
+
+
+def qualitative_strip(model, clips, n_rows):
+    """One row per clip (its first annotated frame): input | prediction | ground truth, colourised, RGB."""
+    rows = []
+    for clip in clips[:n_rows]:
+        t = int(np.flatnonzero(clip.labeled)[0])
+        pred = predict(model, clip.images[t:t + 1])[0]
+        rows.append(np.concatenate([clip.images[t], colorize(pred), colorize(clip.labels[t])], axis=1))
+    return np.concatenate(rows, axis=0)
