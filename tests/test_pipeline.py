@@ -110,3 +110,30 @@ def test_missing_checkpoint_for_evaluate(prepared):
               "--predictions", "data/p2", "--figures", "reports/f2")
     assert r.returncode == 2 and "models/missing.pt" in r.stderr
     assert not (prepared / "reports/m2.json").exists() and not (prepared / "data/p2").exists()
+
+
+def test_flow_pseudo_labels_and_vst_stages(prepared):
+    """VST's stages on the tiny benchmark: flow (ground truth), pseudo labels (ours), one round of training."""
+    cwd = prepared
+    params = tiny_params()
+    params["flow"]["method"] = "gt"
+    params["vst"].update(iterations=2, batch_size=2)
+    write_params(cwd, params)
+    ok(stage(cwd, "train_supervised.py", "--section", "train_source", "--split", "source",
+             "--out", "models/init.pt", "--curve", "reports/curves/init.tsv"))
+    ok(stage(cwd, "flow.py", "--data", "data/prepared", "--out", "data/flow/target_train.h5",
+             "--report", "reports/flow.json"))
+    ok(stage(cwd, "pseudo_labels.py", "--model", "models/init.pt"))
+    report = json.loads((cwd / "reports/pseudo_labels.json").read_text())
+    assert report["generator"] == "clip_agg" and 0 <= report["proportion"] <= 100
+    assert set(report["equal_proportion"]) == {"proportion", "single_frame_p_miou", "aggregated_p_miou"}
+    pngs = sorted((cwd / "data/pseudo_labels").rglob("*.png"))
+    assert len(pngs) == 2 * 10                                  # every frame of the 2 target-train clips
+    ok(stage(cwd, "vst.py", "--init", "models/init.pt", "--out", "models/vst.pt", "--curve", "reports/curves/vst.tsv"))
+    assert (cwd / "models/vst.pt").is_file()
+    # A pseudo-label PNG of the wrong size is refused, naming the file's clip folder.
+    from videoda.data.prepare import write_ids
+    import numpy as np
+    write_ids(pngs[0], np.zeros((3, 3), np.uint8))
+    r = stage(cwd, "vst.py", "--init", "models/init.pt", "--out", "models/vst2.pt", "--curve", "c.tsv")
+    assert r.returncode == 2 and str(pngs[0].name) in r.stderr and not (cwd / "models/vst2.pt").exists()

@@ -13,22 +13,9 @@ import numpy as np
 
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
 from videoda.data.clips import DataError
+from videoda.data.prepare import read_label_png
 from videoda.metrics import ConfusionMatrix, VPQStuff
 from videoda.utils.io import write_json
-
-
-def read_label_png(path) -> np.ndarray:
-    """(H, W) integer label map of a single-channel (grey or palette-index) PNG."""
-    from PIL import Image  # keeps palette indices, which cv2 would expand to colours
-
-    try:
-        with Image.open(path) as im:
-            labels = np.array(im)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: unreadable PNG ({e})") from e
-    if labels.ndim != 2 or labels.dtype.kind not in "iu":
-        raise DataError(f"{path}: expected a single-channel integer label PNG, got {labels.dtype} {labels.shape}")
-    return labels
 
 
 def cityscapes_lut() -> np.ndarray:

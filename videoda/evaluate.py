@@ -1,24 +1,26 @@
 """Evaluation on target validation clips: mIoU (Table 1) and VPQ^s (Table 2) from one metric module."""
 
-import cv2
 import numpy as np
 import torch
 from rich.progress import track
 
 from videoda.data.classes import NUM_CLASSES, colorize
+from videoda.data.prepare import write_ids
 from videoda.metrics import ConfusionMatrix, VPQStuff
 from videoda.model import normalize
 
 
 @torch.no_grad()
+def predict_probs(model, images, batch_size=16):
+    """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor."""
+    model.eval()
+    return torch.cat([model(normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])))).softmax(1)
+                      for i in range(0, len(images), batch_size)])
+
+
 def predict(model, images, batch_size=16):
     """uint8 frames (N, H, W, 3) -> predicted train ids (N, H, W) uint8."""
-    model.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        logits = model(normalize(torch.from_numpy(images[i:i + batch_size])))
-        out.append(logits.argmax(1).to(torch.uint8).numpy())
-    return np.concatenate(out)
+    return predict_probs(model, images, batch_size).argmax(1).to(torch.uint8).numpy()
 
 
 def evaluate_clips(model, clips, label_stride, batch_size=16, pred_dir=None, description="evaluate"):
@@ -34,8 +36,7 @@ def evaluate_clips(model, clips, label_stride, batch_size=16, pred_dir=None, des
         vpq.update(preds, clip.labels[idx])
         if pred_dir is not None:
             for name, pred in zip(clip.frame_names[idx], preds):
-                if not cv2.imwrite(str(pred_dir / f"{name}.png"), pred):
-                    raise OSError(f"{pred_dir / name}.png: could not write prediction")
+                write_ids(pred_dir / f"{name}.png", pred)
     report = cm.to_dict()
     report["vpq"] = vpq.compute()
     return report, cm.mat

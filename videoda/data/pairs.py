@@ -15,10 +15,13 @@ class PairSampler:
 
     ``require_label``: only frames t that carry a ground-truth label are drawn (the oracle on Cityscapes-VPS,
     where 1 frame in 5 is labelled); frame t - tau keeps whatever label it has (often none, i.e. ignore).
+    ``pair_labels(clip, t_ref, t) -> (2, H, W)``: where the labels of a pair come from, before any flip
+    (default: the clip's labels; VST passes online-refined pseudo labels, Eq. 12).
     Returns uint8 images (B, 2, H, W, 3) and int64 labels (B, 2, H, W), index 0 = t - tau, 1 = t.
     """
 
-    def __init__(self, clips, tau, batch_size, seed, require_label=False, hflip=True):
+    def __init__(self, clips, tau, batch_size, seed, require_label=False, hflip=True, pair_labels=None):
+        self.pair_labels = pair_labels or (lambda clip, t_ref, t: clip.labels[[t_ref, t]])
         if tau < 1:
             raise DataError(f"tau must be >= 1, got {tau}")
         self.clips, self.tau, self.batch_size, self.hflip = clips, tau, batch_size, hflip
@@ -40,7 +43,7 @@ class PairSampler:
         for k, flip in zip(picks, flips):
             ci, t = self.index[k]
             clip = self.clips[ci]
-            im, lb = clip.images[[t - self.tau, t]], clip.labels[[t - self.tau, t]]
+            im, lb = clip.images[[t - self.tau, t]], self.pair_labels(clip, t - self.tau, t)
             if flip:
                 im, lb = im[:, :, ::-1], lb[:, :, ::-1]
             images.append(im)

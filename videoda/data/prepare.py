@@ -46,6 +46,14 @@ def read_png(path) -> Image.Image:
     return image
 
 
+def read_label_png(path) -> np.ndarray:
+    """(H, W) integer label map of a single-channel (grey or palette-index) PNG, e.g. predictions or pseudo labels."""
+    labels = np.array(read_png(path))
+    if labels.ndim != 2 or labels.dtype.kind not in "iu":
+        raise DataError(f"{path}: expected a single-channel integer label PNG, got {labels.dtype} {labels.shape}")
+    return labels
+
+
 def lookup(ids: np.ndarray, table: dict, path) -> np.ndarray:
     """Map an id array through ``table`` (id -> train id); an id outside the table is a DataError."""
     unknown = np.setdiff1d(np.unique(ids), np.fromiter(table, int))

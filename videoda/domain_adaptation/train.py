@@ -44,7 +44,7 @@ def poly_lr_(optimizer, step, max_steps, power=0.9):
 
 def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_path, power=0.9, extra_step=None,
           log_every=10, description="train"):
-    """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path``."""
+    """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path`` (if given)."""
     model.train()
     rows, sums, count = [], {}, 0
     start = time.time()
@@ -75,12 +75,19 @@ def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_p
                 sums, count = {}, 0
                 progress.update(task, loss=" ".join(f"{k}={v:.3f}" for k, v in row.items() if k not in ("step", "lr")))
             progress.advance(task)
-    with atomic_path(log_path) as tmp:
+    if log_path is not None:
+        write_curve(log_path, rows)
+    return {"seconds": round(time.time() - start, 1), "final": rows[-1], "rows": rows}
+
+
+def write_curve(path, rows):
+    """The training curve as TSV (a DVC plot): one row per logging interval."""
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t")
+            w = csv.DictWriter(f, fieldnames=fields, delimiter="\t")
             w.writeheader()
             w.writerows(rows)
-    return {"seconds": round(time.time() - start, 1), "final": rows[-1]}
 
 
 def forward_pairs(model, images):

@@ -1,0 +1,129 @@
+"""Pseudo-label thresholds (Eq. 3, 4, 11; Algorithm 1) against hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from videoda.domain_adaptation.pseudo_labels import (adaptive_thresholds, class_balanced_thresholds,
+                                                     class_quantile, label_with_thresholds)
+
+
+def clip_instance():
+    # A "clip" of 2 frames of 1 x 6 pixels; class 0 has ten pixels, class 2 one, class 1 none.
+    conf = np.array([[[0.95, 0.9, 0.8, 0.7, 0.6, 0.5]], [[0.4, 0.3, 0.2, 0.1, 0.99, 0.5]]])
+    pred = np.array([[[0, 0, 0, 0, 0, 0]], [[0, 0, 0, 0, 2, 3]]])
+    return conf, pred
+
+
+def test_quantile_is_the_top_fraction_of_the_class():
+    conf, pred = clip_instance()
+    # class 0 sorted descending: .95 .9 .8 .7 .6 .5 .4 .3 .2 .1; top 45% -> index floor(4.5) = 4 -> 0.6
+    assert class_quantile(conf, pred, 0, 0.45) == pytest.approx(0.6)
+    assert class_quantile(conf, pred, 0, 0.0) == pytest.approx(0.95)
+    assert class_quantile(conf, pred, 0, 1.0) == pytest.approx(0.1)
+    assert class_quantile(conf, pred, 1, 0.5) is None
+
+
+def test_clip_adaptive_thresholds_by_hand_with_absent_class_and_ema():
+    conf, pred = clip_instance()
+    theta0 = np.full(4, 0.9)
+    # alpha 0.5, gamma 1: portion = 0.5 * 0.9 = 0.45 for every class at theta 0.9.
+    theta1 = adaptive_thresholds(conf, pred, theta0, alpha=0.5, beta=0.9, gamma=1.0, num_classes=4)
+    # class 0: Psi = 0.6 -> 0.9*0.9 + 0.1*0.6 = 0.87; class 1 absent: keeps 0.9;
+    # class 2: one pixel, Psi = 0.99 -> 0.909; class 3: one pixel 0.5 -> 0.86.
+    np.testing.assert_allclose(theta1, [0.87, 0.9, 0.909, 0.86])
+    # Second clip: the EMA starts from theta1, and the portion uses the previous theta (0.87 for class 0).
+    theta2 = adaptive_thresholds(conf, pred, theta1, alpha=0.5, beta=0.9, gamma=1.0, num_classes=4)
+    # class 0: portion 0.435 -> index floor(4.35) = 4 -> Psi 0.6 -> 0.9*0.87 + 0.06 = 0.843
+    assert theta2[0] == pytest.approx(0.843)
+    assert theta2[1] == pytest.approx(0.9)
+
+
+def test_gamma_shrinks_the_portion_of_hard_classes():
+    conf, pred = clip_instance()
+    theta = np.array([0.5, 0.9, 0.9, 0.9])
+    # portion for class 0: 1.0 * 0.5^2 = 0.25 -> index floor(2.5) = 2 -> 0.8
+    out = adaptive_thresholds(conf, pred, theta, alpha=1.0, beta=0.0, gamma=2.0, num_classes=4)
+    assert out[0] == pytest.approx(0.8)
+
+
+def test_thresholds_stay_below_one():
+    conf = np.ones((1, 2, 2))
+    pred = np.zeros((1, 2, 2), int)
+    out = adaptive_thresholds(conf, pred, np.array([0.999]), alpha=0.2, beta=0.0, gamma=8, num_classes=1)
+    assert out[0] < 1.0
+
+
+def test_labels_and_class_balanced_thresholds():
+    conf, pred = clip_instance()
+    theta = class_balanced_thresholds(conf, pred, portion=0.2, num_classes=4)
+    # class 0 top 20%: index 2 -> 0.8; absent class 1 -> 1 (never labelled)
+    assert theta[0] == pytest.approx(0.8) and theta[1] == 1.0
+    labels = label_with_thresholds(conf, pred, theta)
+    assert labels[0, 0].tolist() == [0, 0, 255, 255, 255, 255]          # only > 0.8 kept
+    assert labels[1, 0, 4] == 255                                       # 0.99 is not > 0.99
+
+
+def test_aggregation_with_occluded_and_out_of_frame_neighbours():
+    """Eq. 10 on a 3-frame clip of 2 x 4 pixels, 2 classes (class-0 probability checked by hand)."""
+    import torch
+
+    from videoda.domain_adaptation.pseudo_labels import aggregate_clip
+
+    images = np.full((3, 2, 4, 3), 128, np.uint8)
+    images[2, :, 1] = 250                       # frame 2, column 1: a different colour (occluded content)
+    probs = torch.zeros(3, 2, 2, 4)
+    for t, p0 in enumerate([1.0, 0.0, 0.2]):
+        probs[t, 0], probs[t, 1] = p0, 1 - p0
+
+    def flow(a, b):
+        f = np.zeros((2, 4, 2), np.float32)
+        if (a, b) == (1, 2):
+            f[..., 0] = 1.0                     # frame 1 sees frame 2 one pixel to the right
+        return f
+
+    agg = aggregate_clip(probs, images, flow, alpha=1.0, threshold=0.7)[:, 0]
+    # frame 0: itself and frame 1 -> (1 + 0) / 2
+    np.testing.assert_allclose(agg[0], 0.5)
+    # frame 1: col 0 reads frame 2's col 1 (occluded) -> (0 + 1) / 2; cols 1-2 -> (0 + 1 + 0.2) / 3;
+    # col 3 reads outside frame 2 -> not counted -> (0 + 1) / 2
+    np.testing.assert_allclose(agg[1], [[0.5, 0.4, 0.4, 0.5]] * 2, rtol=1e-6)
+    # frame 2: col 1 differs from frame 1 -> itself only; elsewhere (0.2 + 0) / 2
+    np.testing.assert_allclose(agg[2], [[0.1, 0.2, 0.1, 0.1]] * 2, rtol=1e-6)
+    # the aggregated maps are still distributions
+    np.testing.assert_allclose(aggregate_clip(probs, images, flow, 1.0, 0.7).sum(1), 1.0, rtol=1e-6)
+
+
+def shifted_pair():
+    """Frame t sees the reference frame shifted one pixel to the right: F_{t->ref} = (+1, 0)."""
+    import torch
+
+    labels = torch.tensor([[[1, 1, 2, 2, 255]]])
+    ref = torch.tensor([[[0, 1, 1, 3, 2]]])           # ref shifted: ref[x + 1] should equal labels[x]
+    flow = torch.zeros(1, 2, 1, 5)
+    flow[:, 0] = 1.0
+    return labels, ref, flow
+
+
+def test_cutout_keeps_only_agreeing_labels_on_a_known_shift():
+    from videoda.domain_adaptation.pseudo_labels import cutout_refine
+
+    labels, ref, flow = shifted_pair()
+    # warped ref onto t: [ref1, ref2, ref3, ref4, out] = [1, 1, 3, 2, 255]
+    assert cutout_refine(labels, ref, flow).tolist() == [[[1, 1, 255, 2, 255]]]
+
+
+def test_fillin_fills_only_unlabelled_visible_pixels():
+    import torch
+
+    from videoda.domain_adaptation.pseudo_labels import fillin_refine
+
+    labels = torch.tensor([[[1, 255, 255, 2, 255]]])
+    ref = torch.tensor([[[0, 1, 7, 3, 2]]])
+    flow = torch.zeros(1, 2, 1, 5)
+    flow[:, 0] = 1.0
+    images = torch.full((1, 3, 1, 5), 100, dtype=torch.uint8)
+    ref_images = images.clone()
+    ref_images[..., 3] = 255                         # what pixel 2 of frame t sees in the reference: occluded
+    out = fillin_refine(labels, ref, flow, images, ref_images, alpha=1.0, threshold=0.7)
+    # pixel 1 <- ref[2] = 7 (visible); pixel 2 would read ref[3] but it is occluded; pixel 4 reads out of frame
+    assert out.tolist() == [[[1, 7, 255, 2, 255]]]

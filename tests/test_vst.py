@@ -1,0 +1,73 @@
+"""VST pieces: the regularisers' values, pseudo-label PNGs, online refinement inside the pair sampler."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from videoda.data.clips import Clip
+from videoda.data.pairs import PairSampler
+from videoda.data.prepare import read_label_png, write_ids
+from videoda.domain_adaptation.self_training import refined_pair_labels, vst_losses
+from videoda.utils.loss import ignored_entropy_loss, kld_regulariser
+
+
+def test_entropy_regulariser_counts_only_ignored_pixels():
+    # pixel 0: uniform over 2 classes (entropy log 2), pixel 1: certain (entropy ~0)
+    logits = torch.tensor([[[[0.0, 50.0]], [[0.0, 0.0]]]])          # (1, 2, 1, 2)
+    assert ignored_entropy_loss(logits, torch.tensor([[[255, 255]]])).item() == pytest.approx(math.log(2) / 2)
+    assert ignored_entropy_loss(logits, torch.tensor([[[255, 0]]])).item() == pytest.approx(math.log(2))
+    assert ignored_entropy_loss(logits, torch.tensor([[[1, 0]]])).item() == 0.0
+
+
+def test_kld_regulariser_by_hand():
+    # p = (0.8, 0.2): KL(u || p) = 0.5 ln(0.5/0.8) + 0.5 ln(0.5/0.2)
+    logits = torch.log(torch.tensor([0.8, 0.2])).view(1, 2, 1, 1).repeat(1, 1, 1, 2)
+    expected = 0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2)
+    assert kld_regulariser(logits, torch.tensor([[[0, 255]]])).item() == pytest.approx(expected, rel=1e-5)
+    assert kld_regulariser(logits, torch.tensor([[[255, 255]]])).item() == 0.0
+    uniform = torch.zeros(1, 2, 1, 1)
+    assert kld_regulariser(uniform, torch.tensor([[[1]]])).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_vst_losses_weigh_the_regulariser_and_the_source_term():
+    logits = torch.zeros(1, 2, 3, 1, 1)                            # (B, T, C, H, W), uniform
+    batch = {"labels": torch.tensor([[[[0]], [[255]]]]), "source_labels": torch.tensor([[[[1]], [[1]]]])}
+    outputs = {"logits": logits, "source_logits": logits}
+    losses = {}
+    for term in vst_losses("entropy", 0.5, 2.0):
+        losses.update(term(outputs, batch))
+    assert losses["seg_t"].item() == pytest.approx(math.log(3))              # frame 0 only
+    assert losses["reg"].item() == pytest.approx(0.5 * math.log(3))          # frame 1's ignored pixel
+    assert losses["seg_s"].item() == pytest.approx(2.0 * 2 * math.log(3))   # both source frames
+
+
+def test_pseudo_label_pngs_round_trip(tmp_path):
+    labels = np.array([[0, 14, 255], [3, 255, 7]], np.uint8)
+    write_ids(tmp_path / "f.png", labels)
+    np.testing.assert_array_equal(read_label_png(tmp_path / "f.png"), labels)
+
+
+class ShiftStore:
+    """Flows of a clip whose content moves one pixel right per frame: F_{a->b} = (b - a, 0)."""
+
+    def flow(self, clip, a, b):
+        f = np.zeros((1, 5, 2), np.float32)
+        f[..., 0] = b - a
+        return f
+
+
+def test_sampler_applies_cutout_to_both_frames_before_flipping():
+    pseudo = {"c": np.array([[[1, 2, 2, 3, 3]], [[9, 1, 2, 4, 3]]], np.uint8)}   # frame 1 = frame 0 moved right
+    clip = Clip("c", np.zeros((2, 1, 5, 3), np.uint8), np.full((2, 1, 5), 255, np.uint8), np.zeros(2, bool),
+                np.array(["a", "b"]))
+    sampler = PairSampler([clip], 1, 1, seed=0, hflip=False,
+                          pair_labels=refined_pair_labels(pseudo, ShiftStore(), "cutout"))
+    labels = sampler.sample()["labels"][0].tolist()
+    # frame 1 reads frame 0 one pixel to the left: [out, 1, 2, 2, 3] -> keep 1, 2, 3 at x = 1, 2, 4
+    assert labels[1] == [[255, 1, 2, 255, 3]]
+    # frame 0 reads frame 1 one pixel to the right: [1, 2, 4, 3, out] -> keep x = 0, 1 and 3
+    assert labels[0] == [[1, 2, 255, 3, 255]]
+    none = PairSampler([clip], 1, 1, seed=0, hflip=False, pair_labels=refined_pair_labels(pseudo, None, "none"))
+    assert none.sample()["labels"][0].tolist() == pseudo["c"].tolist()

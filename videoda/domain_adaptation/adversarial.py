@@ -1,0 +1,108 @@
+"""Adversarial adaptation in output space: VAT (Sec. 4.3, Eq. 6-9) and the image-level baselines.
+
+Everything here plugs into the one training loop (``videoda.domain_adaptation.train.train``):
+
+- ``VATBatches``: each step draws labelled source pairs and *unlabelled* target pairs (t - tau, t);
+- ``adversarial_forward``: segments both in one pass (GroupNorm/BatchNorm-free models see each sample alone);
+- loss terms for the segmentation network: ``segmentation_loss`` (per-frame CE on source, from ``train``),
+  ``DiceTerm`` (tube matching loss, Eq. 6-7, or its single-frame degradation) and ``AdversarialTerm``
+  (lambda_V times the generator side of the video GAN loss, Eq. 8);
+- ``DiscriminatorStep``: the alternating discriminator update, with its own optimiser and poly schedule.
+
+The variants of Table 3 and the baselines are combinations: discriminator none | image | sequence,
+discriminator input softmax (AdaptSegNet) | entropy (ADVENT), Dice none | single | tube.
+"""
+
+import torch
+
+from videoda.domain_adaptation.train import forward_pairs, poly_lr_
+from videoda.utils.loss import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map, single_frame_dice_loss,
+                                tube_dice_loss)
+
+DISCRIMINATORS = ("none", "image", "sequence")
+DISC_INPUTS = ("softmax", "entropy")
+DICE_MODES = ("none", "single", "tube")
+
+
+def unlabelled(batch):
+    """The unsupervised setting: of a target batch only the images go on; its labels never reach a loss."""
+    return {"images": batch["images"]}
+
+
+class VATBatches:
+    """Joint batches: source ``images``/``labels`` (B, 2, ...) and ``target_images`` (B, 2, H, W, 3), no labels."""
+
+    def __init__(self, source_sampler, target_sampler):
+        self.source, self.target = source_sampler, target_sampler
+
+    def sample(self):
+        src = self.source.sample()
+        tgt = unlabelled(self.target.sample())
+        return {"images": src["images"], "labels": src["labels"], "target_images": tgt["images"]}
+
+
+def adversarial_forward(model, batch):
+    """Segment source and target pairs in one pass -> ``logits`` (source) and ``target_logits``, (B, 2, C, H, W)."""
+    src, tgt = batch["images"], batch["target_images"]
+    logits = forward_pairs(model, torch.cat([src, tgt]))
+    return {"logits": logits[:len(src)], "target_logits": logits[len(src):]}
+
+
+def discriminator_input(logits, kind):
+    """(B, T, C, H, W) logits -> what D sees: the softmax of *each frame* over its C classes (never a joint
+    softmax over the T*C stacked channels), or ADVENT's entropy map of it."""
+    probs = logits.softmax(dim=2)
+    return entropy_map(probs) if kind == "entropy" else probs
+
+
+class DiceTerm:
+    """``weight`` times the tube matching loss (``mode="tube"``) or its single-frame version, on source pairs."""
+
+    def __init__(self, mode, weight=1.0):
+        if mode not in ("single", "tube"):
+            raise ValueError(f"dice mode must be 'single' or 'tube', got {mode!r}")
+        self.loss = tube_dice_loss if mode == "tube" else single_frame_dice_loss
+        self.weight = weight
+
+    def __call__(self, outputs, batch):
+        return {"dice": self.weight * self.loss(outputs["logits"].softmax(dim=2), batch["labels"])}
+
+
+class AdversarialTerm:
+    """lambda times the generator's GAN loss: target predictions should make D answer "source" (Eq. 8).
+
+    D is frozen while the segmentation network steps (its gradients are not needed and must not leak into
+    its own update); ``DiscriminatorStep`` unfreezes it.
+    """
+
+    def __init__(self, discriminator, disc_input, weight):
+        self.discriminator, self.disc_input, self.weight = discriminator, disc_input, weight
+
+    def __call__(self, outputs, batch):
+        self.discriminator.requires_grad_(False)
+        d_target = self.discriminator(discriminator_input(outputs["target_logits"], self.disc_input))
+        return {"adv": self.weight * adversarial_bce(d_target, SOURCE_LABEL)}
+
+
+class DiscriminatorStep:
+    """The discriminator's half of the alternating optimisation (``extra_step`` of the training loop).
+
+    Trains D to tell source (label 1) from target (label 0) on the detached predictions of this step, with its
+    own optimiser whose every param group follows the poly schedule over ``iterations``.
+    """
+
+    def __init__(self, discriminator, optimizer, disc_input, iterations, power=0.9):
+        self.discriminator, self.optimizer, self.disc_input = discriminator, optimizer, disc_input
+        self.iterations, self.power = iterations, power
+
+    def __call__(self, outputs, batch, step):
+        poly_lr_(self.optimizer, step, self.iterations, self.power)
+        self.discriminator.requires_grad_(True)
+        src, tgt = outputs["logits"].detach(), outputs["target_logits"].detach()
+        d_out = self.discriminator(discriminator_input(torch.cat([src, tgt]), self.disc_input))   # one pass
+        d_src, d_tgt = d_out[:len(src)], d_out[len(src):]
+        loss_src, loss_tgt = adversarial_bce(d_src, SOURCE_LABEL), adversarial_bce(d_tgt, TARGET_LABEL)
+        self.optimizer.zero_grad(set_to_none=True)
+        ((loss_src + loss_tgt) / 2).backward()
+        self.optimizer.step()
+        return {"d_src": loss_src.detach(), "d_tgt": loss_tgt.detach()}

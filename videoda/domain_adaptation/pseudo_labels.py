@@ -1,0 +1,228 @@
+"""Pseudo-label thresholds and labelling (paper Sec. 3.3 and 4.4.1, Eq. 3, 4, 11, Algorithm 1).
+
+All generators share one threshold function, ``adaptive_thresholds``: what differs is the *instance* it is
+applied to — one image (IAST, Eq. 4), one clip (ours, Eq. 11) — and whether the predictions were temporally
+aggregated first (Eq. 10).  CBST's class-balanced thresholds are the fixed-portion quantile over the whole set.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
+from videoda.evaluate import predict_probs
+from videoda.metrics import ConfusionMatrix
+from videoda.params import Section
+from videoda.flow.warp import flow_to_tensor, non_occluded, warp_labels, warp_probs
+
+
+def class_quantile(conf, pred, k, portion):
+    """The confidence at the top ``portion`` fraction of the pixels predicted as class ``k``, or None if absent.
+
+    Uses a partition (O(n)), not a full sort: this runs once per class per instance.
+    """
+    values = conf[pred == k]
+    if values.size == 0:
+        return None
+    # Index of the portion-th largest value, as IAST computes it: sorted descending, index floor(portion * n).
+    idx = min(int(np.floor(portion * values.size)), values.size - 1)
+    return float(np.partition(values, values.size - 1 - idx)[values.size - 1 - idx])
+
+
+def adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, num_classes, max_theta=0.999):
+    """One step of the instance-adaptive EMA thresholds (Eq. 4 / Eq. 11, Algorithm 1 lines 7-12).
+
+    conf, pred: the max softmax value and its argmax over the whole instance (an image or a clip).
+    theta: (K,) thresholds of the previous instance.  For each class present, Psi is the confidence at the top
+    alpha * theta^gamma fraction (hard classes with low theta get a smaller share), and
+    theta <- beta * theta + (1 - beta) * Psi.  A class absent from the instance keeps its threshold.
+    """
+    theta = np.asarray(theta, np.float64)
+    new = theta.copy()
+    for k in range(num_classes):
+        psi = class_quantile(conf, pred, k, alpha * theta[k] ** gamma)
+        if psi is not None:
+            new[k] = beta * theta[k] + (1 - beta) * psi
+    return np.minimum(new, max_theta)
+
+
+def class_balanced_thresholds(conf, pred, portion, num_classes):
+    """CBST: per class, the confidence at the top ``portion`` fraction over the whole target set."""
+    theta = np.ones(num_classes)
+    for k in range(num_classes):
+        psi = class_quantile(conf, pred, k, portion)
+        if psi is not None:
+            theta[k] = psi
+    return theta
+
+
+def label_with_thresholds(conf, pred, theta):
+    """Eq. 3: keep the argmax where its confidence exceeds the class threshold, else IGNORE_ID."""
+    keep = conf > np.asarray(theta)[pred]
+    return np.where(keep, pred, IGNORE_ID).astype(np.uint8)
+
+
+def aggregate_clip(probs, images, flow, alpha, threshold):
+    """Eq. 10: average each frame's softmax with its neighbours i-1 and i+1, warped onto frame i by flow and
+    counted only where not occluded.
+
+    probs: float (T, C, H, W); images: uint8 (T, H, W, 3); ``flow(a, b)`` returns F_{a->b} as (H, W, 2) (the
+    flow from the reference frame a, which backward-warps frame b onto a).  Returns (T, C, H, W).
+    """
+    t_len = probs.shape[0]
+    frames = torch.as_tensor(images).permute(0, 3, 1, 2)
+    num, den = probs.clone(), torch.ones(t_len, 1, *probs.shape[2:])
+    for step in (-1, 1):
+        ref = list(range(max(0, -step), t_len - max(0, step)))      # frames i that have neighbour i + step
+        nbr = [i + step for i in ref]
+        flows = flow_to_tensor(np.stack([flow(i, j) for i, j in zip(ref, nbr)]))
+        warped, _ = warp_probs(probs[nbr], flows)
+        keep = non_occluded(frames[ref], frames[nbr], flows, alpha, threshold)[:, None].float()
+        num[ref] += keep * warped
+        den[ref] += keep
+    return num / den
+
+
+def generate_clip_labels(kind, probs, theta, alpha, beta, gamma):
+    """Label one clip with the instance-adaptive generators; returns (labels (T, H, W), new theta).
+
+    kind ``iast``: an instance is one image, thresholds updated frame by frame (Eq. 4);
+    kind ``clip``: an instance is the whole clip, one threshold per class for all its frames (Eq. 11).
+    ``probs`` are the (possibly aggregated) softmax maps (T, C, H, W).
+    """
+    conf, pred = probs.max(1)
+    conf, pred = conf.numpy(), pred.numpy()
+    num_classes = probs.shape[1]
+    if kind == "clip":
+        theta = adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, num_classes)
+        return label_with_thresholds(conf, pred, theta), theta
+    labels = np.empty(pred.shape, np.uint8)
+    for t in range(len(pred)):
+        theta = adaptive_thresholds(conf[t], pred[t], theta, alpha, beta, gamma, num_classes)
+        labels[t] = label_with_thresholds(conf[t], pred[t], theta)
+    return labels, theta
+
+
+def cutout_refine(labels, ref_labels, flow_to_ref):
+    """Eq. 12, online cut-out refinement: keep a pseudo label only where the reference frame's pseudo label,
+    warped onto this frame (nearest), agrees; elsewhere IGNORE_ID.
+
+    labels, ref_labels: (B, H, W) int tensors; flow_to_ref: (B, 2, H, W) = F_{t->ref} on this frame's grid.
+    """
+    warped = warp_labels(ref_labels, flow_to_ref)
+    return torch.where(labels == warped, labels, torch.full_like(labels, IGNORE_ID))
+
+
+def fillin_refine(labels, ref_labels, flow_to_ref, images, ref_images, alpha, threshold):
+    """Eq. 14 (appendix B), fill-in: keep this frame's pseudo labels, and where it has none, take the warped
+    reference pseudo label wherever the reference is not occluded.
+
+    images, ref_images: uint8 (B, 3, H, W) for the occlusion mask of Eq. 10.
+    """
+    warped = warp_labels(ref_labels, flow_to_ref)
+    visible = non_occluded(images, ref_images, flow_to_ref, alpha, threshold)
+    fill = (labels == IGNORE_ID) & visible
+    return torch.where(fill, warped, labels)
+
+
+GENERATORS = ("cbst", "iast", "clip", "clip_agg")
+
+
+@dataclass
+class PseudoLabelConfig:
+    kind: str                  # one of GENERATORS
+    alpha: float = 0.2         # IAST's proportion
+    beta: float = 0.9          # EMA momentum
+    gamma: float = 8.0         # hard-class exponent
+    init_theta: float = 0.9    # Algorithm 1, line 1
+    portion: float = 0.2       # CBST's fixed portion
+    occ_alpha: float = 2.0     # Eq. 10's occlusion mask
+    occ_threshold: float = 0.7
+    batch_size: int = 16
+
+
+def pseudo_label_config(params):
+    """The generator's settings from params.yaml (``vst`` section; Eq. 10's occlusion settings from ``flow``)."""
+    v, f = Section(params, "vst"), Section(params, "flow")
+    return PseudoLabelConfig(
+        kind=v.choice("pseudo_label", GENERATORS), alpha=v.float("alpha", lo=0.0, hi=1.0),
+        beta=v.float("beta", lo=0.0, hi=1.0), gamma=v.float("gamma", lo=0.0),
+        init_theta=v.float("init_theta", lo=0.0, hi=1.0), portion=v.float("cbst_portion", lo=0.0, hi=1.0),
+        occ_alpha=f.float("alpha", lo=0.0), occ_threshold=f.float("occlusion_threshold", lo=0.0, hi=1.0))
+
+
+def clip_predictions(model, clip, store, cfg, aggregate):
+    """Softmax maps of every frame of a clip, temporally aggregated (Eq. 10) when ``aggregate``."""
+    probs = predict_probs(model, clip.images, cfg.batch_size)
+    return aggregate_predictions(probs, clip, store, cfg) if aggregate else probs
+
+
+def aggregate_predictions(probs, clip, store, cfg):
+    """Eq. 10 on one clip's softmax maps, with the clip's stored flows."""
+    store.check_clip(clip.name, len(clip), *clip.images.shape[1:3])
+    return aggregate_clip(probs, clip.images, lambda a, b: store.flow(clip.name, a, b), cfg.occ_alpha,
+                          cfg.occ_threshold)
+
+
+def generate_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs):
+    """Algorithm 1 (and the baselines' generators) over the target clips: {clip name: labels (T, H, W) uint8}.
+
+    Clips are processed one at a time, in order; the adaptive thresholds carry over from clip to clip.
+    CBST needs the whole set first, so it keeps every clip's (confidence, argmax) in memory.
+    """
+    if cfg.kind not in GENERATORS:
+        raise ValueError(f"vst.pseudo_label must be one of {GENERATORS}, got {cfg.kind!r}")
+    aggregate = cfg.kind == "clip_agg"
+    out, theta = {}, None
+    if cfg.kind == "cbst":
+        maxed = {}
+        for clip in progress(clips, description="pseudo labels (predict)"):
+            conf, pred = clip_predictions(model, clip, store, cfg, False).max(1)
+            maxed[clip.name] = conf.numpy(), pred.numpy()
+        conf_all = np.concatenate([c.ravel() for c, _ in maxed.values()])
+        pred_all = np.concatenate([p.ravel() for _, p in maxed.values()])
+        theta = class_balanced_thresholds(conf_all, pred_all, cfg.portion, NUM_CLASSES)
+        return {name: label_with_thresholds(c, p, theta) for name, (c, p) in maxed.items()}, theta
+    theta = np.full(NUM_CLASSES, cfg.init_theta)
+    for clip in progress(clips, description="pseudo labels"):
+        probs = clip_predictions(model, clip, store, cfg, aggregate)
+        out[clip.name], theta = generate_clip_labels("iast" if cfg.kind == "iast" else "clip", probs, theta,
+                                                     cfg.alpha, cfg.beta, cfg.gamma)
+    return out, theta
+
+
+def pseudo_label_report(labels_by_clip, clips):
+    """Proportion of pixels labelled (overall, and the share of each class), and P-mIoU: the mIoU of the pseudo
+    labels against the ground truth where both exist (the paper's Table 7)."""
+    counts, total = np.zeros(NUM_CLASSES, np.int64), 0
+    cm = ConfusionMatrix(NUM_CLASSES)
+    for clip in clips:
+        labels = labels_by_clip[clip.name]
+        counts += np.bincount(labels[labels != IGNORE_ID], minlength=NUM_CLASSES)[:NUM_CLASSES]
+        total += labels.size
+        idx = np.flatnonzero(clip.labeled)
+        kept = labels[idx] != IGNORE_ID
+        cm.update(labels[idx][kept], clip.labels[idx][kept])
+    scores = cm.to_dict()
+    return {"proportion": round(100 * counts.sum() / total, 4),
+            "proportion_per_class": {c: round(100 * n / total, 4) for c, n in zip(CLASSES, counts)},
+            "p_miou": scores["miou"], "p_iou": scores["iou"]}
+
+
+def miou_at_proportion(conf, pred, gt, proportion):
+    """P-mIoU of the most confident ``proportion`` of the ground-truth-labelled pixels (Table 7's comparison of
+    label generators at equal proportion)."""
+    valid = gt != IGNORE_ID
+    conf, pred, gt = conf[valid], pred[valid], gt[valid]
+    n = int(round(proportion * conf.size))
+    keep = np.argsort(-conf, kind="stable")[:n]
+    cm = ConfusionMatrix(NUM_CLASSES)
+    cm.update(pred[keep], gt[keep])
+    return cm.to_dict()["miou"]
+
+
+def label_precision(labels, gt):
+    """Share of the kept pseudo labels that agree with the ground truth, and how many were kept (pixels)."""
+    kept = (labels != IGNORE_ID) & (gt != IGNORE_ID)
+    return float((labels[kept] == gt[kept]).mean()) if kept.any() else float("nan"), int(kept.sum())
