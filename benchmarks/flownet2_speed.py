@@ -123,20 +123,24 @@ def make_pair(height, width):
     return to_flownet_input(images).numpy()[:, None]          # (2 frames, batch 1, 3, H, W)
 
 
-def correlation_timing(height, width, runs):
+def correlation_timing(height, width, runs, device="cpu"):
     from ptlflow.models.flownet.submodules import correlate
 
     from videoda.flow.correlation import flownet_correlation
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     g = torch.Generator().manual_seed(0)
-    feats = [torch.randn(1, 256, height // 8, width // 8, generator=g) for _ in range(2)]
+    feats = [torch.randn(1, 256, height // 8, width // 8, generator=g).to(device) for _ in range(2)]
     out = {}
     with torch.no_grad():
         for name, fn in (("stock", correlate), ("ours", flownet_correlation)):
             fn(*feats)
+            sync()
             times = []
             for _ in range(runs):
                 start = time.perf_counter()
                 res = fn(*feats)
+                sync()
                 times.append(time.perf_counter() - start)
             out[name] = (statistics.median(times), res)
     diff = (out["ours"][1] - out["stock"][1]).abs().max().item()
@@ -215,14 +219,19 @@ def measure(args, tmp):
     for r in range(args.rounds):
         for mode in modes:
             results[mode].append(run_worker(mode, args, ckpt, inp, tmp / f"{mode}.npy"))
+            res = results[mode][-1]
+            print(f"  round {r + 1} {mode}: median {statistics.median(res['times']):.4f} s/pair "
+                  f"(warm-up {res['warmup']:.1f} s)", flush=True)
             load.append(os.getloadavg()[0])
     flows = {m: np.load(tmp / f"{m}.npy") for m in modes}
-    c_stock, c_ours, c_diff, c_max = correlation_timing(args.height, args.width, args.runs)
-    denormal_ms = denormal_penalty(args.runs)
+    c_stock, c_ours, c_diff, c_max = correlation_timing(args.height, args.width, args.runs, args.device)
+    # Denormals are a CPU matter: on a GPU the question does not arise.
+    denormal_ms = denormal_penalty(args.runs) if args.device == "cpu" else {}
 
     median = {m: statistics.median(t for res in results[m] for t in res["times"]) for m in modes}
     summary = {
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}"
+                   + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
         "load_average_1min": [round(x, 2) for x in load],
         "resolution": [args.height, args.width], "batch": args.batch, "weights": weights,
         "seconds_per_pair": median,
@@ -247,7 +256,7 @@ def measure(args, tmp):
     for m in modes:
         den = summary["denormal_conv_outputs"][m]
         den = f", denormal conv outputs {den[0]} of {den[1]}" if den else ""
-        print(f"  {m:13s} {median[m]:6.2f} s/pair ({1 / median[m]:5.2f} fps)  x{summary['speedup_vs_stock'][m]:.2f}"
+        print(f"  {m:13s} {median[m]:7.4f} s/pair ({1 / median[m]:6.2f} fps)  x{summary['speedup_vs_stock'][m]:.2f}"
               f"  max |flow - stock| {summary['max_flow_difference_px'][m]:.1e} px  "
               f"[{summary['threads'][m]} threads, flush-denormal {'on' if summary['flush_denormal'][m] else 'off'}"
               f"{den}]")
@@ -256,9 +265,10 @@ def measure(args, tmp):
     if args.compile:
         print(f"  ours+compile: compiling took {summary['compile_seconds']:.0f} s (once per input shape)")
     print(f"FlowNetC correlation alone, 256 x {args.height // 8} x {args.width // 8} features (this process, "
-          f"{torch.get_num_threads()} threads): stock {1000 * c_stock:.0f} ms, ours {1000 * c_ours:.0f} ms, "
+          f"{torch.get_num_threads()} threads): stock {1000 * c_stock:.2f} ms, ours {1000 * c_ours:.2f} ms, "
           f"x{c_stock / c_ours:.0f}, max |difference| {c_diff:.1e} (values up to {c_max:.2f})")
-    print("denormals on this CPU (ms, median): " + ", ".join(f"{k} {v:.1f}" for k, v in denormal_ms.items()))
+    if denormal_ms:
+        print("denormals on this CPU (ms, median): " + ", ".join(f"{k} {v:.1f}" for k, v in denormal_ms.items()))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -1,6 +1,7 @@
 """VST pieces: the regularisers' values, pseudo-label PNGs, online refinement inside the pair sampler."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +72,15 @@ def test_sampler_applies_cutout_to_both_frames_before_flipping():
     assert labels[0] == [[1, 2, 255, 3, 255]]
     none = PairSampler([clip], 1, 1, seed=0, hflip=False, pair_labels=refined_pair_labels(pseudo, None, "none"))
     assert none.sample()["labels"][0].tolist() == pseudo["c"].tolist()
+
+
+def test_vst_config_reads_params_and_names_a_bad_key():
+    from videoda.domain_adaptation.self_training import vst_config
+    from videoda.params import ParamError, load_params
+
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg = vst_config(params)
+    assert cfg.tau == params["flow"]["tau"] and cfg.refine == params["vst"]["refine"]
+    params["vst"]["refine"] = "sideways"
+    with pytest.raises(ParamError, match=r"vst\.refine"):
+        vst_config(params)

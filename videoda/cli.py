@@ -1,7 +1,9 @@
 """Command line: ``python -m videoda <command>``.
 
 ``eval`` scores label-PNG predictions of any method against Cityscapes-VPS style ground truth with
-mIoU and VPQ^s (see ``videoda.metrics``). Bad input exits with status 2 and writes nothing.
+mIoU and VPQ^s (see ``videoda.metrics``). ``segment`` runs a trained model on any video file, writes a
+colourised overlay video and prints a temporal-consistency score (see ``videoda.segment``). Bad input exits with
+status 2 and writes nothing.
 """
 
 import argparse
@@ -131,6 +133,51 @@ def cmd_eval(args):
     return 0
 
 
+def cmd_segment(args):
+    import torch
+
+    from videoda.segment import segment_video
+
+    torch.set_num_threads(args.threads)
+    report = segment_video(args.input, args.model, args.out, height=args.height, width=args.width,
+                           alpha=args.alpha, batch_size=args.batch_size, max_frames=args.max_frames,
+                           dis_preset=args.dis_preset, json_path=args.json)
+    tc = report["temporal_consistency"]
+    h, w = report["frame_size"]
+    mh, mw = report["model_size"]
+    print(f"{report['frames']} frames ({w}x{h}, segmented at {mw}x{mh}) -> {args.out}")
+    print("temporal consistency: " + ("n/a (one frame)" if tc is None else
+                                      f"{tc:.2f} % of {report['counted_pixels']} pixels agree with the previous "
+                                      f"frame's label carried along the optical flow"))
+    fps = report["frames_per_second"]
+    print(f"{report['seconds']:.1f} s, {fps if fps is not None else '-'} frames/s")
+    return 0
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+# videoda.flow.backends.DIS_PRESETS' names, spelled out so that the parser does not import torch
+DIS_PRESET_NAMES = ("ultrafast", "fast", "medium")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="python -m videoda", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +190,28 @@ def build_parser():
                         "Cityscapes-VPS labelmap PNGs (255 = void in both)")
     p.add_argument("--label-stride", type=int, default=5, help="frames between annotated frames")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("segment", help="segment any video with a trained model: overlay video and "
+                                       "temporal-consistency score")
+    p.add_argument("input", help="input video file (anything OpenCV reads)")
+    p.add_argument("--model", required=True, help="segmentation checkpoint, e.g. models/vat.pt")
+    p.add_argument("--out", required=True,
+                   help="output overlay video (.mp4, mp4v codec, the input's frame rate or 25 if it reports none)")
+    p.add_argument("--height", type=positive_int, default=None,
+                   help="height frames are segmented at (default: the checkpoint's 'height' entry if it has "
+                        "one, which the pipeline's checkpoints do not, else 64, the pipeline's training "
+                        "resolution prepare.height)")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="width frames are segmented at (default: the checkpoint's 'width' entry, else 128)")
+    p.add_argument("--alpha", type=fraction, default=0.5, help="opacity of the colourised labels (default 0.5)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="frames per forward pass (default 8)")
+    p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="segment only the first N frames")
+    p.add_argument("--dis-preset", choices=DIS_PRESET_NAMES, default="medium",
+                   help="OpenCV DIS optical flow preset for the consistency score (default medium)")
+    p.add_argument("--json", default=None, help="also write the report (frames, temporal_consistency, "
+                                                "seconds, ...) to this JSON file")
+    p.set_defaults(func=cmd_segment)
     return parser
 
 

@@ -12,10 +12,12 @@ from videoda.model import normalize
 
 @torch.no_grad()
 def predict_probs(model, images, batch_size=16):
-    """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor."""
+    """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor on the CPU (the model runs on its
+    own device)."""
     model.eval()
-    return torch.cat([model(normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])))).softmax(1)
-                      for i in range(0, len(images), batch_size)])
+    device = next(model.parameters()).device
+    return torch.cat([model(normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device)))
+                      .softmax(1).cpu() for i in range(0, len(images), batch_size)])
 
 
 def predict(model, images, batch_size=16):

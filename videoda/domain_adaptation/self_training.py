@@ -5,16 +5,51 @@ on both frames against the refined pseudo labels, a regulariser (IAST's entropy 
 confidence-regularising KLD on labelled pixels), and optionally the source cross-entropy (CBST/CRST-style).
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
-from videoda.domain_adaptation.pseudo_labels import cutout_refine, fillin_refine
-from videoda.domain_adaptation.train import forward_pairs
+from videoda.data.pairs import PairSampler
+from videoda.domain_adaptation.pseudo_labels import cutout_refine, fillin_refine, generate_pseudo_labels
+from videoda.domain_adaptation.train import forward_pairs, make_optimizer, train
 from videoda.flow.warp import flow_to_tensor
+from videoda.params import Section
 from videoda.utils.loss import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
 
 REFINEMENTS = ("none", "cutout", "fillin")
 REGULARISERS = ("none", "entropy", "kld")
+
+
+@dataclass
+class VSTConfig:
+    """The training half of VST (params ``vst``; the pair distance is ``flow.tau``)."""
+    tau: int = 1
+    refine: str = "cutout"
+    regulariser: str = "entropy"
+    lambda_reg: float = 0.1
+    lambda_source: float = 0.0
+    rounds: int = 1
+    iterations: int = 400
+    batch_size: int = 8
+    optimizer: str = "adam"
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    poly_power: float = 0.9
+    hflip: bool = True
+
+
+def vst_config(params):
+    """VSTConfig from params.yaml, every key checked (a bad value names its key)."""
+    p, f = Section(params, "vst"), Section(params, "flow")
+    return VSTConfig(
+        tau=f.int("tau", lo=1), refine=p.choice("refine", REFINEMENTS), regulariser=p.choice("regulariser", REGULARISERS),
+        lambda_reg=p.float("lambda_reg", lo=0.0), lambda_source=p.float("lambda_source", lo=0.0),
+        rounds=p.int("rounds", lo=1), iterations=p.int("iterations", lo=1), batch_size=p.int("batch_size", lo=1),
+        optimizer=p.choice("optimizer", ["sgd", "adam"]), lr=p.float("lr", lo=0.0),
+        momentum=p.float("momentum", lo=0.0, hi=1.0), weight_decay=p.float("weight_decay", lo=0.0),
+        poly_power=p.float("poly_power", lo=0.0), hflip=p.bool("hflip"))
 
 
 def refined_pair_labels(pseudo, store, refine, occ_alpha=2.0, occ_threshold=0.7):
@@ -63,3 +98,35 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
                                              for i in range(logits.shape[1]))}
 
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
+
+
+def self_train(model, clips, pseudo, store, cfg, label_cfg, seed, source_clips=None, progress=lambda xs, **_: xs):
+    """VST (Sec. 4.4.2): ``cfg.rounds`` rounds of training on target pairs (t - tau, t) with online-refined pseudo
+    labels; round 1 uses ``pseudo`` ({clip: (T, H, W)}), each further round regenerates them with the current
+    model and ``label_cfg`` (the same generator). ``clips`` must carry no ground truth. Trains on the model's
+    device. Returns the training curve's rows (step counted across rounds, with the round number).
+    """
+    device = next(model.parameters()).device
+    source = (PairSampler(source_clips, cfg.tau, cfg.batch_size, seed + 1)
+              if cfg.lambda_source > 0 else None)
+    rows = []
+    for r in range(cfg.rounds):
+        if r > 0:
+            pseudo, _ = generate_pseudo_labels(model, clips, store, label_cfg, progress=progress)
+        target = PairSampler(clips, cfg.tau, cfg.batch_size, seed + 100 * r, hflip=cfg.hflip,
+                             pair_labels=refined_pair_labels(pseudo, store, cfg.refine, label_cfg.occ_alpha,
+                                                             label_cfg.occ_threshold))
+
+        def sample_batch():
+            batch = target.sample()
+            if source is not None:
+                s = source.sample()
+                batch.update(source_images=s["images"], source_labels=s["labels"])
+            return {k: v.to(device) for k, v in batch.items()}
+
+        optimizer = make_optimizer(model.param_groups(cfg.lr), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        result = train(model, optimizer, sample_batch, vst_forward,
+                       vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), cfg.iterations, None,
+                       power=cfg.poly_power, description=f"vst round {r + 1}")
+        rows += [{**row, "step": row["step"] + r * cfg.iterations, "round": r + 1} for row in result["rows"]]
+    return rows
