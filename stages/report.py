@@ -1,0 +1,41 @@
+"""Stage `report`: the visual report, ``reports/visual/`` (``index.md`` and the PNGs and video it links).
+
+Per-class IoU bars and row-normalised confusion matrices of every evaluated model, pseudo labels of a few
+annotated target-train frames as generated and after cut-out (Eq. 12) and fill-in (Eq. 14) refinement, a
+side-by-side prediction video of the baseline and the adapted model on one target-val clip, and the class
+colours. The drawing lives in ``videoda/report.py``.
+"""
+
+import argparse
+
+import cv2
+import torch
+from rich.progress import track
+
+from videoda.params import load_params
+from videoda.report import build_report, report_config
+from videoda.utils.stage import run_stage
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--metrics", default="reports/metrics.json")
+    ap.add_argument("--confusion", default="reports/figures/confusion.npz")
+    ap.add_argument("--pseudo-report", default="reports/pseudo_labels.json")
+    ap.add_argument("--pseudo", default="data/pseudo_labels", help="the pseudo-label PNGs, <clip>/<frame>.png")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--flow", default="data/flow/target_train.h5")
+    ap.add_argument("--baseline", default="models/source_only.pt", help="the left model of the video")
+    ap.add_argument("--model", default="models/vst.pt", help="the right model of the video")
+    ap.add_argument("--out", default="reports/visual")
+    args = ap.parse_args(argv)
+    cfg = report_config(load_params())
+    torch.set_num_threads(cfg.threads)
+    cv2.setNumThreads(cfg.threads)
+    build_report(args.out, metrics_path=args.metrics, confusion_path=args.confusion,
+                 pseudo_report_path=args.pseudo_report, pseudo_root=args.pseudo, data_root=args.data,
+                 flow_path=args.flow, baseline_path=args.baseline, model_path=args.model, cfg=cfg, progress=track)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,246 @@
+"""Stage `report` (the visual report) on tiny inputs built here: layout, links, determinism, errors."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES, colorize
+from videoda.data.clips import Clip, DataError, save_clip
+from videoda.data.prepare import write_ids
+from videoda.flow.store import FlowWriter, stored_pairs
+from videoda.model import save_checkpoint
+from videoda.model.build import build_model
+from videoda.params import ParamError
+from videoda.report import GAP, panel_origin, row_normalize, select_frames, upscale
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "stages"))
+import report as report_stage  # noqa: E402  (stages/report.py)
+
+torch.set_num_threads(1)
+H, W, T_TRAIN, T_VAL = 16, 32, 5, 4
+FIG_SCALE, VIDEO_SCALE = 2, 3
+
+
+def make_clip(rng, name, t_len, labeled):
+    # Static frames: with zero flow every pixel is non-occluded, so the refinements are known by hand.
+    image = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+    labels = np.full((t_len, H, W), IGNORE_ID, np.uint8)
+    for t in labeled:
+        labels[t] = rng.integers(0, NUM_CLASSES, (H, W))
+        labels[t, :2] = IGNORE_ID                                     # some void ground truth
+    flags = np.zeros(t_len, bool)
+    flags[list(labeled)] = True
+    names = [f"{name}_{t:06d}" for t in range(t_len)]
+    return Clip(name, np.repeat(image[None], t_len, 0), labels, flags, np.array(names))
+
+
+def pseudo_of(clip, t, rng):
+    """A pseudo label: the ground truth (or a random map) with a third of the pixels ignored, some wrong."""
+    base = clip.labels[t] if clip.labeled[t] else rng.integers(0, NUM_CLASSES, (H, W)).astype(np.uint8)
+    lab = np.where(base == IGNORE_ID, rng.integers(0, NUM_CLASSES, (H, W)), base).astype(np.uint8)
+    lab[rng.random((H, W)) < 0.2] = rng.integers(0, NUM_CLASSES)
+    lab[rng.random((H, W)) < 0.33] = IGNORE_ID
+    return lab
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["report"] = {"pseudo_frames": 3, "video_clip": 1, "video_scale": VIDEO_SCALE, "figure_scale": FIG_SCALE,
+                        "fps": 5, "threads": 1}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    train = [make_clip(rng, f"tr{i}", T_TRAIN, [0, 2, 4]) for i in range(2)]
+    val = [make_clip(rng, f"va{i}", T_VAL, [0, 2]) for i in range(2)]
+    for split, clips in (("target_train", train), ("target_val", val)):
+        for c in clips:
+            save_clip(root / "data/prepared" / split / f"{c.name}.npz", c)
+    flow_path = root / "data/flow/target_train.h5"
+    flow_path.parent.mkdir(parents=True)
+    with FlowWriter(flow_path, [1], H, W, "test") as writer:
+        for c in train:
+            writer.add_clip(c.name, T_TRAIN, {p: np.zeros((H, W, 2), np.float32) for p in stored_pairs(T_TRAIN, [1])})
+    pseudo = {}
+    for c in train:
+        (root / "data/pseudo_labels" / c.name).mkdir(parents=True)
+        for t in range(T_TRAIN):
+            pseudo[c.name, t] = pseudo_of(c, t, rng)
+            write_ids(root / "data/pseudo_labels" / c.name / f"{c.frame_names[t]}.png", pseudo[c.name, t])
+    metrics = {}
+    for k, m in enumerate(("source_only", "vst", "oracle")):
+        iou = {c: round(float(v), 4) for c, v in zip(CLASSES, rng.uniform(0, 100, NUM_CLASSES))}
+        iou["motorbike"] = None                                        # a class the model never met
+        metrics[m] = {"miou": 12.3456 + 10 * k, "iou": iou,
+                      "vpq": {"k0": 1.0, "k5": 2.0, "k10": 3.0, "k15": 4.0, "mean": 2.5 + k, "per_class": {}}}
+    (root / "reports").mkdir()
+    (root / "reports/metrics.json").write_text(json.dumps(metrics))
+    np.savez(root / "reports/confusion.npz",
+             **{m: rng.integers(0, 50, (NUM_CLASSES, NUM_CLASSES)) for m in metrics})
+    (root / "reports/pseudo_labels.json").write_text(json.dumps({
+        "generator": "clip_agg", "proportion": 80.2334, "p_miou": 48.6363,
+        "equal_proportion": {"proportion": 80.694, "single_frame_p_miou": 45.9935, "aggregated_p_miou": 46.8245},
+        "cutout_refinement": {"precision_before": 85.862, "pixels_before": 793254, "precision_after": 88.9818,
+                              "pixels_after": 707078}}))
+    (root / "models").mkdir()
+    for seed, name in ((0, "source_only"), (1, "vst")):
+        torch.manual_seed(seed)
+        save_checkpoint(root / f"models/{name}.pt", build_model(params))
+    return {"root": root, "train": train, "val": val, "pseudo": pseudo, "metrics": metrics}
+
+
+ARGS = ["--metrics", "reports/metrics.json", "--confusion", "reports/confusion.npz", "--pseudo-report",
+        "reports/pseudo_labels.json", "--pseudo", "data/pseudo_labels", "--data", "data/prepared", "--flow",
+        "data/flow/target_train.h5", "--baseline", "models/source_only.pt", "--model", "models/vst.pt"]
+
+
+def run_report(root, out, monkeypatch, args=ARGS):
+    monkeypatch.chdir(root)
+    report_stage.main([*args, "--out", out])
+    return root / out
+
+
+@pytest.fixture(scope="module")
+def report(inputs):
+    with pytest.MonkeyPatch.context() as mp:
+        return run_report(inputs["root"], "reports/visual", mp)
+
+
+def read(path):
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, path
+    return img
+
+
+def test_index_links_resolve_and_numbers_come_from_the_files(report, inputs):
+    md = (report / "index.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", md)
+    assert "predictions.mp4" in links and "pseudo_labels.png" in links and "iou_per_class.png" in links
+    assert {f"confusion_{m}.png" for m in inputs["metrics"]} <= set(links)
+    for link in links:
+        assert not link.startswith("/") and (report / link).is_file(), link
+        if link.endswith(".png"):
+            read(report / link)
+    assert "| source_only | 12.35 | 2.50 |" in md and "| oracle | 32.35 | 4.50 |" in md
+    assert "85.86% / 88.98%" in md and "45.99 / 46.82" in md
+
+
+def test_pseudo_label_figure_layout_and_refinements(report, inputs):
+    fig = read(report / "pseudo_labels.png")
+    # 5 columns of W * scale pixels with GAP pixels around each; 3 rows.
+    assert fig.shape[1] == 5 * W * FIG_SCALE + 6 * GAP
+    x, y = panel_origin(2, 4, H, W, FIG_SCALE)
+    assert fig.shape[0] > y + H * FIG_SCALE
+    # Frames chosen: annotated t >= tau = 1 are (clip 0: 2, 4), (clip 1: 2, 4); the middles of 3 runs of 4.
+    picks = select_frames(inputs["train"], 3, 1)
+    assert picks == [(0, 2), (1, 2), (1, 4)]
+    for r, (ci, t) in enumerate(picks):
+        clip = inputs["train"][ci]
+        lab, ref = inputs["pseudo"][clip.name, t], inputs["pseudo"][clip.name, t - 1]
+        # Zero flow on static frames: cut-out keeps the labels that agree with frame t - 1; fill-in takes frame
+        # t - 1's label wherever frame t has none (every pixel is non-occluded).
+        cut = np.where(lab == ref, lab, IGNORE_ID)
+        fill = np.where(lab == IGNORE_ID, ref, lab)
+        expected = [clip.images[t], colorize(lab), colorize(cut), colorize(fill), colorize(clip.labels[t])]
+        for col, panel in enumerate(expected):
+            x, y = panel_origin(r, col, H, W, FIG_SCALE)
+            got = fig[y:y + H * FIG_SCALE, x:x + W * FIG_SCALE]
+            np.testing.assert_array_equal(got, upscale(panel[..., ::-1], FIG_SCALE), err_msg=f"row {r} col {col}")
+
+
+def test_video_has_every_frame_and_the_still_its_size(report, inputs):
+    clip = inputs["val"][1]
+    cap = cv2.VideoCapture(str(report / "predictions.mp4"))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    still = read(report / "predictions_middle.png")
+    assert len(frames) == len(clip) and frames[0].shape == still.shape
+    assert still.shape[1] == 3 * W * VIDEO_SCALE + 4 * GAP
+    # The input panel of the still is the middle frame, upscaled without interpolation.
+    panel = still[-(H * VIDEO_SCALE + GAP):-GAP, GAP:GAP + W * VIDEO_SCALE]
+    np.testing.assert_array_equal(panel, upscale(clip.images[len(clip) // 2][..., ::-1], VIDEO_SCALE))
+
+
+def test_other_figures_and_determinism(report, inputs, monkeypatch):
+    assert read(report / "confusion_vst.png").shape[0] > 15 * 30
+    assert read(report / "classes.png").shape[1] > 300
+    again = run_report(inputs["root"], "reports/visual2", monkeypatch)
+    for path in sorted(report.iterdir()):
+        if path.suffix in (".png", ".md"):
+            assert path.read_bytes() == (again / path.name).read_bytes(), path.name
+
+
+def test_row_normalisation_by_hand():
+    cm = np.array([[3, 1, 0], [0, 0, 0], [2, 2, 4]])
+    norm = row_normalize(cm)
+    np.testing.assert_allclose(norm[0], [0.75, 0.25, 0.0])
+    assert np.isnan(norm[1]).all()                                       # class absent from the ground truth
+    np.testing.assert_allclose(norm[2], [0.25, 0.25, 0.5])
+
+
+def test_frame_selection_by_hand():
+    def clip(flags):
+        return Clip("c", np.zeros((len(flags), 1, 1, 3), np.uint8), np.zeros((len(flags), 1, 1), np.uint8),
+                    np.array(flags, bool), np.array([str(i) for i in range(len(flags))]))
+    clips = [clip([1, 0, 1, 0, 1]), clip([0, 1, 1])]                    # t >= 1: (0,2) (0,4) (1,1) (1,2)
+    assert select_frames(clips, 1, 1) == [(1, 1)]                       # candidate 4 // 2 = 2
+    assert select_frames(clips, 2, 1) == [(0, 4), (1, 2)]               # candidates 1, 3
+    assert select_frames(clips, 9, 1) == [(0, 2), (0, 4), (1, 1), (1, 2)]
+    assert select_frames(clips, 9, 2) == [(0, 2), (0, 4), (1, 2)]
+    with pytest.raises(DataError, match="tau = 5"):
+        select_frames(clips, 1, 5)
+
+
+@pytest.mark.parametrize("flag, path", [("--metrics", "reports/nope.json"), ("--flow", "data/flow/nope.h5"),
+                                        ("--pseudo", "data/no_pseudo"), ("--model", "models/nope.pt"),
+                                        ("--confusion", "reports/nope.npz")])
+def test_missing_input_names_it_and_writes_nothing(inputs, monkeypatch, flag, path):
+    args = list(ARGS)
+    args[args.index(flag) + 1] = path
+    with pytest.raises(DataError, match=re.escape(path)):
+        run_report(inputs["root"], "reports/visual_missing", monkeypatch, args)
+    assert not (inputs["root"] / "reports/visual_missing").exists()
+
+
+def test_missing_input_exits_2_through_the_stage(inputs):
+    args = list(ARGS)
+    args[args.index("--metrics") + 1] = "reports/absent.json"
+    out = inputs["root"] / "reports/visual_absent"
+    r = subprocess.run([sys.executable, str(REPO / "stages/report.py"), *args, "--out", str(out)],
+                       cwd=inputs["root"], capture_output=True, text=True)
+    assert r.returncode == 2 and "reports/absent.json" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and not list((inputs["root"] / "reports").glob(".visual_absent*"))
+
+
+def test_missing_pseudo_png_and_bad_video_clip(inputs, monkeypatch, tmp_path):
+    root = inputs["root"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["report"]["video_clip"] = 2                                  # only 2 val clips
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    absolute = [a if a.startswith("--") else str(root / a) for a in ARGS]
+    with pytest.raises(ParamError, match="report.video_clip"):
+        run_report(tmp_path, "visual", monkeypatch, absolute)
+    clip = inputs["train"][1]
+    png = root / "data/pseudo_labels" / clip.name / f"{clip.frame_names[4]}.png"
+    png.rename(tmp_path / "moved.png")
+    try:
+        (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+        with pytest.raises(DataError, match=png.name):
+            run_report(tmp_path, "visual", monkeypatch, absolute)
+    finally:
+        (tmp_path / "moved.png").rename(png)
+    assert not (tmp_path / "visual").exists()
