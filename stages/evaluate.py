@@ -1,6 +1,7 @@
 """Stage `evaluate`: score every trained model on the target validation clips.
 
-Writes ``reports/metrics.json`` (nested per model: mIoU with per-class IoU, VPQ^s per window size k),
+Writes ``reports/metrics.json`` (nested per model: mIoU with per-class IoU, VPQ^s per window size k; ``final``:
+the selected ``method``'s model, see ``videoda/presets.py``),
 the predictions as label PNGs (so ``videoda eval`` can re-score them), confusion matrices and
 qualitative strips (input | prediction | ground truth).
 """
@@ -15,6 +16,7 @@ from videoda.data.pairs import load_split
 from videoda.evaluate import evaluate_clips, qualitative_strip
 from videoda.model import load_checkpoint
 from videoda.params import ParamError, Section, load_params
+from videoda.presets import final_model
 from videoda.utils.io import atomic_path, write_json
 from videoda.utils.stage import run_stage
 
@@ -28,7 +30,8 @@ def main():
     ap.add_argument("--predictions", default="data/predictions")
     ap.add_argument("--figures", default="reports/figures")
     args = ap.parse_args()
-    p = Section(load_params(), "evaluate")
+    params = load_params()
+    p = Section(params, "evaluate")
     torch.set_num_threads(p.int("threads", lo=1))
     label_stride = p.int("label_stride", lo=1)
     batch_size, strips = p.int("batch_size", lo=1), p.int("strip_rows", lo=1)
@@ -52,6 +55,9 @@ def main():
             strip = qualitative_strip(model, clips, strips)
             cv2.imwrite(str(fig_root / f"{name}_strip.png"), strip[..., ::-1])
         np.savez(fig_root / "confusion.npz", **confusion)
+    final = final_model(params)          # the selected method's result (videoda/presets.py)
+    if final in metrics:
+        metrics["final"] = metrics[final]
     write_json(args.metrics, metrics)
 
 

@@ -15,7 +15,7 @@ from videoda.data.pairs import PairSampler, load_split
 from videoda.domain_adaptation.adversarial import (DICE_MODES, DISC_INPUTS, DISCRIMINATORS, AdversarialTerm,
                                                    DiceTerm, DiscriminatorStep, VATBatches, adversarial_forward)
 from videoda.domain_adaptation.train import (make_optimizer, segmentation_loss, seed_everything, supervised_forward,
-                                             train)
+                                             train, write_curve)
 from videoda.model import load_checkpoint, save_checkpoint
 from videoda.model.discriminator import Discriminator
 from videoda.params import Section, load_params
@@ -33,6 +33,11 @@ def main():
     params = load_params()
     seed = Section(params).int("seed", lo=0)
     p = Section(params, "vat")
+    if not p.bool("enabled"):      # a method without an adversarial phase (videoda/presets.py)
+        model, _ = load_checkpoint(args.init)
+        write_curve(args.curve, [])
+        save_checkpoint(args.out, model, {"stage": "vat", "enabled": False, "init": str(args.init)})
+        return
     iterations, power = p.int("iterations", lo=1), p.float("poly_power", lo=0.0)
     tau, batch_size, hflip = p.int("tau", lo=1), p.int("batch_size", lo=1), p.bool("hflip")
     kind = p.choice("discriminator", DISCRIMINATORS)

@@ -56,6 +56,10 @@ def main():
     torch.set_num_threads(Section(params, "vst").int("threads", lo=1))
 
     model, _ = load_checkpoint(args.init)
+    if not Section(params, "vst").bool("enabled"):    # a method without self-training (videoda/presets.py)
+        write_curve(args.curve, [])
+        save_checkpoint(args.out, model, {"stage": "vst", "enabled": False, "init": str(args.init)})
+        return
     # Unsupervised: the target clips' ground truth is dropped before anything can train on it.
     clips = [dataclasses.replace(c, labels=np.full_like(c.labels, IGNORE_ID), labeled=np.zeros_like(c.labeled))
              for c in load_split(args.data, "target_train")]

@@ -137,3 +137,42 @@ def test_flow_pseudo_labels_and_vst_stages(prepared):
     write_ids(pngs[0], np.zeros((3, 3), np.uint8))
     r = stage(cwd, "vst.py", "--init", "models/init.pt", "--out", "models/vst2.pt", "--curve", "c.tsv")
     assert r.returncode == 2 and str(pngs[0].name) in r.stderr and not (cwd / "models/vst2.pt").exists()
+
+
+def test_method_presets_pass_models_through_disabled_phases_and_report_final(prepared):
+    """method: source_only skips both adaptation phases: vat.pt and vst.pt are the source-only weights, and
+    evaluate's `final` is their score; method: oracle makes `final` the oracle's."""
+    cwd = prepared
+    params = tiny_params()
+    params["method"] = "source_only"
+    params["flow"]["method"] = "gt"
+    write_params(cwd, params)
+    ok(stage(cwd, "train_supervised.py", "--section", "train_source", "--split", "source",
+             "--out", "models/so.pt", "--curve", "reports/curves/so.tsv"))
+    ok(stage(cwd, "train_supervised.py", "--section", "train_oracle", "--split", "target_train",
+             "--out", "models/or.pt", "--curve", "reports/curves/or.tsv"))
+    ok(stage(cwd, "vat.py", "--init", "models/so.pt", "--out", "models/v1.pt", "--curve", "reports/curves/v1.tsv"))
+    ok(stage(cwd, "flow.py", "--data", "data/prepared", "--out", "data/flow/p.h5", "--report", "reports/p_flow.json"))
+    ok(stage(cwd, "pseudo_labels.py", "--model", "models/v1.pt", "--flow", "data/flow/p.h5", "--out", "data/pl_p",
+             "--report", "reports/pl_p.json"))
+    ok(stage(cwd, "vst.py", "--init", "models/v1.pt", "--pseudo", "data/pl_p", "--flow", "data/flow/p.h5",
+             "--out", "models/v2.pt", "--curve", "reports/curves/v2.tsv"))
+    weights = [torch.load(cwd / f"models/{n}.pt", weights_only=True)["model"] for n in ("so", "v1", "v2")]
+    for other in weights[1:]:
+        assert all(torch.equal(weights[0][k], other[k]) for k in weights[0])
+    assert (cwd / "reports/curves/v1.tsv").read_text().strip() == "step"
+    evaluate = ["evaluate.py", "--model", "source_only=models/so.pt", "--model", "oracle=models/or.pt",
+                "--model", "vst=models/v2.pt", "--metrics", "reports/m.json", "--predictions", "data/pred_p",
+                "--figures", "reports/fig_p"]
+    ok(stage(cwd, *evaluate))
+    metrics = json.loads((cwd / "reports/m.json").read_text())
+    assert metrics["final"] == metrics["vst"] == metrics["source_only"]
+    params["method"] = "oracle"
+    write_params(cwd, params)
+    ok(stage(cwd, *evaluate[:-6], "--metrics", "reports/m2.json", "--predictions", "data/pred_o",
+             "--figures", "reports/fig_o"))
+    assert json.loads((cwd / "reports/m2.json").read_text())["final"]["miou"] == metrics["oracle"]["miou"]
+    params["method"] = "everything"
+    write_params(cwd, params)
+    r = stage(cwd, "vat.py", "--init", "models/so.pt", "--out", "models/v3.pt", "--curve", "c3.tsv")
+    assert r.returncode == 2 and "method" in r.stderr and not (cwd / "models/v3.pt").exists()

@@ -244,3 +244,9 @@ def test_missing_pseudo_png_and_bad_video_clip(inputs, monkeypatch, tmp_path):
     finally:
         (tmp_path / "moved.png").rename(png)
     assert not (tmp_path / "visual").exists()
+
+
+def test_ordered_models_skips_the_final_alias():
+    from videoda.report import ordered_models
+
+    assert ordered_models(["final", "vst", "extra", "source_only"]) == ["source_only", "vst", "extra"]

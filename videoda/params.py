@@ -10,6 +10,7 @@ class ParamError(ValueError):
 
 
 def load_params(path="params.yaml"):
+    """params.yaml as every stage sees it: with the preset of its ``method`` applied (``videoda.presets``)."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{path}: parameter file not found")
@@ -17,7 +18,8 @@ def load_params(path="params.yaml"):
         params = yaml.safe_load(f)
     if not isinstance(params, dict):
         raise ParamError(f"{path}: expected a mapping of parameter sections")
-    return params
+    from videoda.presets import apply_preset     # the `method` preset (videoda/presets.py)
+    return apply_preset(params)
 
 
 class Section:

@@ -81,8 +81,8 @@ def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_p
 
 
 def write_curve(path, rows):
-    """The training curve as TSV (a DVC plot): one row per logging interval."""
-    fields = list(dict.fromkeys(k for row in rows for k in row))
+    """The training curve as TSV (a DVC plot): one row per logging interval (no rows: a header only)."""
+    fields = list(dict.fromkeys(k for row in rows for k in row)) or ["step"]
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=fields, delimiter="\t")
