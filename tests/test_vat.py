@@ -260,7 +260,7 @@ def test_vat_stage_errors_name_the_key_or_file(vat_dir, tmp_path, monkeypatch, c
 
 def test_dvc_vat_stage_reads_only_its_own_params():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert set(stages["vat"]["params"]) == {"seed", "model", "vat"}
+    assert set(stages["vat"]["params"]) == {"seed", "method", "model", "vat"}     # method: videoda/presets.py
     assert "models/source_only.pt" in stages["vat"]["deps"] and "models/vat.pt" in stages["vat"]["outs"]
     readers = {name for name, s in stages.items() if "vat" in s.get("params", [])}
     assert readers == {"vat"}
