@@ -14,19 +14,16 @@ Usage (repo root, after ``dvc repro``):
 
 import argparse
 import copy
-import dataclasses
 import json
 import multiprocessing as mp
 import time
 
-import numpy as np
 import torch
 import yaml
 
-from videoda.data.classes import IGNORE_ID
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, pseudo_label_config, pseudo_label_report
-from videoda.domain_adaptation.self_training import self_train, vst_config
+from videoda.domain_adaptation.self_training import self_train, unlabelled_clips, vst_config
 from videoda.domain_adaptation.train import seed_everything
 from videoda.evaluate import evaluate_clips
 from videoda.flow.store import FlowStore
@@ -69,8 +66,7 @@ def screen(job):
     model, _ = load_checkpoint(args.init)
     model.to(args.device)
     full = load_split(args.data, "target_train")
-    clips = [dataclasses.replace(c, labels=np.full_like(c.labels, IGNORE_ID), labeled=np.zeros_like(c.labeled))
-             for c in full]
+    clips = unlabelled_clips(full)
     source = load_split(args.data, "source") if cfg.lambda_source > 0 else None
     with FlowStore(args.flow) as store:
         pseudo, _ = generate_pseudo_labels(model, clips, store, label_cfg)

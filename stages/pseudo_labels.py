@@ -8,7 +8,6 @@ cut-out refinement (Eq. 12) keeps.
 """
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from videoda.data.prepare import write_ids
 from videoda.evaluate import predict_probs
 from videoda.domain_adaptation.pseudo_labels import (aggregate_predictions, cutout_refine,
                                                      generate_pseudo_labels, label_precision, miou_at_proportion,
-                                                     pseudo_label_config, pseudo_label_report)
+                                                     pseudo_label_config, pseudo_label_path, pseudo_label_report)
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
 from videoda.model import load_checkpoint
@@ -87,7 +86,7 @@ def main():
         for clip in clips:
             (out / clip.name).mkdir(parents=True)
             for name, lab in zip(clip.frame_names, labels[clip.name]):
-                write_ids(out / clip.name / f"{name}.png", lab)
+                write_ids(pseudo_label_path(out, clip.name, name), lab)
     write_json(args.report, report)
 
 

@@ -4,40 +4,19 @@ regenerates them with the current model (the same generator), then trains again.
 """
 
 import argparse
-import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.progress import track
 
-from videoda.data.clips import DataError
-from videoda.data.classes import IGNORE_ID
 from videoda.data.pairs import load_split
-from videoda.data.prepare import read_label_png
-from videoda.domain_adaptation.pseudo_labels import pseudo_label_config
-from videoda.domain_adaptation.self_training import self_train, vst_config
+from videoda.domain_adaptation.pseudo_labels import pseudo_label_config, read_pseudo_labels
+from videoda.domain_adaptation.self_training import self_train, unlabelled_clips, vst_config
 from videoda.domain_adaptation.train import seed_everything, write_curve
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint, save_checkpoint
 from videoda.params import Section, load_params
 from videoda.utils.stage import run_stage
-
-
-def read_pseudo_labels(root, clips):
-    """{clip: (T, H, W) uint8} from the pseudo_labels stage's PNGs; each must match its frame's size."""
-    out = {}
-    for clip in clips:
-        frames = []
-        for name in clip.frame_names:
-            path = root / clip.name / f"{name}.png"
-            labels = read_label_png(path)
-            if labels.shape != clip.labels.shape[1:]:
-                raise DataError(f"{path}: pseudo label of size {labels.shape}, the frame is "
-                                f"{clip.labels.shape[1:]} (rerun the pseudo_labels stage)")
-            frames.append(labels)
-        out[clip.name] = np.stack(frames)
-    return out
 
 
 def main():
@@ -60,9 +39,7 @@ def main():
         write_curve(args.curve, [])
         save_checkpoint(args.out, model, {"stage": "vst", "enabled": False, "init": str(args.init)})
         return
-    # Unsupervised: the target clips' ground truth is dropped before anything can train on it.
-    clips = [dataclasses.replace(c, labels=np.full_like(c.labels, IGNORE_ID), labeled=np.zeros_like(c.labeled))
-             for c in load_split(args.data, "target_train")]
+    clips = unlabelled_clips(load_split(args.data, "target_train"))
     pseudo = read_pseudo_labels(Path(args.pseudo), clips)
     source = load_split(args.data, "source") if cfg.lambda_source > 0 else None
     with FlowStore(args.flow) as store:

@@ -29,8 +29,8 @@ import torch
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES, PALETTE, colorize
 from videoda.data.clips import DataError
 from videoda.data.pairs import load_split
-from videoda.data.prepare import read_label_png
-from videoda.domain_adaptation.pseudo_labels import cutout_refine, fillin_refine, label_precision
+from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, label_precision,
+                                                     read_pseudo_label)
 from videoda.evaluate import predict
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
@@ -263,20 +263,11 @@ def select_frames(clips, n, tau):
     return [cands[(2 * i + 1) * len(cands) // (2 * n)] for i in range(n)]
 
 
-def read_pseudo(root, clip, t):
-    path = Path(root) / clip.name / f"{clip.frame_names[t]}.png"
-    labels = read_label_png(path)
-    if labels.shape != clip.labels.shape[1:]:
-        raise DataError(f"{path}: pseudo label of size {labels.shape}, the frame is {clip.labels.shape[1:]} "
-                        f"(rerun the pseudo_labels stage)")
-    return labels.astype(np.uint8)
-
-
 def refined_labels(clip, pseudo_root, store, t, cfg):
     """The label maps of frame t: generated, cut-out refined (Eq. 12), fill-in refined (Eq. 14), each (H, W)
     uint8, with frame t - tau as the reference (flow F_{t -> t - tau}), as stage `vst` refines them."""
     ref = t - cfg.tau
-    labels, ref_labels = read_pseudo(pseudo_root, clip, t), read_pseudo(pseudo_root, clip, ref)
+    labels, ref_labels = (read_pseudo_label(pseudo_root, clip, i).astype(np.uint8) for i in (t, ref))
     flow = flow_to_tensor(store.flow(clip.name, t, ref))
     lab = torch.from_numpy(labels[None]).long()
     ref_lab = torch.from_numpy(ref_labels[None]).long()

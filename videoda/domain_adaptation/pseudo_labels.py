@@ -6,11 +6,14 @@ aggregated first (Eq. 10).  CBST's class-balanced thresholds are the fixed-porti
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
+from videoda.data.clips import DataError
+from videoda.data.prepare import read_label_png
 from videoda.evaluate import predict_probs
 from videoda.metrics import ConfusionMatrix
 from videoda.params import Section
@@ -226,3 +229,23 @@ def label_precision(labels, gt):
     """Share of the kept pseudo labels that agree with the ground truth, and how many were kept (pixels)."""
     kept = (labels != IGNORE_ID) & (gt != IGNORE_ID)
     return float((labels[kept] == gt[kept]).mean()) if kept.any() else float("nan"), int(kept.sum())
+
+
+def pseudo_label_path(root, clip_name, frame_name):
+    """Where stage `pseudo_labels` writes a frame's pseudo labels: ``<root>/<clip>/<frame>.png``."""
+    return Path(root) / clip_name / f"{frame_name}.png"
+
+
+def read_pseudo_label(root, clip, t):
+    """Frame t's pseudo labels (H, W) from the stage's PNGs; a map of another size than the frame is a DataError."""
+    path = pseudo_label_path(root, clip.name, clip.frame_names[t])
+    labels = read_label_png(path)
+    if labels.shape != clip.labels.shape[1:]:
+        raise DataError(f"{path}: pseudo label of size {labels.shape}, the frame is {clip.labels.shape[1:]} "
+                        f"(rerun the pseudo_labels stage)")
+    return labels
+
+
+def read_pseudo_labels(root, clips):
+    """{clip: (T, H, W)} pseudo labels of every frame of ``clips`` from the stage's PNGs."""
+    return {clip.name: np.stack([read_pseudo_label(root, clip, t) for t in range(len(clip))]) for clip in clips}

@@ -5,11 +5,13 @@ on both frames against the refined pseudo labels, a regulariser (IAST's entropy 
 confidence-regularising KLD on labelled pixels), and optionally the source cross-entropy (CBST/CRST-style).
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from videoda.data.classes import IGNORE_ID
 from videoda.data.pairs import PairSampler
 from videoda.domain_adaptation.pseudo_labels import cutout_refine, fillin_refine, generate_pseudo_labels
 from videoda.domain_adaptation.train import forward_pairs, make_optimizer, train
@@ -23,21 +25,21 @@ REGULARISERS = ("none", "entropy", "kld")
 
 @dataclass
 class VSTConfig:
-    """The training half of VST (params ``vst``; the pair distance is ``flow.tau``)."""
-    tau: int = 1
-    refine: str = "cutout"
-    regulariser: str = "entropy"
-    lambda_reg: float = 0.1
-    lambda_source: float = 0.0
-    rounds: int = 1
-    iterations: int = 400
-    batch_size: int = 8
-    optimizer: str = "adam"
-    lr: float = 2.5e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    poly_power: float = 0.9
-    hflip: bool = True
+    """The training half of VST (params ``vst``; the pair distance is ``flow.tau``), built by ``vst_config``."""
+    tau: int
+    refine: str
+    regulariser: str
+    lambda_reg: float
+    lambda_source: float
+    rounds: int
+    iterations: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    poly_power: float
+    hflip: bool
 
 
 def vst_config(params):
@@ -50,6 +52,13 @@ def vst_config(params):
         optimizer=p.choice("optimizer", ["sgd", "adam"]), lr=p.float("lr", lo=0.0),
         momentum=p.float("momentum", lo=0.0, hi=1.0), weight_decay=p.float("weight_decay", lo=0.0),
         poly_power=p.float("poly_power", lo=0.0), hflip=p.bool("hflip"))
+
+
+def unlabelled_clips(clips):
+    """The target clips with their ground truth dropped (every label IGNORE_ID, no frame annotated), so that
+    nothing in self-training can train on it: VST is unsupervised."""
+    return [dataclasses.replace(c, labels=np.full_like(c.labels, IGNORE_ID), labeled=np.zeros_like(c.labeled))
+            for c in clips]
 
 
 def refined_pair_labels(pseudo, store, refine, occ_alpha=2.0, occ_threshold=0.7):
