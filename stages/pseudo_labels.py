@@ -4,7 +4,8 @@ The generator (`vst.pseudo_label`) is ours by default: clip-adaptive thresholds 
 temporally aggregated predictions (Eq. 10); `cbst`, `iast` and `clip` (no aggregation) serve the baselines
 and ablations. ``reports/pseudo_labels.json`` holds the proportion labelled, P-mIoU (Table 7), P-mIoU of
 single-frame vs aggregated predictions at equal proportion, and the precision of the labels that online
-cut-out refinement (Eq. 12) keeps.
+cut-out refinement (Eq. 12) keeps; with ``vst.equal_proportions``, Table 7: P-mIoU of CB, IA and ours, each
+tuned to the same proportions.
 """
 
 import argparse
@@ -19,7 +20,8 @@ from videoda.data.prepare import write_ids
 from videoda.evaluate import predict_probs
 from videoda.domain_adaptation.pseudo_labels import (aggregate_predictions, cutout_refine,
                                                      generate_pseudo_labels, label_precision, miou_at_proportion,
-                                                     pseudo_label_config, pseudo_label_path, pseudo_label_report)
+                                                     pseudo_label_config, pseudo_label_path, pseudo_label_report,
+                                                     table7_p_miou)
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
 from videoda.model import load_checkpoint
@@ -29,15 +31,20 @@ from videoda.utils.stage import run_stage
 
 
 def analyse(model, clips, store, labels, cfg, tau):
-    """Table 7's equal-proportion comparison and the precision of cut-out refinement, on labelled frames."""
+    """Equal-proportion comparisons (Table 7) and the precision of cut-out refinement, on labelled frames."""
     single, aggregated, gts, generated = [], [], [], []
     before, after = [], []
+    every_frame = {"single": [], "aggregated": []}     # Table 7 needs every frame's maxima (thresholds use them)
     for clip in track(clips, description="pseudo labels (analysis)"):
         idx = np.flatnonzero(clip.labeled)
         probs = predict_probs(model, clip.images, cfg.batch_size)
-        for out, p in ((single, probs), (aggregated, aggregate_predictions(probs, clip, store, cfg))):
-            conf, pred = p[idx].max(1)
-            out.append((conf.numpy(), pred.numpy()))
+        for out, key, p in ((single, "single", probs),
+                            (aggregated, "aggregated", aggregate_predictions(probs, clip, store, cfg))):
+            conf, pred = p.max(1)
+            conf, pred = conf.numpy(), pred.numpy().astype(np.uint8)
+            out.append((conf[idx], pred[idx]))
+            if cfg.equal_proportions:
+                every_frame[key].append((clip.name, (conf, pred)))
         gts.append(clip.labels[idx])
         generated.append(labels[clip.name][idx])
         t = idx[idx >= tau]
@@ -59,6 +66,9 @@ def analyse(model, clips, store, labels, cfg, tau):
     prec_a, n_a = label_precision(cat(after, 0), cat(after, 1))
     result["cutout_refinement"] = {"precision_before": round(100 * prec_b, 4), "pixels_before": n_b,
                                    "precision_after": round(100 * prec_a, 4), "pixels_after": n_a}
+    if cfg.equal_proportions:
+        result["table7"] = table7_p_miou(every_frame["single"], every_frame["aggregated"], clips, cfg,
+                                         cfg.equal_proportions)
     return result
 
 

@@ -117,7 +117,7 @@ def test_flow_pseudo_labels_and_vst_stages(prepared):
     cwd = prepared
     params = tiny_params()
     params["flow"]["method"] = "gt"
-    params["vst"].update(iterations=2, batch_size=2)
+    params["vst"].update(iterations=2, batch_size=2, equal_proportions=[0.5])
     write_params(cwd, params)
     ok(stage(cwd, "train_supervised.py", "--section", "train_source", "--split", "source",
              "--out", "models/init.pt", "--curve", "reports/curves/init.tsv"))
@@ -127,6 +127,8 @@ def test_flow_pseudo_labels_and_vst_stages(prepared):
     report = json.loads((cwd / "reports/pseudo_labels.json").read_text())
     assert report["generator"] == "clip_agg" and 0 <= report["proportion"] <= 100
     assert set(report["equal_proportion"]) == {"proportion", "single_frame_p_miou", "aggregated_p_miou"}
+    assert set(report["table7"]) == {"0.5"} and set(report["table7"]["0.5"]) == {"cb", "ia", "ours"}
+    assert all(0 <= r["proportion"] <= 100 and 0 <= r["p_miou"] <= 100 for r in report["table7"]["0.5"].values())
     pngs = sorted((cwd / "data/pseudo_labels").rglob("*.png"))
     assert len(pngs) == 2 * 10                                  # every frame of the 2 target-train clips
     ok(stage(cwd, "vst.py", "--init", "models/init.pt", "--out", "models/vst.pt", "--curve", "reports/curves/vst.tsv"))

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from videoda.domain_adaptation.pseudo_labels import (adaptive_thresholds, class_balanced_thresholds,
-                                                     class_quantile, label_with_thresholds)
+from videoda.data.classes import IGNORE_ID
+from videoda.domain_adaptation.pseudo_labels import (PseudoLabelConfig, adaptive_thresholds,
+                                                     class_balanced_thresholds, class_quantile,
+                                                     label_with_thresholds, labels_at_proportion, table7_p_miou)
 
 
 def clip_instance():
@@ -127,3 +129,39 @@ def test_fillin_fills_only_unlabelled_visible_pixels():
     out = fillin_refine(labels, ref, flow, images, ref_images, alpha=1.0, threshold=0.7)
     # pixel 1 <- ref[2] = 7 (visible); pixel 2 would read ref[3] but it is occluded; pixel 4 reads out of frame
     assert out.tolist() == [[[1, 7, 255, 2, 255]]]
+
+
+def test_labels_at_proportion_bisects_the_knob_by_hand():
+    """Table 7's protocol: the knob (alpha, CBST's portion) is tuned until the labelled share is the target.
+    One clip, one class, confidences 0.05 .. 0.95: with beta = 0 and gamma = 0 the clip threshold is the value
+    at index floor(alpha * 10) of the descending list, and labels are the pixels strictly above it, so a share
+    of 0.3 labels the three most confident pixels."""
+    conf = np.linspace(0.05, 0.95, 10, dtype=np.float32).reshape(1, 2, 5)
+    pred = np.zeros((1, 2, 5), np.uint8)
+    cfg = PseudoLabelConfig(kind="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
+    labels, alpha, reached = labels_at_proportion("clip", [("a", (conf, pred))], cfg, 0.3)
+    assert reached == pytest.approx(0.3) and 0.3 <= alpha < 0.4
+    kept = labels["a"] != IGNORE_ID
+    assert kept.sum() == 3 and np.all(conf[kept] > 0.65)
+    _, portion, reached = labels_at_proportion("cbst", [("a", (conf, pred))], cfg, 0.6)
+    assert reached == pytest.approx(0.6) and 0.6 <= portion < 0.7
+    # Out of reach (all confidences equal: nothing is strictly above the threshold): the nearest end.
+    flat = np.full((1, 2, 5), 0.5, np.float32)
+    _, _, reached = labels_at_proportion("clip", [("a", (flat, pred))], cfg, 0.3)
+    assert reached == 0.0
+
+
+def test_table7_scores_each_generator_at_the_same_proportion():
+    from types import SimpleNamespace
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 3, (4, 6, 8)).astype(np.uint8)
+    clips = [SimpleNamespace(name="c", labeled=np.array([True, False, True, False]), labels=gt)]
+    pred = np.where(rng.random(gt.shape) < 0.8, gt, (gt + 1) % 3).astype(np.uint8)
+    conf = np.where(pred == gt, 0.6, 0.4) + 0.3 * rng.random(gt.shape)
+    single = [("c", (conf.astype(np.float32), pred))]
+    aggregated = [("c", (conf.astype(np.float32), gt.copy()))]     # a perfect "aggregated" prediction
+    cfg = PseudoLabelConfig(kind="clip_agg", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
+    out = table7_p_miou(single, aggregated, clips, cfg, [0.5])
+    assert set(out) == {"0.5"} and set(out["0.5"]) == {"cb", "ia", "ours"}
+    assert all(abs(r["proportion"] - 50) < 5 for r in out["0.5"].values())
+    assert out["0.5"]["ours"]["p_miou"] == 100.0 and out["0.5"]["cb"]["p_miou"] < 100.0

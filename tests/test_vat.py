@@ -16,6 +16,7 @@ from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiceTerm, Di
 from videoda.domain_adaptation.train import make_optimizer, segmentation_loss, train
 from videoda.model import DeepLabV2, load_checkpoint
 from videoda.model.discriminator import Discriminator
+from videoda.presets import STAGE_PARAMS
 from videoda.utils.loss import entropy_map, single_frame_dice_loss, tube_dice_loss
 
 from test_pipeline import REPO, ok, stage, tiny_params, write_params
@@ -260,9 +261,11 @@ def test_vat_stage_errors_name_the_key_or_file(vat_dir, tmp_path, monkeypatch, c
 
 def test_dvc_vat_stage_reads_only_its_own_params():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert set(stages["vat"]["params"]) == {"seed", "method", "model", "vat"}     # method: videoda/presets.py
+    # vat reads its effective params (method preset applied) from the file stage resolve_params writes.
+    assert "params" not in stages["vat"] and "data/params/vat.json" in stages["vat"]["deps"]
+    assert STAGE_PARAMS["vat"] == ["seed", "model", "vat"]
     assert "models/source_only.pt" in stages["vat"]["deps"] and "models/vat.pt" in stages["vat"]["outs"]
     readers = {name for name, s in stages.items() if "vat" in s.get("params", [])}
-    assert readers == {"vat"}
+    assert readers == {"resolve_params"}
     users = {name for name, s in stages.items() if "models/vat.pt" in s.get("deps", [])}
     assert "evaluate" in users and "vat=models/vat.pt" in stages["evaluate"]["cmd"]

@@ -2,7 +2,8 @@
 
 ``eval`` scores label-PNG predictions of any method against Cityscapes-VPS style ground truth with
 mIoU and VPQ^s (see ``videoda.metrics``). ``segment`` runs a trained model on any video file, writes a
-colourised overlay video and prints a temporal-consistency score (see ``videoda.segment``). Bad input exits with
+colourised overlay video and prints a temporal-consistency score (see ``videoda.segment``). ``paper-tables``
+queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``videoda.paper_tables``). Bad input exits with
 status 2 and writes nothing.
 """
 
@@ -154,6 +155,17 @@ def cmd_segment(args):
     return 0
 
 
+def cmd_paper_tables(args):
+    from videoda import paper_tables
+
+    if any(s < 0 for s in args.seeds):
+        print(f"error: --seeds must be non-negative integers, got {args.seeds}", file=sys.stderr)
+        return 2
+    if args.collect_only:
+        return paper_tables.collect(args.seeds, args.out)
+    return paper_tables.run(args.seeds, args.out, jobs=args.jobs, dry_run=args.dry_run, rerun=args.rerun)
+
+
 def positive_int(text):
     try:
         value = int(text)
@@ -212,6 +224,17 @@ def build_parser():
     p.add_argument("--json", default=None, help="also write the report (frames, temporal_consistency, "
                                                 "seconds, ...) to this JSON file")
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("paper-tables", help="regenerate the paper's Tables 1-7 with dvc exp runs: "
+                                            "reports/paper_tables.md and its plots")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="values of `seed` (default 0 1)")
+    p.add_argument("--out", default="reports/paper_tables.md", help="markdown report (plots go in a folder "
+                                                                    "named after it)")
+    p.add_argument("--jobs", type=positive_int, default=1, help="experiments run at a time (default 1)")
+    p.add_argument("--dry-run", action="store_true", help="print the dvc exp commands, run nothing")
+    p.add_argument("--collect-only", action="store_true", help="only read the finished experiments")
+    p.add_argument("--rerun", action="store_true", help="remove and rerun experiments that already exist")
+    p.set_defaults(func=cmd_paper_tables)
     return parser
 
 

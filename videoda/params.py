@@ -84,3 +84,10 @@ class Section:
         if not isinstance(v, list) or not v or not all(isinstance(x, kind) and not isinstance(x, bool) for x in v):
             raise ParamError(f"params.yaml: {self.name}{key} must be a non-empty list of {kind.__name__}, got {v!r}")
         return v
+
+    def float_list(self, key, lo=None, hi=None):
+        """A list of numbers (possibly empty), each in [lo, hi]."""
+        v = self._get(key)
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise ParamError(f"params.yaml: {self.name}{key} must be a list of numbers, got {v!r}")
+        return [self._check(key, float(x), lo, hi) for x in v]

@@ -5,7 +5,7 @@ applied to — one image (IAST, Eq. 4), one clip (ours, Eq. 11) — and whether 
 aggregated first (Eq. 10).  CBST's class-balanced thresholds are the fixed-portion quantile over the whole set.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,22 +87,19 @@ def aggregate_clip(probs, images, flow, alpha, threshold):
     return num / den
 
 
-def generate_clip_labels(kind, probs, theta, alpha, beta, gamma):
+def generate_clip_labels(kind, conf, pred, theta, alpha, beta, gamma):
     """Label one clip with the instance-adaptive generators; returns (labels (T, H, W), new theta).
 
     kind ``iast``: an instance is one image, thresholds updated frame by frame (Eq. 4);
     kind ``clip``: an instance is the whole clip, one threshold per class for all its frames (Eq. 11).
-    ``probs`` are the (possibly aggregated) softmax maps (T, C, H, W).
+    ``conf``, ``pred``: (T, H, W) max and argmax of the (possibly aggregated) softmax maps.
     """
-    conf, pred = probs.max(1)
-    conf, pred = conf.numpy(), pred.numpy()
-    num_classes = probs.shape[1]
     if kind == "clip":
-        theta = adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, num_classes)
+        theta = adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, NUM_CLASSES)
         return label_with_thresholds(conf, pred, theta), theta
     labels = np.empty(pred.shape, np.uint8)
     for t in range(len(pred)):
-        theta = adaptive_thresholds(conf[t], pred[t], theta, alpha, beta, gamma, num_classes)
+        theta = adaptive_thresholds(conf[t], pred[t], theta, alpha, beta, gamma, NUM_CLASSES)
         labels[t] = label_with_thresholds(conf[t], pred[t], theta)
     return labels, theta
 
@@ -143,6 +140,7 @@ class PseudoLabelConfig:
     occ_alpha: float = 2.0     # Eq. 10's occlusion mask
     occ_threshold: float = 0.7
     batch_size: int = 16
+    equal_proportions: tuple = ()   # Table 7's proportions (fractions); empty: no Table 7 analysis
 
 
 def pseudo_label_config(params):
@@ -152,7 +150,8 @@ def pseudo_label_config(params):
         kind=v.choice("pseudo_label", GENERATORS), alpha=v.float("alpha", lo=0.0, hi=1.0),
         beta=v.float("beta", lo=0.0, hi=1.0), gamma=v.float("gamma", lo=0.0),
         init_theta=v.float("init_theta", lo=0.0, hi=1.0), portion=v.float("cbst_portion", lo=0.0, hi=1.0),
-        occ_alpha=f.float("alpha", lo=0.0), occ_threshold=f.float("occlusion_threshold", lo=0.0, hi=1.0))
+        occ_alpha=f.float("alpha", lo=0.0), occ_threshold=f.float("occlusion_threshold", lo=0.0, hi=1.0),
+        equal_proportions=tuple(v.float_list("equal_proportions", lo=0.0, hi=1.0)))
 
 
 def clip_predictions(model, clip, store, cfg, aggregate):
@@ -169,30 +168,86 @@ def aggregate_predictions(probs, clip, store, cfg):
 
 
 def generate_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs):
-    """Algorithm 1 (and the baselines' generators) over the target clips: {clip name: labels (T, H, W) uint8}.
+    """Algorithm 1 (and the baselines' generators) over the target clips: ({clip name: labels (T, H, W) uint8},
+    the final thresholds).
 
     Clips are processed one at a time, in order; the adaptive thresholds carry over from clip to clip.
     CBST needs the whole set first, so it keeps every clip's (confidence, argmax) in memory.
     """
     if cfg.kind not in GENERATORS:
         raise ValueError(f"vst.pseudo_label must be one of {GENERATORS}, got {cfg.kind!r}")
-    aggregate = cfg.kind == "clip_agg"
-    out, theta = {}, None
+    maxima = ((clip.name, clip_maxima(model, clip, store, cfg, cfg.kind == "clip_agg"))
+              for clip in progress(clips, description="pseudo labels"))
     if cfg.kind == "cbst":
-        maxed = {}
-        for clip in progress(clips, description="pseudo labels (predict)"):
-            conf, pred = clip_predictions(model, clip, store, cfg, False).max(1)
-            maxed[clip.name] = conf.numpy(), pred.numpy()
-        conf_all = np.concatenate([c.ravel() for c, _ in maxed.values()])
-        pred_all = np.concatenate([p.ravel() for _, p in maxed.values()])
+        maxima = list(maxima)
+    return label_maxima(cfg.kind, maxima, cfg)
+
+
+def clip_maxima(model, clip, store, cfg, aggregate):
+    """(confidence, argmax) maps (T, H, W) of a clip's softmax, temporally aggregated (Eq. 10) when asked."""
+    conf, pred = clip_predictions(model, clip, store, cfg, aggregate).max(1)
+    return conf.numpy(), pred.numpy().astype(np.uint8)
+
+
+def label_maxima(kind, maxima, cfg):
+    """Threshold (clip name, (conf, pred)) items in order with generator ``kind``: ({name: labels}, theta).
+    CBST's thresholds come from all clips at once (Eq. 2's class-balanced portion ``cfg.portion``)."""
+    if kind == "cbst":
+        maxima = list(maxima)
+        conf_all = np.concatenate([c.ravel() for _, (c, _) in maxima])
+        pred_all = np.concatenate([p.ravel() for _, (_, p) in maxima])
         theta = class_balanced_thresholds(conf_all, pred_all, cfg.portion, NUM_CLASSES)
-        return {name: label_with_thresholds(c, p, theta) for name, (c, p) in maxed.items()}, theta
-    theta = np.full(NUM_CLASSES, cfg.init_theta)
-    for clip in progress(clips, description="pseudo labels"):
-        probs = clip_predictions(model, clip, store, cfg, aggregate)
-        out[clip.name], theta = generate_clip_labels("iast" if cfg.kind == "iast" else "clip", probs, theta,
-                                                     cfg.alpha, cfg.beta, cfg.gamma)
+        return {name: label_with_thresholds(c, p, theta) for name, (c, p) in maxima}, theta
+    out, theta = {}, np.full(NUM_CLASSES, cfg.init_theta)
+    instance = "iast" if kind == "iast" else "clip"
+    for name, (conf, pred) in maxima:
+        out[name], theta = generate_clip_labels(instance, conf, pred, theta, cfg.alpha, cfg.beta, cfg.gamma)
     return out, theta
+
+
+# Table 7's generators: class-balanced (CB) and instance-adaptive (IA) on single-frame predictions, ours
+# (clip-adaptive on aggregated predictions); the knob tuned to reach a proportion is CB's portion, else alpha.
+TABLE7_GENERATORS = {"cb": ("cbst", False), "ia": ("iast", False), "ours": ("clip", True)}
+
+
+def labels_at_proportion(kind, maxima, cfg, proportion, steps=16):
+    """Bisect the generator's proportion knob (CBST's portion, else alpha; Table 7 "tune alpha ... to have the
+    same proportion") until the share of labelled pixels over all frames is closest to ``proportion``.
+    Returns (labels by clip, knob value, proportion reached). Labelling grows with the knob, so bisection
+    applies; a proportion out of reach ends at the nearest end of [0, 1]."""
+    total = sum(c.size for _, (c, _) in maxima)
+    knob = "portion" if kind == "cbst" else "alpha"
+
+    def run(value):
+        labels, _ = label_maxima(kind, maxima, replace(cfg, **{knob: value}))
+        return labels, sum(int((lab != IGNORE_ID).sum()) for lab in labels.values()) / total
+
+    lo, hi = 0.0, 1.0
+    best = None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        labels, reached = run(mid)
+        if best is None or abs(reached - proportion) < abs(best[2] - proportion):
+            best = (labels, mid, reached)
+        lo, hi = (mid, hi) if reached < proportion else (lo, mid)
+    return best
+
+
+def table7_p_miou(single, aggregated, clips, cfg, proportions):
+    """Table 7: P-mIoU of CB, IA and ours, each tuned to the same proportions of labelled pixels.
+
+    single, aggregated: [(clip name, (conf, pred))] of every target-train frame, in clip order. The thresholds
+    use every frame; P-mIoU is scored on the annotated ones. Returns {proportion: {generator: {knob,
+    proportion (%), p_miou}}}."""
+    out = {}
+    for proportion in proportions:
+        row = {}
+        for name, (kind, aggregate) in TABLE7_GENERATORS.items():
+            labels, knob, reached = labels_at_proportion(kind, aggregated if aggregate else single, cfg, proportion)
+            row[name] = {"knob": round(knob, 6), "proportion": round(100 * reached, 4),
+                         "p_miou": pseudo_label_report(labels, clips)["p_miou"]}
+        out[f"{proportion:g}"] = row
+    return out
 
 
 def pseudo_label_report(labels_by_clip, clips):

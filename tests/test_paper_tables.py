@@ -1,0 +1,136 @@
+"""`python -m videoda paper-tables` (videoda/paper_tables.py): the experiment specs, the `dvc exp` commands,
+reading `dvc exp show --json`, mean +- std, disagreements with the paper, and the written report."""
+
+import math
+from pathlib import Path
+
+import cv2
+import pytest
+import yaml
+
+from videoda import paper_tables as pt
+from videoda.cli import main
+from videoda.data.classes import CLASSES
+from videoda.presets import PRESETS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_params():
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_every_row_has_an_experiment_whose_keys_exist_in_params():
+    params = repo_params()
+    exps = pt.experiments(params)
+    rows = [r for rows in pt.TABLES.values() for r in rows]
+    assert {r.exp for r in rows} | {pt.TABLE7_EXPERIMENT} == set(exps) == set(pt.experiments_order())
+    assert {r.model for r in rows} <= {"final", "vat", "vst"}
+    for key, exp in exps.items():
+        assert exp.target in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+        for k, _ in exp.overrides:
+            node = params
+            for part in k.split("."):
+                assert part in node, (key, k)
+                node = node[part]
+    assert set(pt.METHOD_LABELS) == set(PRESETS) == set(pt.PAPER_MAIN)
+    # Table 4's class-balanced row uses our proportion knob; every ablation is on our method.
+    assert dict(exps["vst_cb"].overrides)["vst.cbst_portion"] == params["vst"]["alpha"]
+    assert all(dict(e.overrides)["method"] == ("ours" if k not in PRESETS else k) for k, e in exps.items())
+
+
+def test_queue_commands_and_names():
+    exps = pt.experiments(repo_params())
+    argv = pt.queue_command("p_miou", exps["p_miou"], 3)
+    assert argv == ["dvc", "exp", "run", "--queue", "-n", "p-miou-s3", "-S", "seed=3", "-S", "method=ours",
+                    "-S", "vst.equal_proportions=[0.4,0.5]", "pseudo_labels"]
+    assert pt.format_value(False) == "false" and pt.format_value(0.8) == "0.8" and pt.format_value("x") == "x"
+    pairs = pt.needed([0, 1])
+    assert len(pairs) == 2 * len(exps) and pairs[0] == ("source_only", 0) and pairs[-1][1] == 1
+    assert len({pt.exp_name(k, s) for k, s in pairs}) == len(pairs)
+
+
+def metrics_entry(miou, vpq):
+    return {"miou": miou, "iou": {c: miou for c in CLASSES},
+            "vpq": {"mean": vpq, "per_class": {c: vpq for c in CLASSES}}}
+
+
+def fake_show(values):
+    """`dvc exp show --json` output: workspace, then the baseline commit with experiments named as given.
+    values: {name: {model: (miou, vpq)}}; a name mapped to None is a failed experiment."""
+    revs = []
+    for name, models in values.items():
+        if models is None:
+            revs.append({"rev": "f" * 40, "name": name, "data": None, "error": {"msg": "failed"}})
+            continue
+        metrics = {"reports/metrics.json": {"data": {m: metrics_entry(*v) for m, v in models.items()}}}
+        revs.append({"rev": "e" * 40, "name": name, "data": {"params": {"params.yaml": {"data": {"seed": 0}}},
+                                                              "metrics": metrics}})
+    return [{"rev": "workspace", "data": {}, "experiments": None},
+            {"rev": "a" * 40, "name": "main", "data": {"params": {}, "metrics": {}},
+             "experiments": [{"revs": [r]} for r in revs]},
+            {"rev": "b" * 40, "name": "old", "data": {}, "experiments": [{"revs": [{"name": "ours-s0"}]}]}]
+
+
+def test_read_experiments_keeps_the_baselines_finished_runs():
+    found = pt.read_experiments(fake_show({"ours-s0": {"vst": (40.0, 25.0)}, "ours-s1": None}))
+    assert set(found) == {"@baseline", "ours-s0"}
+    assert pt.model_metrics(found, "ours", 0, "vst")[:2] == (40.0, 25.0)
+    assert pt.model_metrics(found, "ours", 1, "vst") is None and pt.model_metrics(found, "ours", 0, "vat") is None
+
+
+def test_mean_std_and_format_by_hand():
+    m, s, n = pt.mean_std([40.0, 44.0, None])
+    assert (m, n) == (42.0, 2) and s == pytest.approx(math.sqrt(8.0))        # sample std: ((2^2 + 2^2) / 1)^.5
+    assert pt.pm(m, s, n) == "42.00 ± 2.83" and pt.pm(41.0, math.nan, 1) == "41.00"
+    assert pt.pm(*pt.mean_std([])) == "not run"
+    assert pt.ranks([3.0, math.nan, 5.0, 3.0]) == [2, "–", 1, 2]
+
+
+def test_disagreements_list_inverted_pairs_and_flag_noise():
+    a, b, c = (pt.Row(x, x, "vst", p) for x, p in (("a", (50.0, 30.0)), ("b", (45.0, 29.0)), ("c", (40.0, 20.0))))
+    # Ours: a 41 +- 1, b 42 +- 1 (inverted, within noise), c 30 (as the paper).
+    stats = {a: [(41.0, 1.0, 2), (20.0, 0.1, 2)], b: [(42.0, 1.0, 2), (25.0, 0.1, 2)],
+             c: [(30.0, 1.0, 2), (10.0, 0.1, 2)]}
+    assert pt.disagreements([a, b, c], stats, 0) == [(a, b, 50.0, 45.0, 41.0, 42.0, True)]
+    assert pt.disagreements([a, b, c], stats, 1) == [(a, b, 30.0, 29.0, 20.0, 25.0, False)]
+    stats[b] = [(math.nan, math.nan, 0)] * 2                                   # a row not run: no verdict
+    assert pt.disagreements([a, b, c], stats, 0) == []
+
+
+def test_report_has_every_row_mean_std_and_plots(tmp_path):
+    values = {}
+    for seed, bump in ((0, 0.0), (1, 2.0)):
+        for key in pt.experiments(repo_params()):
+            values[pt.exp_name(key, seed)] = {m: (30.0 + bump, 20.0 + bump) for m in ("final", "vat", "vst")}
+        t7 = {f"{p:g}": {g: {"knob": 0.1, "proportion": 100 * p, "p_miou": 50.0 + bump} for g in ("cb", "ia", "ours")}
+              for p in pt.TABLE7_PROPORTIONS}
+        values[pt.exp_name("p_miou", seed)] = {}
+    show = fake_show(values)
+    for group in show[1]["experiments"]:
+        rev = group["revs"][0]
+        if rev["name"].startswith("p-miou"):
+            seed = int(rev["name"][-1])
+            rev["data"]["metrics"]["reports/pseudo_labels.json"] = {"data": {"table7": {
+                k: {g: {**r, "p_miou": 50.0 + 2 * seed} for g, r in row.items()} for k, row in t7.items()}}}
+    found = pt.read_experiments(show)
+    out = tmp_path / "reports/paper_tables.md"
+    pt.write_report(found, [0, 1], out)
+    text = out.read_text()
+    for rows in pt.TABLES.values():
+        for row in rows:
+            assert f"| {row.label} |" in text
+    assert "31.00 ± 1.41" in text and "21.00 ± 1.41" in text and "51.00 ± 1.41" in text
+    assert "Not run" not in text and "paper: Ours 51.91 > IAST 49.36; here 31.00 vs 31.00" in text
+    for i in range(1, len(pt.TABLES) + 1):
+        img = cv2.imread(str(tmp_path / f"reports/paper_tables/table{i}.png"))
+        assert img is not None and img.shape[0] > 100 and f"paper_tables/table{i}.png" in text
+    # A seed that has not run is named as missing and the std falls back to one value.
+    del found[pt.exp_name("ours", 1)]
+    text = pt.render(found, [0, 1], None)
+    assert "`ours-s1`" in text.split("Not run (yet):")[1]
+
+
+def test_cli_rejects_negative_seeds(capsys):
+    assert main(["paper-tables", "--seeds", "-1", "--dry-run"]) == 2
+    assert "--seeds" in capsys.readouterr().err
