@@ -8,6 +8,7 @@ status 2 and writes nothing.
 """
 
 import argparse
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -161,9 +162,16 @@ def cmd_paper_tables(args):
     if any(s < 0 for s in args.seeds):
         print(f"error: --seeds must be non-negative integers, got {args.seeds}", file=sys.stderr)
         return 2
-    if args.collect_only:
-        return paper_tables.collect(args.seeds, args.out)
-    return paper_tables.run(args.seeds, args.out, jobs=args.jobs, dry_run=args.dry_run, rerun=args.rerun)
+    try:
+        if args.collect_only:
+            return paper_tables.collect(args.seeds, args.out)
+        return paper_tables.run(args.seeds, args.out, jobs=args.jobs, dry_run=args.dry_run, rerun=args.rerun)
+    except subprocess.CalledProcessError as e:
+        print(f"error: `{' '.join(e.cmd)}` failed with exit status {e.returncode}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 def positive_int(text):

@@ -395,6 +395,13 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
     exps = experiments(params)
     found = read_experiments(dvc_exp_show())
     todo = [(k, s) for k, s in needed(seeds) if rerun or exp_name(k, s) not in found]
+    if todo and not dry_run:
+        # Each experiment starts from the workspace's dvc.lock. A stage it does not change is checked out from
+        # the cache by the hashes in that lock, and retrained if they are missing (a fresh clone: the committed
+        # lock's checkpoints are not in its cache), for every experiment. So reproduce the workspace first:
+        # a no-op when it is up to date, the default pipeline (about 7 min) in a fresh clone.
+        print("dvc repro (the baseline every experiment starts from)")
+        subprocess.run(["dvc", "repro"], check=True)
     print(f"{len(needed(seeds)) - len(todo)} of {len(needed(seeds))} experiments already run; queueing {len(todo)}")
     for key, seed in todo:
         argv = queue_command(key, exps[key], seed)
