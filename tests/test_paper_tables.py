@@ -24,7 +24,7 @@ def test_every_row_has_an_experiment_whose_keys_exist_in_params():
     params = repo_params()
     exps = pt.experiments(params)
     rows = [r for rows in pt.TABLES.values() for r in rows]
-    assert {r.exp for r in rows} | {pt.TABLE7_EXPERIMENT} == set(exps) == set(pt.experiments_order())
+    assert {r.exp for r in rows} | {pt.TABLE7_EXPERIMENT} == set(exps) == set(pt.EXPERIMENT_ORDER)
     assert {r.model for r in rows} <= {"final", "vat", "vst"}
     for key, exp in exps.items():
         assert exp.target in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
@@ -63,18 +63,24 @@ def fake_show(values):
         if models is None:
             revs.append({"rev": "f" * 40, "name": name, "data": None, "error": {"msg": "failed"}})
             continue
+        if models in ("queued", "running"):         # these show the baseline's files
+            revs.append({"rev": "d" * 40, "name": name, "state": models, "data": {
+                "params": {}, "metrics": {"reports/metrics.json": {"data": {"vst": metrics_entry(1.0, 1.0)}}}}})
+            continue
         metrics = {"reports/metrics.json": {"data": {m: metrics_entry(*v) for m, v in models.items()}}}
         revs.append({"rev": "e" * 40, "name": name, "data": {"params": {"params.yaml": {"data": {"seed": 0}}},
                                                               "metrics": metrics}})
     return [{"rev": "workspace", "data": {}, "experiments": None},
             {"rev": "a" * 40, "name": "main", "data": {"params": {}, "metrics": {}},
-             "experiments": [{"revs": [r]} for r in revs]},
+             "experiments": [{"revs": [r], "executor": {"state": r.pop("state", "success")}} for r in revs]},
             {"rev": "b" * 40, "name": "old", "data": {}, "experiments": [{"revs": [{"name": "ours-s0"}]}]}]
 
 
 def test_read_experiments_keeps_the_baselines_finished_runs():
-    found = pt.read_experiments(fake_show({"ours-s0": {"vst": (40.0, 25.0)}, "ours-s1": None}))
-    assert set(found) == {"@baseline", "ours-s0"}
+    show = fake_show({"ours-s0": {"vst": (40.0, 25.0)}, "ours-s1": None, "iast-s0": "running",
+                      "iast-s1": "queued"})
+    found = pt.read_experiments(show)
+    assert set(found) == {"@baseline", "ours-s0"} and pt.pending_experiments(show) == {"iast-s0", "iast-s1"}
     assert pt.model_metrics(found, "ours", 0, "vst")[:2] == (40.0, 25.0)
     assert pt.model_metrics(found, "ours", 1, "vst") is None and pt.model_metrics(found, "ours", 0, "vat") is None
 
@@ -134,3 +140,24 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
 def test_cli_rejects_negative_seeds(capsys):
     assert main(["paper-tables", "--seeds", "-1", "--dry-run"]) == 2
     assert "--seeds" in capsys.readouterr().err
+
+
+def test_run_reproduces_the_baseline_first_and_reports_a_failing_dvc(monkeypatch, capsys):
+    import subprocess
+
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        raise subprocess.CalledProcessError(1, argv)
+
+    monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: fake_show({}))
+    monkeypatch.setattr(pt.subprocess, "run", fake_run)
+    monkeypatch.chdir(REPO)
+    assert main(["paper-tables", "--seeds", "0"]) == 2
+    assert calls == [["dvc", "repro"]] and "`dvc repro` failed with exit status 1" in capsys.readouterr().err
+    # --dry-run only prints the queue commands.
+    calls.clear()
+    assert main(["paper-tables", "--seeds", "0", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert calls == [] and out.count("dvc exp run --queue") == len(pt.experiments(repo_params()))

@@ -164,7 +164,7 @@ def cmd_paper_tables(args):
         return 2
     try:
         if args.collect_only:
-            return paper_tables.collect(args.seeds, args.out)
+            return paper_tables.collect(args.seeds, args.out, rev=args.rev)
         return paper_tables.run(args.seeds, args.out, jobs=args.jobs, dry_run=args.dry_run, rerun=args.rerun)
     except subprocess.CalledProcessError as e:
         print(f"error: `{' '.join(e.cmd)}` failed with exit status {e.returncode}", file=sys.stderr)
@@ -241,6 +241,8 @@ def build_parser():
     p.add_argument("--jobs", type=positive_int, default=1, help="experiments run at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="print the dvc exp commands, run nothing")
     p.add_argument("--collect-only", action="store_true", help="only read the finished experiments")
+    p.add_argument("--rev", default=None, help="with --collect-only: read the experiments of this commit "
+                                               "(default HEAD; experiments belong to the commit they ran on)")
     p.add_argument("--rerun", action="store_true", help="remove and rerun experiments that already exist")
     p.set_defaults(func=cmd_paper_tables)
     return parser

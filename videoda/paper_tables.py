@@ -129,36 +129,45 @@ def queue_command(key, exp, seed):
     return argv + [exp.target]
 
 
+# Every experiment, in the order a seed runs them: cheap and shared ones first (the data and source-only
+# training are computed once, early). The tables and Table 7 read exactly these (tests/test_paper_tables.py).
+EXPERIMENT_ORDER = ("source_only", "oracle", "adaptsegnet", "advent", "cbst", "crst", "cbst_star", "crst_star",
+                    "iast", "ours", "p_miou", "vat_image", "vat_image_single", "vat_image_tube", "vst_cb", "vst_ia",
+                    "vst_clip", "vst_clip_agg", "vst_clip_agg_reg", "vst_fillin")
+
+
 def needed(seeds):
     """The (experiment key, seed) pairs the tables read, seed-major (a whole seed finishes first)."""
-    keys = sorted({r.exp for rows in TABLES.values() for r in rows} | {TABLE7_EXPERIMENT},
-                  key=lambda k: list(experiments_order()).index(k))
-    return [(k, s) for s in seeds for k in keys]
-
-
-def experiments_order():
-    # Cheapest first within a seed, so the shared stages (data, source-only) are computed once, early.
-    return ("source_only", "oracle", "adaptsegnet", "advent", "cbst", "crst", "cbst_star", "crst_star", "iast",
-            "ours", "p_miou", "vat_image", "vat_image_single", "vat_image_tube", "vst_cb", "vst_ia", "vst_clip",
-            "vst_clip_agg", "vst_clip_agg_reg", "vst_fillin")
+    return [(k, s) for s in seeds for k in EXPERIMENT_ORDER]
 
 
 # --- reading `dvc exp show --json` ----------------------------------------------------------------------------
 
 def read_experiments(show):
-    """{experiment name: {"params": params.yaml, "metrics": {file: data}}} of the baseline's experiments (the
-    first commit in ``dvc exp show --json`` output), plus the baseline itself under ``"@baseline"``."""
+    """{experiment name: {"params": params.yaml, "metrics": {file: data}}} of the baseline's finished
+    experiments (the first commit in ``dvc exp show --json`` output), plus the baseline under ``"@baseline"``.
+    Queued and running experiments show the baseline's files, and failed ones none: both are left out."""
     out = {}
-    for entry in show:
-        if entry.get("rev") == "workspace":
-            continue
+    for entry in _baseline(show):
         out["@baseline"] = _entry(entry)
         for group in entry.get("experiments") or []:
+            if (group.get("executor") or {}).get("state") not in (None, "success"):
+                continue
             for rev in group.get("revs", []):
                 if rev.get("name") and not rev.get("error") and rev.get("data"):
                     out[rev["name"]] = _entry(rev)
-        break
     return out
+
+
+def pending_experiments(show):
+    """Names of the baseline's experiments that are queued or running."""
+    return {rev.get("name") for entry in _baseline(show) for group in entry.get("experiments") or []
+            if (group.get("executor") or {}).get("state") in ("queued", "running")
+            for rev in group.get("revs", [])}
+
+
+def _baseline(show):
+    return [e for e in show if e.get("rev") != "workspace"][:1]
 
 
 def _entry(rev):
@@ -168,8 +177,10 @@ def _entry(rev):
     return {"params": params, "metrics": metrics}
 
 
-def dvc_exp_show():
-    r = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+def dvc_exp_show(rev=None):
+    """``dvc exp show --json`` of HEAD, or of commit ``rev`` (experiments belong to the commit they ran on)."""
+    r = subprocess.run(["dvc", "exp", "show", "--json"] + (["--rev", rev] if rev else []), capture_output=True,
+                       text=True)
     if r.returncode != 0:
         raise RuntimeError(f"dvc exp show failed: {r.stderr.strip()}")
     return json.loads(r.stdout)
@@ -344,7 +355,7 @@ def bar_chart(title, rows, stats):
         x = left + 150 * c
         cv2.rectangle(img, (x, 32), (x + 20, 42), colours[c], -1)
         put_text(img, name, x + 26, 42, 0.42)
-    put_text(img, "| paper", left + 300, 42, 0.42)
+    put_text(img, "black tick: the paper's value", left + 300, 42, 0.42)
     for tick in range(0, 101, 20):
         x = left + tick * px
         cv2.line(img, (x, top - 4), (x, height - 24), (215, 215, 215), 1)
@@ -362,6 +373,8 @@ def bar_chart(title, rows, stats):
                     lo, hi = left + int(round((mean - std) * px)), left + int(round((mean + std) * px))
                     cv2.line(img, (lo, y + bar // 2 - 1), (hi, y + bar // 2 - 1), BLACK, 1)
                 put_text(img, f"{mean:.1f}", max(x1, left) + 4, y + bar - 2, 0.34, (60, 60, 60))
+            elif c == 0:
+                put_text(img, "not run", left + 4, y + bar + 2, 0.34, GREY)
             xp = left + int(round(row.paper[c] * px))
             cv2.line(img, (xp, y - 1), (xp, y + bar - 1), BLACK, 2)
     cv2.line(img, (left, top - 4), (left, height - 24), BLACK, 1)
@@ -393,19 +406,22 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
     with open(params_path) as f:
         params = yaml.safe_load(f)
     exps = experiments(params)
-    found = read_experiments(dvc_exp_show())
-    todo = [(k, s) for k, s in needed(seeds) if rerun or exp_name(k, s) not in found]
+    show = dvc_exp_show()
+    found, pending = read_experiments(show), pending_experiments(show)
+    todo = [(k, s) for k, s in needed(seeds)
+            if exp_name(k, s) not in pending and (rerun or exp_name(k, s) not in found)]
     if todo and not dry_run:
         # Each experiment starts from the workspace's dvc.lock. A stage it does not change is checked out from
         # the cache by the hashes in that lock, and retrained if they are missing (a fresh clone: the committed
         # lock's checkpoints are not in its cache), for every experiment. So reproduce the workspace first:
         # a no-op when it is up to date, the default pipeline (about 7 min) in a fresh clone.
-        print("dvc repro (the baseline every experiment starts from)")
+        print("dvc repro (the baseline every experiment starts from)", flush=True)
         subprocess.run(["dvc", "repro"], check=True)
-    print(f"{len(needed(seeds)) - len(todo)} of {len(needed(seeds))} experiments already run; queueing {len(todo)}")
+    print(f"{len(needed(seeds)) - len(todo)} of {len(needed(seeds))} experiments already run or queued; "
+          f"queueing {len(todo)}", flush=True)
     for key, seed in todo:
         argv = queue_command(key, exps[key], seed)
-        print(" ".join(argv))
+        print(" ".join(argv), flush=True)
         if dry_run:
             continue
         if rerun and exp_name(key, seed) in found:
@@ -421,8 +437,8 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
     return collect(seeds, out_md)
 
 
-def collect(seeds, out_md):
-    found = read_experiments(dvc_exp_show())
+def collect(seeds, out_md, rev=None):
+    found = read_experiments(dvc_exp_show(rev))
     write_report(found, seeds, out_md)
     missing = [exp_name(k, s) for k, s in needed(seeds) if exp_name(k, s) not in found]
     print(f"wrote {out_md} ({len(needed(seeds)) - len(missing)} of {len(needed(seeds))} experiments)")
