@@ -128,9 +128,11 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
             assert f"| {row.label} |" in text
     assert "31.00 ± 1.41" in text and "21.00 ± 1.41" in text and "51.00 ± 1.41" in text
     assert "Not run" not in text and "paper: Ours 51.91 > IAST 49.36; here 31.00 vs 31.00" in text
-    for i in range(1, len(pt.TABLES) + 1):
-        img = cv2.imread(str(tmp_path / f"reports/paper_tables/table{i}.png"))
-        assert img is not None and img.shape[0] > 100 and f"paper_tables/table{i}.png" in text
+    assert "- at 0.4: paper Ours (clip adaptive + agg.) 67.1 > IA (instance adaptive) 66.4; here 51.00 vs 51.00" in text
+    assert "- at 0.3" not in text                    # a proportion not run has no verdict
+    for name in ("table1-2.png", "table3.png", "table4.png", "table5.png", "table6.png"):
+        img = cv2.imread(str(tmp_path / f"reports/paper_tables/{name}"))
+        assert img is not None and img.shape[0] > 100 and f"paper_tables/{name}" in text
     # A seed that has not run is named as missing and the std falls back to one value.
     del found[pt.exp_name("ours", 1)]
     text = pt.render(found, [0, 1], None)
