@@ -127,7 +127,8 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
         for row in rows:
             assert f"| {row.label} |" in text
     assert "31.00 ± 1.41" in text and "21.00 ± 1.41" in text and "51.00 ± 1.41" in text
-    assert "Not run" not in text and "paper: Ours 51.91 > IAST 49.36; here 31.00 vs 31.00" in text
+    assert "Not run" not in text
+    assert "paper: Ours 51.91 > IAST 49.36; here 31.00 vs 31.00 (within one std; paired difference 0.00 ± 0.00)" in text
     assert "- at 0.4: paper Ours (clip adaptive + agg.) 67.1 > IA (instance adaptive) 66.4; here 51.00 vs 51.00" in text
     assert "- at 0.3" not in text                    # a proportion not run has no verdict
     for name in ("table1-2.png", "table3.png", "table4.png", "table5.png", "table6.png"):

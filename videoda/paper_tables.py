@@ -232,6 +232,17 @@ def disagreements(rows, stats, column):
     return out
 
 
+def paired_difference(found, a, b, seeds, column):
+    """Mean ± std over the seeds that ran both rows of (a - b) on ``column`` (0: mIoU, 1: VPQ^s): the seed
+    changes the data too, so a paired difference is a sharper test than the two rows' spreads."""
+    diffs = []
+    for s in seeds:
+        ra, rb = model_metrics(found, a.exp, s, a.model), model_metrics(found, b.exp, s, b.model)
+        if ra and rb:
+            diffs.append(ra[column] - rb[column])
+    return mean_std(diffs)
+
+
 def table_stats(found, rows, seeds):
     stats = {}
     for row in rows:
@@ -326,8 +337,10 @@ def render(found, seeds, baseline_params, plots=None):
             if diffs:
                 out.append(f"Ordering by {metric} that disagrees with the paper:")
                 for hi, lo, ph, pl, mh, ml, noise in diffs:
+                    d, sd, n = paired_difference(found, hi, lo, seeds, column)
+                    paired = f"; paired difference {pm(d, sd, n)}" if n > 1 else ""
                     out.append(f"- paper: {hi.label} {ph:.2f} > {lo.label} {pl:.2f}; here {mh:.2f} vs {ml:.2f}"
-                               + (" (within one std)" if noise else ""))
+                               + (f" (within one std{paired})" if noise else f" ({paired[2:]})" if paired else ""))
                 out.append("")
         if title.startswith("Table 1-2"):
             for which, metric in ((2, "IoU"), (3, "VPQ^s")):
