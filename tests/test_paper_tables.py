@@ -136,7 +136,7 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
         assert img is not None and img.shape[0] > 100 and f"paper_tables/{name}" in text
     # A seed that has not run is named as missing and the std falls back to one value.
     del found[pt.exp_name("ours", 1)]
-    text = pt.render(found, [0, 1], None)
+    text = pt.render(found, [0, 1])
     assert "`ours-s1`" in text.split("Not run (yet):")[1]
 
 
