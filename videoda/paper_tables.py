@@ -399,7 +399,8 @@ def bar_chart(title, rows, stats):
                 if n > 1:
                     lo, hi = left + int(round((mean - std) * px)), left + int(round((mean + std) * px))
                     cv2.line(img, (lo, y + bar // 2 - 1), (hi, y + bar // 2 - 1), BLACK, 1)
-                put_text(img, f"{mean:.1f}", max(x1, left) + 4, y + bar - 2, 0.34, (60, 60, 60))
+                right = max(mean + np.nan_to_num(std), row.paper[c])      # right of the whisker and the tick
+                put_text(img, f"{mean:.1f}", left + int(round(right * px)) + 5, y + bar - 2, 0.34, (60, 60, 60))
             elif c == 0:
                 put_text(img, "not run", left + 4, y + bar + 2, 0.34, GREY)
             xp = left + int(round(row.paper[c] * px))
