@@ -141,6 +141,11 @@ def needed(seeds):
     return [(k, s) for s in seeds for k in EXPERIMENT_ORDER]
 
 
+def missing_experiments(found, seeds):
+    """Names of the needed experiments that have not finished."""
+    return [exp_name(k, s) for k, s in needed(seeds) if exp_name(k, s) not in found]
+
+
 # --- reading `dvc exp show --json` ----------------------------------------------------------------------------
 
 def read_experiments(show):
@@ -357,7 +362,7 @@ def render(found, seeds, plots=None, rev=None):
             "0.3 is out of reach here (IA and ours label at least ~36% even at alpha -> 0, since that many "
             "pixels are more confident than the 0.999 threshold cap).", ""]
     out += table7 + [""]
-    missing = [exp_name(k, s) for k, s in needed(seeds) if exp_name(k, s) not in found]
+    missing = missing_experiments(found, seeds)
     if missing:
         out += ["Not run (yet): " + ", ".join(f"`{m}`" for m in missing), ""]
     return "\n".join(out)
@@ -468,6 +473,6 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
 def collect(seeds, out_md, rev=None):
     found = read_experiments(dvc_exp_show(rev))
     write_report(found, seeds, out_md, rev)
-    missing = [exp_name(k, s) for k, s in needed(seeds) if exp_name(k, s) not in found]
+    missing = missing_experiments(found, seeds)
     print(f"wrote {out_md} ({len(needed(seeds)) - len(missing)} of {len(needed(seeds))} experiments)")
     return 1 if missing else 0
