@@ -1,20 +1,17 @@
-"""Stage `resolve_params`: the effective params of the stages a `method` preset can change.
+"""Stage `resolve_params`: every stage's params, with the `method` preset applied, as ``<out>/<stage>.json``.
 
-Writes ``<out>/<stage>.json`` for each stage of ``videoda.presets.STAGE_PARAMS`` (vat, pseudo_labels, vst):
-params.yaml with the preset applied, restricted to the keys that stage reads. Those stages depend on their
-file, not on params.yaml, so DVC reruns them only when their effective values change, and a phase shared by
-several methods (e.g. AdaptSegNet's warm-up under CBST*, CRST* and IAST) is trained once and then restored
-from DVC's run cache.
+Each file holds the keys that stage reads (``videoda.config.STAGE_KEYS`` via its config class), and the stage reads
+its config from that file alone. So DVC reruns a stage only when its *effective* values change, and a phase shared
+by several methods (e.g. AdaptSegNet's warm-up under CBST*, CRST* and IAST) is trained once and then restored from
+DVC's run cache. Every stage's values are checked before any file is written.
 """
 
 import argparse
-import json
 from pathlib import Path
 
-from videoda.params import load_params
-from videoda.presets import STAGE_PARAMS, stage_params
+from videoda.config import STAGES, load_params, resolved_json, stage_config
+from videoda.errors import run_stage
 from videoda.utils.io import atomic_path
-from videoda.utils.stage import run_stage
 
 
 def main():
@@ -22,10 +19,11 @@ def main():
     ap.add_argument("--out", default="data/params")
     args = ap.parse_args()
     params = load_params()
-    resolved = {stage: stage_params(params, stage) for stage in STAGE_PARAMS}   # all checked before writing
-    for stage, values in resolved.items():
+    for stage in STAGES:
+        stage_config(stage, params)          # a bad value of any stage: nothing is written
+    for stage in STAGES:
         with atomic_path(Path(args.out) / f"{stage}.json") as tmp:
-            tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+            tmp.write_text(resolved_json(params, stage))
 
 
 if __name__ == "__main__":
