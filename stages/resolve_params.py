@@ -11,10 +11,10 @@ import argparse
 import json
 from pathlib import Path
 
+from videoda.errors import run_stage
 from videoda.params import load_params
 from videoda.presets import STAGE_PARAMS, stage_params
 from videoda.utils.io import atomic_path
-from videoda.utils.stage import run_stage
 
 
 def main():
