@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from videoda.data.pairs import load_split
+from videoda.errors import ParamError, run_stage
 from videoda.evaluate import evaluate_clips, qualitative_strip
 from videoda.model import load_checkpoint
-from videoda.params import ParamError, Section, load_params
+from videoda.params import Section, load_params
 from videoda.presets import final_model
 from videoda.utils.io import atomic_path, write_json
-from videoda.utils.stage import run_stage
 
 
 def main():

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from videoda.data.clips import DataError, list_clips, load_clip
+from videoda.data.clips import list_clips, load_clip
+from videoda.errors import DataError, run_stage
 from videoda.flow.backends import (DIS_PRESETS, PtlflowFlow, checkpoint_label, is_ptlflow_method,
                                    load_ptlflow_model, make_backend, ptlflow_reference)
 from videoda.flow.quality import EpeMeter
 from videoda.flow.store import FlowWriter, stored_pairs
 from videoda.params import Section, load_params
 from videoda.utils.io import atomic_path, write_json
-from videoda.utils.stage import run_stage
 
 
 def main():

@@ -8,8 +8,8 @@ import argparse
 from pathlib import Path
 
 from videoda.data.prepare import prepare_split
+from videoda.errors import run_stage
 from videoda.params import Section, load_params
-from videoda.utils.stage import run_stage
 
 
 def main():

@@ -16,18 +16,18 @@ from rich.progress import track
 
 from videoda.data.classes import CLASSES
 from videoda.data.pairs import load_split
-from videoda.data.prepare import write_ids
-from videoda.evaluate import predict_probs
 from videoda.domain_adaptation.pseudo_labels import (aggregate_predictions, cutout_refine,
                                                      generate_pseudo_labels, label_precision, miou_at_proportion,
                                                      pseudo_label_config, pseudo_label_path, pseudo_label_report,
                                                      table7_p_miou)
+from videoda.errors import run_stage
+from videoda.evaluate import predict_probs
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
 from videoda.model import load_checkpoint
 from videoda.params import Section, load_params
+from videoda.utils.images import write_ids
 from videoda.utils.io import atomic_path, write_json
-from videoda.utils.stage import run_stage
 
 
 def analyse(model, clips, store, labels, cfg, tau):

@@ -12,9 +12,9 @@ import cv2
 import torch
 from rich.progress import track
 
+from videoda.errors import run_stage
 from videoda.params import load_params
 from videoda.report import build_report, report_config
-from videoda.utils.stage import run_stage
 
 
 def main(argv=None):

@@ -15,9 +15,9 @@ from rich.progress import track
 from videoda.data import cityscapes_vps, viper
 from videoda.data.classes import CITYSCAPES_TO_TRAIN, NUM_CLASSES, VIPER_TO_TRAIN
 from videoda.data.synth import make_styles, render_sequence
+from videoda.errors import run_stage
 from videoda.params import Section, load_params
 from videoda.utils.io import atomic_path
-from videoda.utils.stage import run_stage
 
 
 def inverse_map(table):

@@ -11,10 +11,10 @@ import torch
 from videoda.data.pairs import PairSampler, load_split
 from videoda.domain_adaptation.train import (make_optimizer, segmentation_loss, seed_everything,
                                              supervised_forward, train)
+from videoda.errors import run_stage
 from videoda.model import save_checkpoint
 from videoda.model.build import build_model
 from videoda.params import Section, load_params
-from videoda.utils.stage import run_stage
 
 
 def main():

@@ -16,10 +16,10 @@ from videoda.domain_adaptation.adversarial import (DICE_MODES, DISC_INPUTS, DISC
                                                    DiceTerm, DiscriminatorStep, VATBatches, adversarial_forward)
 from videoda.domain_adaptation.train import (make_optimizer, segmentation_loss, seed_everything, supervised_forward,
                                              train, write_curve)
+from videoda.errors import run_stage
 from videoda.model import load_checkpoint, save_checkpoint
 from videoda.model.discriminator import Discriminator
 from videoda.params import Section, load_params
-from videoda.utils.stage import run_stage
 
 
 def main():

@@ -13,10 +13,10 @@ from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_labels import pseudo_label_config, read_pseudo_labels
 from videoda.domain_adaptation.self_training import self_train, unlabelled_clips, vst_config
 from videoda.domain_adaptation.train import seed_everything, write_curve
+from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint, save_checkpoint
 from videoda.params import Section, load_params
-from videoda.utils.stage import run_stage
 
 
 def main():

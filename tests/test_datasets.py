@@ -12,8 +12,9 @@ from PIL import Image
 
 from videoda.data import cityscapes_vps, viper
 from videoda.data.classes import CLASSES, IGNORE_ID, VIPER_CLASSES, VIPER_PALETTE
-from videoda.data.clips import DataError, load_clip
+from videoda.data.clips import load_clip
 from videoda.data.prepare import prepare_split
+from videoda.errors import DataError
 
 H, W = 16, 32
 SIZE = (H, W)

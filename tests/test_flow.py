@@ -14,11 +14,11 @@ import torch
 from test_pipeline import REPO, ok, stage, tiny_params, write_params
 
 from videoda.data.classes import IGNORE_ID
-from videoda.data.clips import DataError, load_clip
+from videoda.data.clips import load_clip
+from videoda.errors import DataError, ParamError
 from videoda.flow.backends import (FLOWNET2_CKPT, DisFlow, GroundTruthFlow, PtlflowFlow, chain_flows,
                                    checkpoint_label, invert_flow, load_flownet2, load_ptlflow_model, resize_flow,
                                    run_ptlflow)
-from videoda.params import ParamError
 from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
 from videoda.flow.warp import (flow_to_tensor, hflip_flow, non_occluded, occlusion, warp_error, warp_labels,
                                warp_probs)

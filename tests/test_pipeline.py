@@ -134,7 +134,7 @@ def test_flow_pseudo_labels_and_vst_stages(prepared):
     ok(stage(cwd, "vst.py", "--init", "models/init.pt", "--out", "models/vst.pt", "--curve", "reports/curves/vst.tsv"))
     assert (cwd / "models/vst.pt").is_file()
     # A pseudo-label PNG of the wrong size is refused, naming the file's clip folder.
-    from videoda.data.prepare import write_ids
+    from videoda.utils.images import write_ids
     import numpy as np
     write_ids(pngs[0], np.zeros((3, 3), np.uint8))
     r = stage(cwd, "vst.py", "--init", "models/init.pt", "--out", "models/vst2.pt", "--curve", "c.tsv")

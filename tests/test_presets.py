@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videoda.params import ParamError, load_params
+from videoda.errors import ParamError
+from videoda.params import load_params
 from videoda.presets import PRESETS, STAGE_PARAMS, apply_preset, final_model, stage_params
 
 REPO = Path(__file__).resolve().parents[1]

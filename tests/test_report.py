@@ -13,13 +13,13 @@ import torch
 import yaml
 
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES, colorize
-from videoda.data.clips import Clip, DataError, save_clip
-from videoda.data.prepare import write_ids
+from videoda.data.clips import Clip, save_clip
+from videoda.errors import DataError, ParamError
 from videoda.flow.store import FlowWriter, stored_pairs
 from videoda.model import save_checkpoint
 from videoda.model.build import build_model
-from videoda.params import ParamError
 from videoda.report import GAP, panel_origin, row_normalize, select_frames, upscale
+from videoda.utils.images import write_ids
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))

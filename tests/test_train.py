@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from videoda.data.clips import Clip, DataError
+from videoda.data.clips import Clip
 from videoda.data.pairs import PairSampler
+from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.domain_adaptation.train import make_optimizer, poly_lr_
-from videoda.utils.loss import cross_entropy_2d
+from videoda.errors import DataError
 
 
 def clip(n, labeled_every=1, name="c"):

@@ -13,11 +13,11 @@ from videoda.data.clips import Clip
 from videoda.data.pairs import PairSampler
 from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiceTerm, DiscriminatorStep, VATBatches,
                                                    adversarial_forward, discriminator_input)
+from videoda.domain_adaptation.losses import entropy_map, single_frame_dice_loss, tube_dice_loss
 from videoda.domain_adaptation.train import make_optimizer, segmentation_loss, train
 from videoda.model import DeepLabV2, load_checkpoint
 from videoda.model.discriminator import Discriminator
 from videoda.presets import STAGE_PARAMS
-from videoda.utils.loss import entropy_map, single_frame_dice_loss, tube_dice_loss
 
 from test_pipeline import REPO, ok, stage, tiny_params, write_params
 

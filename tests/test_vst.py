@@ -9,9 +9,9 @@ import torch
 
 from videoda.data.clips import Clip
 from videoda.data.pairs import PairSampler
-from videoda.data.prepare import read_label_png, write_ids
+from videoda.domain_adaptation.losses import ignored_entropy_loss, kld_regulariser
 from videoda.domain_adaptation.self_training import refined_pair_labels, vst_losses
-from videoda.utils.loss import ignored_entropy_loss, kld_regulariser
+from videoda.utils.images import read_label_png, write_ids
 
 
 def test_entropy_regulariser_counts_only_ignored_pixels():
@@ -76,7 +76,8 @@ def test_sampler_applies_cutout_to_both_frames_before_flipping():
 
 def test_vst_config_reads_params_and_names_a_bad_key():
     from videoda.domain_adaptation.self_training import vst_config
-    from videoda.params import ParamError, load_params
+    from videoda.errors import ParamError
+    from videoda.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     cfg = vst_config(params)

@@ -5,9 +5,9 @@ import torch
 from rich.progress import track
 
 from videoda.data.classes import NUM_CLASSES, colorize
-from videoda.data.prepare import write_ids
 from videoda.metrics import ConfusionMatrix, VPQStuff
 from videoda.model import normalize
+from videoda.utils.images import write_ids
 
 
 @torch.no_grad()

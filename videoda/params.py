@@ -4,9 +4,8 @@ from pathlib import Path
 
 import yaml
 
-
-class ParamError(ValueError):
-    """A missing or out-of-range parameter; the message names the key."""
+from videoda.errors import ParamError
+from videoda.presets import apply_preset
 
 
 def load_params(path="params.yaml"):
@@ -18,7 +17,6 @@ def load_params(path="params.yaml"):
         params = yaml.safe_load(f)
     if not isinstance(params, dict):
         raise ParamError(f"{path}: expected a mapping of parameter sections")
-    from videoda.presets import apply_preset     # the `method` preset (videoda/presets.py)
     return apply_preset(params)
 
 

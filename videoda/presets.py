@@ -13,6 +13,8 @@ self-training, which is a copy of ``models/source_only.pt`` when it has no adver
 import copy
 import sys
 
+from videoda.errors import ParamError
+
 # The first phase (stage `vat`): AdaptSegNet's single-level output-space discriminator, ADVENT's entropy maps.
 ADAPTSEGNET = {"enabled": True, "discriminator": "image", "disc_input": "softmax", "dice": "none"}
 ADVENT = {"enabled": True, "discriminator": "image", "disc_input": "entropy", "dice": "none", "lambda_v": 1.0e-3}
@@ -43,8 +45,6 @@ FINAL_MODEL = {"oracle": "oracle"}      # the evaluated model whose metrics are 
 def apply_preset(params, verbose=True):
     """params with the ``method`` preset applied (a new dict). Without a ``method`` key, params as they are.
     With ``verbose``, the values it replaces are listed on stderr."""
-    from videoda.params import ParamError
-
     if "method" not in params:
         return params
     method = params["method"]
@@ -80,8 +80,6 @@ STAGE_PARAMS = {
 
 def stage_params(params, stage):
     """The values of ``STAGE_PARAMS[stage]`` in (preset-applied) params, as a flat {key: value} mapping."""
-    from videoda.params import ParamError
-
     out = {}
     for key in STAGE_PARAMS[stage]:
         value = params

@@ -27,15 +27,15 @@ import numpy as np
 import torch
 
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES, PALETTE, colorize
-from videoda.data.clips import DataError
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, label_precision,
                                                      read_pseudo_label)
+from videoda.errors import DataError, ParamError
 from videoda.evaluate import predict
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
 from videoda.model import load_checkpoint
-from videoda.params import ParamError, Section
+from videoda.params import Section
 from videoda.utils.io import atomic_path
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES, colorize
-from videoda.data.clips import DataError
+from videoda.errors import DataError
 from videoda.evaluate import predict
 from videoda.flow.backends import DisFlow
 from videoda.flow.warp import flow_to_tensor, warp_labels

@@ -25,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from videoda.data.classes import CITYSCAPES_PALETTE, CITYSCAPES_TO_TRAIN, IGNORE_ID
-from videoda.data.clips import Clip, DataError
-from videoda.data.prepare import (VideoSpec, colors_to_ids, load_video, lookup, read_png, write_ids,
-                                  write_rgb)
+from videoda.data.clips import Clip
+from videoda.data.video import VideoSpec, colors_to_ids, load_video, lookup
+from videoda.errors import DataError
+from videoda.utils.images import read_png, write_ids, write_rgb
 
 _ANNOTATED = re.compile(r"(\d+)_(\d+)_([^_]+)_(\d+)_(\d+)_(leftImg8bit|newImg8bit)")
 _ALL = re.compile(r"([^_]+)_(\d+)_(\d+)_leftImg8bit")

@@ -16,13 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
+from videoda.errors import DataError
 from videoda.utils.io import atomic_path
 
 SPLITS = ("source", "target_train", "target_val")
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the offending file or key."""
 
 
 @dataclass

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from videoda.data.clips import DataError, list_clips, load_clip
+from videoda.data.clips import list_clips, load_clip
+from videoda.errors import DataError
 
 
 def load_split(root, split):

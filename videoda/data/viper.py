@@ -16,9 +16,10 @@ import cv2
 import numpy as np
 
 from videoda.data.classes import VIPER_CLASSES, VIPER_PALETTE, VIPER_TO_TRAIN
-from videoda.data.clips import Clip, DataError
-from videoda.data.prepare import (VideoSpec, colors_to_ids, load_video, lookup, read_png, write_ids,
-                                  write_rgb)
+from videoda.data.clips import Clip
+from videoda.data.video import VideoSpec, colors_to_ids, load_video, lookup
+from videoda.errors import DataError
+from videoda.utils.images import read_png, write_ids, write_rgb
 
 _CAR = VIPER_CLASSES.index("car")
 

@@ -1,0 +1,1 @@
+"""Domain adaptation: the training loop, its losses, the adversarial phase (VAT) and self-training (VST)."""

@@ -15,9 +15,9 @@ discriminator input softmax (AdaptSegNet) | entropy (ADVENT), Dice none | single
 
 import torch
 
+from videoda.domain_adaptation.losses import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map,
+                                              single_frame_dice_loss, tube_dice_loss)
 from videoda.domain_adaptation.train import forward_pairs, poly_lr_
-from videoda.utils.loss import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map, single_frame_dice_loss,
-                                tube_dice_loss)
 
 DISCRIMINATORS = ("none", "image", "sequence")
 DISC_INPUTS = ("softmax", "entropy")

@@ -12,12 +12,12 @@ import numpy as np
 import torch
 
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
-from videoda.data.clips import DataError
-from videoda.data.prepare import read_label_png
+from videoda.errors import DataError
 from videoda.evaluate import predict_probs
+from videoda.flow.warp import flow_to_tensor, non_occluded, warp_labels, warp_probs
 from videoda.metrics import ConfusionMatrix
 from videoda.params import Section
-from videoda.flow.warp import flow_to_tensor, non_occluded, warp_labels, warp_probs
+from videoda.utils.images import read_label_png
 
 
 def class_quantile(conf, pred, k, portion):

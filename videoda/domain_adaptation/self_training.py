@@ -13,11 +13,11 @@ import torch
 
 from videoda.data.classes import IGNORE_ID
 from videoda.data.pairs import PairSampler
+from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
 from videoda.domain_adaptation.pseudo_labels import cutout_refine, fillin_refine, generate_pseudo_labels
 from videoda.domain_adaptation.train import forward_pairs, make_optimizer, train
 from videoda.flow.warp import flow_to_tensor
 from videoda.params import Section
-from videoda.utils.loss import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
 
 REFINEMENTS = ("none", "cutout", "fillin")
 REGULARISERS = ("none", "entropy", "kld")

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.model import normalize
 from videoda.utils.io import atomic_path
-from videoda.utils.loss import cross_entropy_2d
 
 
 def seed_everything(seed):

@@ -25,10 +25,9 @@ import cv2
 import numpy as np
 import torch
 
-from videoda.data.clips import DataError
+from videoda.errors import DataError, ParamError
 from videoda.flow.correlation import flownet_correlation
 from videoda.flow.warp import flow_to_tensor, warp_probs
-from videoda.params import ParamError
 
 BUILTIN_METHODS = ("dis", "gt")   # every other flow.method names a ptlflow model
 DEFAULT_CKPT = "things"           # ptlflow's checkpoint name used when flow.ckpt is null

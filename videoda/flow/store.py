@@ -22,7 +22,7 @@ the clip and frames for a pair that is not stored.
 import h5py
 import numpy as np
 
-from videoda.data.clips import DataError
+from videoda.errors import DataError
 
 FORMAT_VERSION = 1
 DTYPE = np.float16

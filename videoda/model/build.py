@@ -1,8 +1,9 @@
 """Build the segmentation model from the ``model`` section of params.yaml."""
 
 from videoda.data.classes import NUM_CLASSES
+from videoda.errors import ParamError
 from videoda.model.deeplabv2 import BACKBONES, NORMS, DeepLabV2
-from videoda.params import ParamError, Section
+from videoda.params import Section
 
 
 def build_model(params):

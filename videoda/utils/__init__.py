@@ -1,0 +1,1 @@
+"""File helpers: atomic writes and JSON (``io``), frame and label image files (``images``)."""
