@@ -13,7 +13,6 @@ Usage (repo root, after ``dvc repro``):
 """
 
 import argparse
-import copy
 import json
 import multiprocessing as mp
 import time
@@ -21,57 +20,54 @@ import time
 import torch
 import yaml
 
+from videoda.config import load_params, stage_config, with_overrides
 from videoda.data.pairs import load_split
-from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, pseudo_label_config, pseudo_label_report
-from videoda.domain_adaptation.self_training import self_train, unlabelled_clips, vst_config
+from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, pseudo_label_report
+from videoda.domain_adaptation.self_training import self_train, unlabelled_clips
 from videoda.domain_adaptation.train import seed_everything
+from videoda.errors import ParamError
 from videoda.evaluate import evaluate_clips
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
-from videoda.params import Section, load_params
 
-FLOW_KEYS = ("alpha", "occlusion_threshold")
+FLOW_KEYS = ("flow.alpha", "flow.occlusion_threshold")
 
 
 def parse_setting(text, params):
-    """'key=value ...' -> (params with the overrides, {key: value}); values are read as YAML scalars."""
-    params, changed = copy.deepcopy(params), {}
+    """'key=value ...' -> (the VST stage's config with the overrides, {key: value}); values are read as YAML
+    scalars, a bare key is a ``vst`` key."""
+    overrides = {}
     for item in text.split():
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"setting {text!r}: expected key=value, got {item!r}")
-        value = yaml.safe_load(value)
-        if key == "seed":
-            params["seed"] = value
-        elif key.startswith("flow.") and key[5:] in FLOW_KEYS:
-            params["flow"][key[5:]] = value
-        elif key in params["vst"]:
-            params["vst"][key] = value
-        else:
-            raise SystemExit(f"setting {text!r}: unknown key {key!r} (a vst key, flow.alpha, "
-                             f"flow.occlusion_threshold or seed)")
-        changed[key] = value
-    return params, changed
+        full = key if key == "seed" or key in FLOW_KEYS else f"vst.{key}"
+        if "." in key and key not in FLOW_KEYS:
+            raise SystemExit(f"setting {text!r}: unknown key {key!r} (a vst key, {', '.join(FLOW_KEYS)} or seed)")
+        overrides[full] = yaml.safe_load(value)
+    try:
+        cfg = stage_config("vst", with_overrides(params, overrides))
+    except ParamError as e:
+        raise SystemExit(f"setting {text!r}: {e}") from None
+    return cfg, {k.removeprefix("vst."): v for k, v in overrides.items()}
 
 
 def screen(job):
-    params, changed, args = job
+    cfg, changed, args = job
     torch.set_num_threads(args.threads)
-    seed = Section(params).int("seed", lo=0)
-    seed_everything(seed)
+    seed_everything(cfg.seed)
     if args.device != "cpu":
         torch.use_deterministic_algorithms(False)   # some CUDA kernels have no deterministic version
     start = time.time()
-    cfg, label_cfg = vst_config(params), pseudo_label_config(params)
     model, _ = load_checkpoint(args.init)
     model.to(args.device)
     full = load_split(args.data, "target_train")
     clips = unlabelled_clips(full)
     source = load_split(args.data, "source") if cfg.lambda_source > 0 else None
     with FlowStore(args.flow) as store:
-        pseudo, _ = generate_pseudo_labels(model, clips, store, label_cfg)
+        pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels)
         labels = pseudo_label_report(pseudo, full)
-        self_train(model, clips, pseudo, store, cfg, label_cfg, seed, source)
+        self_train(model, clips, pseudo, store, cfg, source)
     scores, _ = evaluate_clips(model, load_split(args.data, "target_val"), args.label_stride)
     return {"setting": changed, "miou": scores["miou"], "vpq": scores["vpq"]["mean"],
             "pseudo_label_proportion": labels["proportion"], "p_miou": labels["p_miou"],
@@ -90,7 +86,7 @@ def main():
     ap.add_argument("--label-stride", type=int, default=5)
     ap.add_argument("--out", help="also append the JSON lines here")
     args = ap.parse_args()
-    params = load_params()
+    params = load_params(verbose=False)
     jobs = [(*parse_setting(s, params), args) for s in args.settings]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for result in pool.imap(screen, jobs):

@@ -7,28 +7,25 @@ came from (VIPER or the embedded benchmark as source, Cityscapes-VPS or the embe
 import argparse
 from pathlib import Path
 
+from videoda.config import read_stage_config
 from videoda.data.prepare import prepare_split
 from videoda.errors import run_stage
-from videoda.params import Section, load_params
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default="data/params/prepare.json", help="the stage's resolved params")
     ap.add_argument("--out", default="data/prepared")
     args = ap.parse_args()
-    p = Section(load_params(), "prepare")
-    size = (p.int("height", lo=8), p.int("width", lo=8))
-    min_frames = p.int("min_frames", lo=2)
-    src_ds = p.choice("source.dataset", ["viper"])
-    tgt_ds = p.choice("target.dataset", ["cityscapes_vps"])
-    jobs = [("source", src_ds, p.str("source.root"), p.str("source.split")),
-            ("target_train", tgt_ds, p.str("target.root"), p.str("target.train_split")),
-            ("target_val", tgt_ds, p.str("target.root"), p.str("target.val_split"))]
-    ego = p.bool("source.ignore_ego_vehicle")
+    cfg = read_stage_config("prepare", args.params)
+    src, tgt = cfg.source, cfg.target
+    jobs = [("source", src.dataset, src.root, src.split),
+            ("target_train", tgt.dataset, tgt.root, tgt.train_split),
+            ("target_val", tgt.dataset, tgt.root, tgt.val_split)]
     # Each split is its own DVC output, written atomically by prepare_split.
     for name, dataset, root, split in jobs:
-        prepare_split(dataset, root, split, Path(args.out) / name, size, min_frames=min_frames,
-                      ignore_ego_vehicle=ego)
+        prepare_split(dataset, root, split, Path(args.out) / name, (cfg.height, cfg.width),
+                      min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle)
 
 
 if __name__ == "__main__":

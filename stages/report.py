@@ -12,13 +12,14 @@ import cv2
 import torch
 from rich.progress import track
 
+from videoda.config import read_stage_config
 from videoda.errors import run_stage
-from videoda.params import load_params
-from videoda.report import build_report, report_config
+from videoda.report import build_report
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default="data/params/report.json", help="the stage's resolved params")
     ap.add_argument("--metrics", default="reports/metrics.json")
     ap.add_argument("--confusion", default="reports/figures/confusion.npz")
     ap.add_argument("--pseudo-report", default="reports/pseudo_labels.json")
@@ -29,7 +30,7 @@ def main(argv=None):
     ap.add_argument("--model", default="models/vst.pt", help="the right model of the video")
     ap.add_argument("--out", default="reports/visual")
     args = ap.parse_args(argv)
-    cfg = report_config(load_params())
+    cfg = read_stage_config("report", args.params)
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
     build_report(args.out, metrics_path=args.metrics, confusion_path=args.confusion,

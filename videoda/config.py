@@ -10,6 +10,7 @@ stage's real input: a stage reruns when its *effective* values change, and metho
 AdaptSegNet's warm-up under CBST*, CRST* and IAST) share its run in DVC's run cache.
 """
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
@@ -22,12 +23,12 @@ from videoda.domain_adaptation.pseudo_labels import GENERATORS
 from videoda.domain_adaptation.self_training import REFINEMENTS, REGULARISERS
 from videoda.domain_adaptation.train import OPTIMIZERS
 from videoda.errors import ParamError
-from videoda.evaluate import PREDICT_BATCH_SIZE
 from videoda.flow.backends import DIS_PRESETS
 from videoda.model.deeplabv2 import BACKBONES, NORMS
 from videoda.presets import PRESETS, apply_preset, final_model
 
 PARAMS_FILE = "params.yaml"
+PREDICT_BATCH_SIZE = 16            # frames per forward pass when predicting (not a hyperparameter)
 
 
 def load_params(path=PARAMS_FILE, verbose=True):
@@ -54,6 +55,19 @@ def lookup(params, key):
             raise ParamError(f"params.yaml: {key} is missing")
         node = node[part]
     return node
+
+
+def with_overrides(params, overrides):
+    """A copy of ``params`` with some dotted keys set (``{"vst.alpha": 0.2}``), as ``dvc exp run -S`` does; each
+    key must exist."""
+    out = copy.deepcopy(params)
+    for key, value in overrides.items():
+        parent_key, _, last = key.rpartition(".")
+        parent = lookup(out, parent_key) if parent_key else out
+        if not isinstance(parent, dict) or last not in parent:
+            raise ParamError(f"params.yaml: {key} is missing")
+        parent[last] = value
+    return out
 
 
 # --- field declarations: what a config field reads and how it is checked ------------------------------------
@@ -425,8 +439,3 @@ def read_stage_config(stage, path):
     except json.JSONDecodeError as e:
         raise ParamError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     return stage_config(stage, resolved)
-
-
-def replace(config, **changes):
-    """A copy of a config with some fields changed (configs are frozen)."""
-    return dataclasses.replace(config, **changes)

@@ -21,11 +21,14 @@ The two domains render the same kind of scene with different appearance:
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from videoda.data.classes import CLASSES
+from videoda.data import cityscapes_vps, viper
+from videoda.data.classes import CITYSCAPES_TO_TRAIN, CLASSES, NUM_CLASSES, VIPER_TO_TRAIN
+from videoda.utils.io import atomic_path
 
 C = {name: i for i, name in enumerate(CLASSES)}
 
@@ -356,3 +359,49 @@ def render_sequence(seed: int, height: int, width: int, n_frames: int, style: Do
         if t < n_frames - 1:
             flows.append(r[5])
     return np.stack(images), np.stack(labels), np.stack(flows)
+
+
+# --- the benchmark in the real datasets' layouts (stage `synth`) ---------------------------------------------
+
+def inverse_map(table):
+    """train id -> the first dataset id that maps to it (the generator labels in train ids)."""
+    inv = np.full(256, 255, np.uint8)
+    for ds_id, train_id in sorted(table.items(), reverse=True):
+        if train_id < NUM_CLASSES:
+            inv[train_id] = ds_id
+    missing = [c for c in range(NUM_CLASSES) if inv[c] == 255]
+    if missing:
+        raise RuntimeError(f"no dataset id maps to train ids {missing}")
+    return inv
+
+
+def write_benchmark(out, cfg, progress=lambda xs, **_: xs):
+    """Render the benchmark of ``cfg`` (``videoda.config.Synth``) into ``out/{viper,cityscapes_vps,flow_gt}``:
+    source sequences in VIPER's layout (every frame labelled, VIPER ids), target train and val clips in
+    Cityscapes-VPS's (labels on every ``label_every``-th frame), and each target clip's exact forward flow as
+    ``flow_gt/<split>/<clip>.npy``. Each of the three folders appears complete or not at all."""
+    source_style, target_style = make_styles(cfg.shift, cfg.seed)
+    to_viper, to_cityscapes = inverse_map(VIPER_TO_TRAIN), inverse_map(CITYSCAPES_TO_TRAIN)
+    counts = {"source": cfg.source_sequences, "train": cfg.target_train_clips, "val": cfg.target_val_clips}
+    frames, out = cfg.frames_per_clip, Path(out)
+    with atomic_path(out / "viper") as viper_root, atomic_path(out / "cityscapes_vps") as vps_root, \
+            atomic_path(out / "flow_gt") as flow_root:
+        jobs = [("source", "train", i) for i in range(counts["source"])]
+        jobs += [("target", split, i) for split in ("train", "val") for i in range(counts[split])]
+        for k, (domain, split, i) in enumerate(progress(jobs, description="synth")):
+            # Distinct seeds per domain and split: the target never shows a source scene.
+            seq_seed = cfg.seed * 100003 + k
+            style = source_style if domain == "source" else target_style
+            images, labels, flows = render_sequence(seq_seed, cfg.height, cfg.width, frames, style)
+            if domain == "source":
+                for t in range(frames):
+                    viper.write_frame(viper_root, split, i + 1, t, images[t], to_viper[labels[t]])
+                continue
+            clip_id = i + 1
+            for t in range(frames):
+                annotated = (t + 1) % cfg.label_every == 0
+                lab = to_cityscapes[labels[t]] if annotated else None
+                cityscapes_vps.write_frame(vps_root, split, clip_id, t, images[t], lab)
+            flow_dir = flow_root / split
+            flow_dir.mkdir(parents=True, exist_ok=True)
+            np.save(flow_dir / f"{clip_id:04d}.npy", flows)

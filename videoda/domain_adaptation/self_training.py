@@ -6,7 +6,6 @@ confidence-regularising KLD on labelled pixels), and optionally the source cross
 """
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,43 +14,11 @@ from videoda.data.classes import IGNORE_ID
 from videoda.data.pairs import PairSampler
 from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
 from videoda.domain_adaptation.pseudo_labels import cutout_refine, fillin_refine, generate_pseudo_labels
-from videoda.domain_adaptation.train import forward_pairs, make_optimizer, train
+from videoda.domain_adaptation.train import forward_pairs, segmentation_optimizer, train
 from videoda.flow.warp import flow_to_tensor
-from videoda.params import Section
 
 REFINEMENTS = ("none", "cutout", "fillin")
 REGULARISERS = ("none", "entropy", "kld")
-
-
-@dataclass
-class VSTConfig:
-    """The training half of VST (params ``vst``; the pair distance is ``flow.tau``), built by ``vst_config``."""
-    tau: int
-    refine: str
-    regulariser: str
-    lambda_reg: float
-    lambda_source: float
-    rounds: int
-    iterations: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    momentum: float
-    weight_decay: float
-    poly_power: float
-    hflip: bool
-
-
-def vst_config(params):
-    """VSTConfig from params.yaml, every key checked (a bad value names its key)."""
-    p, f = Section(params, "vst"), Section(params, "flow")
-    return VSTConfig(
-        tau=f.int("tau", lo=1), refine=p.choice("refine", REFINEMENTS), regulariser=p.choice("regulariser", REGULARISERS),
-        lambda_reg=p.float("lambda_reg", lo=0.0), lambda_source=p.float("lambda_source", lo=0.0),
-        rounds=p.int("rounds", lo=1), iterations=p.int("iterations", lo=1), batch_size=p.int("batch_size", lo=1),
-        optimizer=p.choice("optimizer", ["sgd", "adam"]), lr=p.float("lr", lo=0.0),
-        momentum=p.float("momentum", lo=0.0, hi=1.0), weight_decay=p.float("weight_decay", lo=0.0),
-        poly_power=p.float("poly_power", lo=0.0), hflip=p.bool("hflip"))
 
 
 def unlabelled_clips(clips):
@@ -109,22 +76,24 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
 
 
-def self_train(model, clips, pseudo, store, cfg, label_cfg, seed, source_clips=None, progress=lambda xs, **_: xs):
-    """VST (Sec. 4.4.2): ``cfg.rounds`` rounds of training on target pairs (t - tau, t) with online-refined pseudo
-    labels; round 1 uses ``pseudo`` ({clip: (T, H, W)}), each further round regenerates them with the current
-    model and ``label_cfg`` (the same generator). ``clips`` must carry no ground truth. Trains on the model's
-    device. Returns the training curve's rows (step counted across rounds, with the round number).
+def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs):
+    """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
+    pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: (T, H, W)}), each
+    further round regenerates them with the current model and ``cfg.labels`` (the same generator). ``clips``
+    must carry no ground truth. Trains on the model's device. Returns the training curve's rows (step counted
+    across rounds, with the round number).
     """
     device = next(model.parameters()).device
-    source = (PairSampler(source_clips, cfg.tau, cfg.batch_size, seed + 1)
+    train_cfg, occlusion = cfg.train, cfg.labels.occlusion
+    source = (PairSampler(source_clips, cfg.tau, train_cfg.batch_size, cfg.seed + 1)
               if cfg.lambda_source > 0 else None)
     rows = []
     for r in range(cfg.rounds):
         if r > 0:
-            pseudo, _ = generate_pseudo_labels(model, clips, store, label_cfg, progress=progress)
-        target = PairSampler(clips, cfg.tau, cfg.batch_size, seed + 100 * r, hflip=cfg.hflip,
-                             pair_labels=refined_pair_labels(pseudo, store, cfg.refine, label_cfg.occ_alpha,
-                                                             label_cfg.occ_threshold))
+            pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
+        target = PairSampler(clips, cfg.tau, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip,
+                             pair_labels=refined_pair_labels(pseudo, store, cfg.refine, occlusion.alpha,
+                                                             occlusion.threshold))
 
         def sample_batch():
             batch = target.sample()
@@ -133,9 +102,9 @@ def self_train(model, clips, pseudo, store, cfg, label_cfg, seed, source_clips=N
                 batch.update(source_images=s["images"], source_labels=s["labels"])
             return {k: v.to(device) for k, v in batch.items()}
 
-        optimizer = make_optimizer(model.param_groups(cfg.lr), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+        optimizer = segmentation_optimizer(model, train_cfg.optim)
         result = train(model, optimizer, sample_batch, vst_forward,
-                       vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), cfg.iterations, None,
-                       power=cfg.poly_power, description=f"vst round {r + 1}")
-        rows += [{**row, "step": row["step"] + r * cfg.iterations, "round": r + 1} for row in result["rows"]]
+                       vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), train_cfg.iterations, None,
+                       power=train_cfg.optim.poly_power, description=f"vst round {r + 1}")
+        rows += [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1} for row in result["rows"]]
     return rows

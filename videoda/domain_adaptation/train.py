@@ -25,7 +25,12 @@ def seed_everything(seed):
     torch.use_deterministic_algorithms(True)
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 def make_optimizer(param_groups, name, lr, momentum=0.9, weight_decay=5e-4):
+    """SGD or Adam (betas 0.9, 0.99, as ADVENT) over ``param_groups``, each remembering its initial lr for
+    ``poly_lr_``."""
     for g in param_groups:
         g["initial_lr"] = g["lr"]
     if name == "sgd":
@@ -33,6 +38,13 @@ def make_optimizer(param_groups, name, lr, momentum=0.9, weight_decay=5e-4):
     if name == "adam":
         return torch.optim.Adam(param_groups, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
     raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+def segmentation_optimizer(model, optim):
+    """The segmentation network's optimiser from an ``Optimizer`` config (``videoda.config``): ``optim.lr`` for
+    the backbone, 10x for the head (``model.param_groups``)."""
+    return make_optimizer(model.param_groups(optim.lr), optim.optimizer, optim.lr, optim.momentum,
+                          optim.weight_decay)
 
 
 def poly_lr_(optimizer, step, max_steps, power=0.9):

@@ -1,23 +1,17 @@
-"""Build the segmentation model from the ``model`` section of params.yaml."""
+"""Build the segmentation model from its config (``videoda.config.Model``: the ``model`` section of params.yaml)."""
 
 from videoda.data.classes import NUM_CLASSES
 from videoda.errors import ParamError
-from videoda.model.deeplabv2 import BACKBONES, NORMS, DeepLabV2
-from videoda.params import Section
+from videoda.model.deeplabv2 import DeepLabV2
 
 
-def build_model(params):
-    m = Section(params, "model")
+def build_model(cfg):
+    """DeepLabv2 with ``cfg``'s backbone, norm, ASPP rates and initial weights; an inconsistent combination (e.g.
+    ImageNet weights with GroupNorm) is a ParamError naming the key."""
     try:
-        return DeepLabV2(
-            NUM_CLASSES,
-            backbone=m.choice("backbone", list(BACKBONES)),
-            norm=m.choice("norm", list(NORMS)),
-            num_layers=m.int("num_layers", lo=1, hi=4),
-            aspp_rates=tuple(m.list("aspp_rates", int)),
-            group_norm_groups=m.int("group_norm_groups", lo=1),
-            pretrained=m.str("pretrained", optional=True),
-        )
+        return DeepLabV2(NUM_CLASSES, backbone=cfg.backbone, norm=cfg.norm, num_layers=cfg.num_layers,
+                         aspp_rates=tuple(cfg.aspp_rates), group_norm_groups=cfg.group_norm_groups,
+                         pretrained=cfg.pretrained)
     except ValueError as e:
         if isinstance(e, ParamError):
             raise
