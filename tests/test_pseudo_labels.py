@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 
-from videoda.data.classes import IGNORE_ID
-from videoda.domain_adaptation.pseudo_labels import (PseudoLabelConfig, adaptive_thresholds,
+from videoda.data.classes import IGNORE_ID, NUM_CLASSES
+from videoda.domain_adaptation.pseudo_labels import (CLASS_BALANCED, CLIP, GENERATORS, IMAGE, TABLE7_GENERATORS,
+                                                     Generator, PseudoLabelConfig, adaptive_thresholds,
                                                      class_balanced_thresholds, class_quantile,
-                                                     label_with_thresholds, labels_at_proportion, table7_p_miou)
+                                                     generate_pseudo_labels, label_maxima, label_with_thresholds,
+                                                     labels_at_proportion, pseudo_label_config, table7_p_miou)
+from videoda.params import ParamError
 
 
 def clip_instance():
@@ -165,3 +168,63 @@ def test_table7_scores_each_generator_at_the_same_proportion():
     assert set(out) == {"0.5"} and set(out["0.5"]) == {"cb", "ia", "ours"}
     assert all(abs(r["proportion"] - 50) < 5 for r in out["0.5"].values())
     assert out["0.5"]["ours"]["p_miou"] == 100.0 and out["0.5"]["cb"]["p_miou"] < 100.0
+
+
+# --- the generators' registry ------------------------------------------------------------------------------
+
+def test_registry_describes_each_generator():
+    import yaml
+
+    from test_pipeline import REPO
+
+    assert GENERATORS == {"cbst": Generator(CLASS_BALANCED), "iast": Generator(IMAGE), "clip": Generator(CLIP),
+                          "clip_agg": Generator(CLIP, aggregate=True)}
+    assert [name for name, g in GENERATORS.items() if g.needs_whole_set] == ["cbst"]
+    assert {name: g.knob for name, g in GENERATORS.items()} == {"cbst": "portion", "iast": "alpha",
+                                                                 "clip": "alpha", "clip_agg": "alpha"}
+    # Table 7's "ours" is the clip-adaptive generator on aggregated predictions; CB and IA see single frames.
+    assert TABLE7_GENERATORS == {"cb": "cbst", "ia": "iast", "ours": "clip_agg"}
+    assert [GENERATORS[k].aggregate for k in TABLE7_GENERATORS.values()] == [False, False, True]
+    with pytest.raises(ValueError, match="threshold rule"):
+        Generator("per_pixel")
+    # params.yaml's choice is validated against the registry's names
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert pseudo_label_config(params).kind in GENERATORS
+    params["vst"]["pseudo_label"] = "clip_aggregated"
+    with pytest.raises(ParamError, match="'cbst', 'iast', 'clip', 'clip_agg'"):
+        pseudo_label_config(params)
+
+
+def test_label_maxima_follows_the_threshold_rule_of_the_entry():
+    """Two frames, one class: per image (IAST) the second frame gets its own threshold, per clip both share one;
+    ``clip`` and ``clip_agg`` threshold alike (aggregation happens before, on the maxima)."""
+    conf = np.array([[[0.9, 0.8, 0.7, 0.6]], [[0.5, 0.4, 0.3, 0.2]]], np.float32)
+    pred = np.zeros(conf.shape, np.uint8)
+    cfg = PseudoLabelConfig(kind="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9, portion=0.5)
+    kept = {k: (label_maxima(k, [("a", (conf, pred))], cfg)[0]["a"] != IGNORE_ID).sum(axis=(1, 2)).tolist()
+            for k in GENERATORS}
+    assert kept["iast"] == [2, 2]          # each frame: above its own top-50% value
+    assert kept["clip"] == kept["clip_agg"] == kept["cbst"] == [4, 0]      # one threshold (0.5) for the clip
+    with pytest.raises(ValueError, match="vst.pseudo_label must be one of"):
+        label_maxima("ours", [("a", (conf, pred))], cfg)
+
+
+@pytest.mark.parametrize("kind", list(GENERATORS))
+def test_generate_pseudo_labels_aggregates_only_for_aggregating_entries(kind, monkeypatch):
+    from types import SimpleNamespace
+
+    import videoda.domain_adaptation.pseudo_labels as pl
+
+    calls = []
+
+    def fake_maxima(model, clip, store, cfg, aggregate):
+        calls.append((clip.name, aggregate))
+        return np.full((1, 1, 2), 0.95, np.float32), np.zeros((1, 1, 2), np.uint8)
+
+    monkeypatch.setattr(pl, "clip_maxima", fake_maxima)
+    clips = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
+    labels, theta = generate_pseudo_labels(None, clips, None, PseudoLabelConfig(kind=kind))
+    assert calls == [("a", GENERATORS[kind].aggregate), ("b", GENERATORS[kind].aggregate)]
+    assert set(labels) == {"a", "b"} and theta.shape == (NUM_CLASSES,)
+    with pytest.raises(ValueError, match="must be one of"):
+        generate_pseudo_labels(None, clips, None, PseudoLabelConfig(kind="nope"))
