@@ -4,9 +4,9 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from videoda.data.classes import NUM_CLASSES, colorize
+from videoda.data.classes import colorize
 from videoda.data.prepare import write_ids
-from videoda.metrics import ConfusionMatrix, VPQStuff
+from videoda.metrics import score_clips
 from videoda.model import normalize
 
 
@@ -28,20 +28,19 @@ def predict(model, images, batch_size=16):
 def evaluate_clips(model, clips, label_stride, batch_size=16, pred_dir=None, description="evaluate"):
     """Score a model on the annotated frames of each clip; optionally write the predictions as PNGs.
 
-    Returns the report ``{"miou", "iou", "vpq"}`` and the confusion matrix (rows: ground truth).
+    Returns the report ``{"miou", "iou", "vpq"}`` and the confusion matrix (rows: ground truth), from
+    ``videoda.metrics.score_clips`` as ``videoda eval`` scores prediction PNGs.
     """
-    cm, vpq = ConfusionMatrix(NUM_CLASSES), VPQStuff(NUM_CLASSES, label_stride=label_stride)
-    for clip in track(clips, description=description):
-        idx = np.flatnonzero(clip.labeled)
-        preds = predict(model, clip.images[idx], batch_size)
-        cm.update(preds, clip.labels[idx])
-        vpq.update(preds, clip.labels[idx])
-        if pred_dir is not None:
-            for name, pred in zip(clip.frame_names[idx], preds):
-                write_ids(pred_dir / f"{name}.png", pred)
-    report = cm.to_dict()
-    report["vpq"] = vpq.compute()
-    return report, cm.mat
+    def predicted():
+        for clip in track(clips, description=description):
+            idx = np.flatnonzero(clip.labeled)
+            preds = predict(model, clip.images[idx], batch_size)
+            yield preds, clip.labels[idx]
+            if pred_dir is not None:
+                for name, pred in zip(clip.frame_names[idx], preds):
+                    write_ids(pred_dir / f"{name}.png", pred)
+
+    return score_clips(predicted(), label_stride)
 
 
 def qualitative_strip(model, clips, n_rows):
