@@ -10,14 +10,11 @@ import argparse
 
 import torch
 
-from videoda.data.classes import NUM_CLASSES
 from videoda.data.pairs import PairSampler, load_split
-from videoda.domain_adaptation.adversarial import (DICE_MODES, DISC_INPUTS, DISCRIMINATORS, AdversarialTerm,
-                                                   DiceTerm, DiscriminatorStep, VATBatches, adversarial_forward)
-from videoda.domain_adaptation.train import (make_optimizer, segmentation_loss, seed_everything, supervised_forward,
-                                             train, write_curve)
+from videoda.domain_adaptation.adversarial import (DICE_MODES, DISC_INPUTS, DISCRIMINATORS, VATBatches,
+                                                   vat_objective)
+from videoda.domain_adaptation.train import make_optimizer, seed_everything, train, write_curve
 from videoda.model import load_checkpoint, save_checkpoint
-from videoda.model.discriminator import Discriminator
 from videoda.params import Section, load_params
 from videoda.utils.stage import run_stage
 
@@ -56,18 +53,11 @@ def main():
     batches = VATBatches(
         PairSampler(load_split(args.data, "source"), tau, batch_size, seed, hflip=hflip),
         PairSampler(load_split(args.data, "target_train"), tau, batch_size, seed + 1, hflip=hflip))
-    terms, extra_step = [segmentation_loss], None
-    if dice != "none":
-        terms.append(DiceTerm(dice, lambda_dice))
-    if kind != "none":
-        disc = Discriminator(NUM_CLASSES, kind, base_channels=disc_channels)
-        d_optimizer = make_optimizer([{"params": list(disc.parameters()), "lr": lr_d}], optimizer_d, lr_d,
-                                     momentum, weight_decay=0.0)
-        terms.append(AdversarialTerm(disc, disc_input, lambda_v))
-        extra_step = DiscriminatorStep(disc, d_optimizer, disc_input, iterations, power)
-    forward = supervised_forward if kind == "none" else adversarial_forward    # no D: target images unused
-    result = train(model, optimizer, batches.sample, forward, terms, iterations, args.curve,
-                   power=power, extra_step=extra_step, description="vat")
+    objective = vat_objective(discriminator=kind, disc_input=disc_input, dice=dice, lambda_v=lambda_v,
+                              lambda_dice=lambda_dice, disc_channels=disc_channels, optimizer_d=optimizer_d,
+                              lr_d=lr_d, momentum=momentum, iterations=iterations, poly_power=power)
+    result = train(model, optimizer, batches.sample, objective.forward, objective.terms, iterations, args.curve,
+                   power=power, extra_step=objective.extra_step, description="vat")
     save_checkpoint(args.out, model, {"stage": "vat", "seconds": result["seconds"], "init": str(args.init),
                                       "discriminator": kind, "disc_input": disc_input, "dice": dice})
 
