@@ -20,7 +20,8 @@ import time
 import torch
 import yaml
 
-from videoda.config import load_params, stage_config, with_overrides
+from videoda.config.fields import load_params, with_overrides
+from videoda.config.stages import stage_config
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, pseudo_label_report
 from videoda.domain_adaptation.self_training import self_train, unlabelled_clips

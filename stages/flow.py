@@ -8,106 +8,35 @@ the configured backend, the ``flow.compare`` methods and the zero flow against t
 """
 
 import argparse
-import time
 
 import cv2
-import numpy as np
 import torch
 from rich.progress import track
 
-from videoda.data.clips import list_clips, load_clip
-from videoda.errors import DataError, run_stage
-from videoda.flow.backends import (DIS_PRESETS, PtlflowFlow, checkpoint_label, is_ptlflow_method,
-                                   load_ptlflow_model, make_backend, ptlflow_reference)
-from videoda.flow.quality import EpeMeter
-from videoda.flow.store import FlowWriter, stored_pairs
-from videoda.params import Section, load_params
-from videoda.utils.io import atomic_path, write_json
+from videoda.config.flow import Flow
+from videoda.config.fields import read_stage_config
+from videoda.errors import run_stage
+from videoda.flow.compute import compute_flows
+from videoda.utils.io import write_json
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default="data/params/flow.json", help="the stage's resolved params")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="data/flow/target_train.h5")
     ap.add_argument("--report", default="reports/flow.json")
     args = ap.parse_args()
-    p = Section(load_params(), "flow")
-    method = p.str("method")
-    tau = p.int("tau", lo=1)
-    alpha, threshold = p.float("alpha", lo=0.0), p.float("occlusion_threshold", lo=0.0, hi=1.0)
-    dis_preset = p.choice("dis_preset", list(DIS_PRESETS))
-    ckpt = p.str("ckpt", optional=True)
-    batch_size, threads = p.int("batch_size", lo=1), p.int("threads", lo=1)
-    score = p.bool("epe")
-    gt_root = p.str("gt_root")
-    compare = p.list("compare", str) if score and p.values.get("compare") != [] else []
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
-
-    paths = list_clips(args.data, "target_train")
-    backend = make_backend(method, dis_preset=dis_preset, gt_root=gt_root, ckpt=ckpt, batch_size=batch_size)
-    backends, not_run = {method: backend}, {}
-    for name in compare:     # scored in the report only, each with its default checkpoint
-        if name in backends:
-            continue
-        if not is_ptlflow_method(name):
-            backends[name] = make_backend(name, dis_preset=dis_preset, gt_root=gt_root)
-            continue
-        ptlflow_reference(name, key="flow.compare")      # a typo is a param error, not a model "not run"
-        try:
-            backends[name] = PtlflowFlow(load_ptlflow_model(name), batch_size)
-        except DataError as e:     # e.g. no checkpoint offline: say so in the report
-            not_run[name] = str(e)
-    gt = make_backend("gt", gt_root=gt_root) if score else None
-    meters = {name: EpeMeter(alpha, threshold) for name in [*backends, "zero"]}
-    deltas = sorted({1, tau})
-    size, pairs_done, seconds = None, 0, 0.0
-    with atomic_path(args.out) as tmp:
-        writer = None
-        for path in track(paths, description=f"flow ({method})"):
-            clip = load_clip(path)
-            t, h, w = clip.images.shape[:3]
-            if size is None:
-                size, writer = (h, w), FlowWriter(tmp, deltas, h, w, method, attrs=backend.attrs)
-            elif (h, w) != size:
-                raise DataError(f"{path}: frames are {h} x {w}, other clips {size[0]} x {size[1]}")
-            if t <= tau:
-                raise DataError(f"{path}: clip has {t} frames, too short for flow.tau = {tau}")
-            pairs = stored_pairs(t, deltas)
-            start = time.perf_counter()
-            flows = dict(zip(pairs, backend.flows(clip, pairs)))
-            seconds += time.perf_counter() - start
-            pairs_done += len(pairs)
-            writer.add_clip(clip.name, t, flows)
-            if gt is not None:
-                forward = [(i, i + 1) for i in range(t - 1)]
-                truth = gt.forward(clip)
-                estimates = {method: np.stack([flows[pair] for pair in forward]), "zero": np.zeros_like(truth)}
-                for name, other in backends.items():
-                    if name != method:
-                        estimates[name] = other.flows(clip, forward)
-                for name, meter in meters.items():
-                    meter.add(clip.images, estimates[name], truth)
-        writer.close()
-
-    report = {"method": method, "resolution": list(size), "clips": len(paths), "frame_distances": deltas,
-              "pairs": pairs_done, "occlusion": {"alpha": alpha, "threshold": threshold}}
-    report.update(backend.attrs)
-    if isinstance(backend, PtlflowFlow):
-        report["weights"] = checkpoint_label(backend.model)
-    if gt is None:
-        report["epe"] = None
-    else:
-        report["epe_pairs"] = f"forward t -> t+1, ground truth {gt_root} resized to {size[0]} x {size[1]}"
-        report["epe"] = {name: meter.result() for name, meter in meters.items()}
-        for name, other in backends.items():
-            if isinstance(other, PtlflowFlow):
-                report["epe"][name]["weights"] = checkpoint_label(other.model)
-        if not_run:
-            report["not_run"] = not_run
+    cfg = read_stage_config(Flow, args.params)
+    torch.set_num_threads(cfg.threads)
+    cv2.setNumThreads(cfg.threads)
+    report, seconds = compute_flows(
+        args.data, args.out, method=cfg.method, tau=cfg.tau, alpha=cfg.occlusion.alpha,
+        threshold=cfg.occlusion.threshold, dis_preset=cfg.dis_preset, ckpt=cfg.ckpt, batch_size=cfg.batch_size,
+        score=cfg.epe, gt_root=cfg.gt_root, compare=list(cfg.compare) if cfg.epe else [], progress=track)
     write_json(args.report, report)
-    print(f"flow: {pairs_done} flows of {len(paths)} clips with {method} in {seconds:.1f} s "
-          f"({1000 * seconds / max(pairs_done, 1):.1f} ms per flow)")
+    print(f"flow: {report['pairs']} flows of {report['clips']} clips with {cfg.method} in {seconds:.1f} s "
+          f"({1000 * seconds / max(report['pairs'], 1):.1f} ms per flow)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ came from (VIPER or the embedded benchmark as source, Cityscapes-VPS or the embe
 import argparse
 from pathlib import Path
 
-from videoda.config import read_stage_config
+from videoda.config.data import Prepare
+from videoda.config.fields import read_stage_config
 from videoda.data.prepare import prepare_split
 from videoda.errors import run_stage
 
@@ -17,7 +18,7 @@ def main():
     ap.add_argument("--params", default="data/params/prepare.json", help="the stage's resolved params")
     ap.add_argument("--out", default="data/prepared")
     args = ap.parse_args()
-    cfg = read_stage_config("prepare", args.params)
+    cfg = read_stage_config(Prepare, args.params)
     src, tgt = cfg.source, cfg.target
     jobs = [("source", src.dataset, src.root, src.split),
             ("target_train", tgt.dataset, tgt.root, tgt.train_split),

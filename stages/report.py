@@ -12,7 +12,8 @@ import cv2
 import torch
 from rich.progress import track
 
-from videoda.config import read_stage_config
+from videoda.config.evaluation import Report
+from videoda.config.fields import read_stage_config
 from videoda.errors import run_stage
 from videoda.report import build_report
 
@@ -30,7 +31,7 @@ def main(argv=None):
     ap.add_argument("--model", default="models/vst.pt", help="the right model of the video")
     ap.add_argument("--out", default="reports/visual")
     args = ap.parse_args(argv)
-    cfg = read_stage_config("report", args.params)
+    cfg = read_stage_config(Report, args.params)
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
     build_report(args.out, metrics_path=args.metrics, confusion_path=args.confusion,

@@ -1,6 +1,6 @@
 """Stage `resolve_params`: every stage's params, with the `method` preset applied, as ``<out>/<stage>.json``.
 
-Each file holds the keys that stage reads (``videoda.config.STAGE_KEYS`` via its config class), and the stage reads
+Each file holds the keys that stage reads (``videoda.config.stages``), and the stage reads
 its config from that file alone. So DVC reruns a stage only when its *effective* values change, and a phase shared
 by several methods (e.g. AdaptSegNet's warm-up under CBST*, CRST* and IAST) is trained once and then restored from
 DVC's run cache. Every stage's values are checked before any file is written.
@@ -9,7 +9,8 @@ DVC's run cache. Every stage's values are checked before any file is written.
 import argparse
 from pathlib import Path
 
-from videoda.config import STAGES, load_params, resolved_json, stage_config
+from videoda.config.fields import load_params
+from videoda.config.stages import STAGES, resolved_json, stage_config
 from videoda.errors import run_stage
 from videoda.utils.io import atomic_path
 

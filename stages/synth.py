@@ -10,7 +10,8 @@ import argparse
 
 from rich.progress import track
 
-from videoda.config import read_stage_config
+from videoda.config.data import Synth
+from videoda.config.fields import read_stage_config
 from videoda.data.synth import write_benchmark
 from videoda.errors import run_stage
 
@@ -20,7 +21,7 @@ def main():
     ap.add_argument("--params", default="data/params/synth.json", help="the stage's resolved params")
     ap.add_argument("--out", default="data/synth")
     args = ap.parse_args()
-    write_benchmark(args.out, read_stage_config("synth", args.params), progress=track)
+    write_benchmark(args.out, read_stage_config(Synth, args.params), progress=track)
 
 
 if __name__ == "__main__":

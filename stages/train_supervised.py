@@ -8,7 +8,8 @@ import argparse
 
 import torch
 
-from videoda.config import read_stage_config
+from videoda.config.fields import read_stage_config
+from videoda.config.training import Supervised
 from videoda.data.pairs import PairSampler, load_split
 from videoda.domain_adaptation.train import (seed_everything, segmentation_loss, segmentation_optimizer,
                                              supervised_forward, train)
@@ -20,13 +21,13 @@ from videoda.model.build import build_model
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--stage", required=True, choices=["train_source", "train_oracle"])
-    ap.add_argument("--params", required=True, help="the stage's resolved params, data/params/<stage>.json")
+    ap.add_argument("--params", help="the stage's resolved params (default: data/params/<stage>.json)")
     ap.add_argument("--split", required=True, choices=["source", "target_train"])
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", required=True)
     ap.add_argument("--curve", required=True)
     args = ap.parse_args()
-    cfg = read_stage_config(args.stage, args.params)
+    cfg = read_stage_config(Supervised, args.params or f"data/params/{args.stage}.json", section=args.stage)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.train.threads)
     model = build_model(cfg.model)

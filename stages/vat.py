@@ -10,66 +10,45 @@ import argparse
 
 import torch
 
-from videoda.data.classes import NUM_CLASSES
+from videoda.config.vat import VAT
+from videoda.config.fields import read_stage_config
 from videoda.data.pairs import PairSampler, load_split
-from videoda.domain_adaptation.adversarial import (DICE_MODES, DISC_INPUTS, DISCRIMINATORS, AdversarialTerm,
-                                                   DiceTerm, DiscriminatorStep, VATBatches, adversarial_forward)
-from videoda.domain_adaptation.train import (make_optimizer, segmentation_loss, seed_everything, supervised_forward,
-                                             train, write_curve)
+from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
+from videoda.domain_adaptation.train import seed_everything, segmentation_optimizer, train, write_curve
 from videoda.errors import run_stage
 from videoda.model import load_checkpoint, save_checkpoint
-from videoda.model.discriminator import Discriminator
-from videoda.params import Section, load_params
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default="data/params/vat.json", help="the stage's resolved params")
     ap.add_argument("--init", default="models/source_only.pt", help="the source-only checkpoint to start from")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="models/vat.pt")
     ap.add_argument("--curve", default="reports/curves/vat.tsv")
     args = ap.parse_args()
-
-    params = load_params()
-    seed = Section(params).int("seed", lo=0)
-    p = Section(params, "vat")
-    if not p.bool("enabled"):      # a method without an adversarial phase (videoda/presets.py)
+    cfg = read_stage_config(VAT, args.params)
+    if not cfg.enabled:      # a method without an adversarial phase (videoda/presets.py)
         model, _ = load_checkpoint(args.init)
         write_curve(args.curve, [])
         save_checkpoint(args.out, model, {"stage": "vat", "enabled": False, "init": str(args.init)})
         return
-    iterations, power = p.int("iterations", lo=1), p.float("poly_power", lo=0.0)
-    tau, batch_size, hflip = p.int("tau", lo=1), p.int("batch_size", lo=1), p.bool("hflip")
-    kind = p.choice("discriminator", DISCRIMINATORS)
-    disc_input = p.choice("disc_input", DISC_INPUTS)
-    dice = p.choice("dice", DICE_MODES)
-    lambda_v, lambda_dice = p.float("lambda_v", lo=0.0), p.float("lambda_dice", lo=0.0)
-    lr, lr_d = p.float("lr", lo=0.0), p.float("lr_d", lo=0.0)
-    optimizer_name, optimizer_d = p.choice("optimizer", ["sgd", "adam"]), p.choice("optimizer_d", ["sgd", "adam"])
-    momentum, weight_decay = p.float("momentum", lo=0.0, hi=1.0), p.float("weight_decay", lo=0.0)
-    disc_channels = p.int("disc_channels", lo=1)
-    seed_everything(seed)
-    torch.set_num_threads(p.int("threads", lo=1))
-
+    seed_everything(cfg.seed)
+    torch.set_num_threads(cfg.train.threads)
     model, _ = load_checkpoint(args.init)
-    optimizer = make_optimizer(model.param_groups(lr), optimizer_name, lr, momentum, weight_decay)
-    batches = VATBatches(
-        PairSampler(load_split(args.data, "source"), tau, batch_size, seed, hflip=hflip),
-        PairSampler(load_split(args.data, "target_train"), tau, batch_size, seed + 1, hflip=hflip))
-    terms, extra_step = [segmentation_loss], None
-    if dice != "none":
-        terms.append(DiceTerm(dice, lambda_dice))
-    if kind != "none":
-        disc = Discriminator(NUM_CLASSES, kind, base_channels=disc_channels)
-        d_optimizer = make_optimizer([{"params": list(disc.parameters()), "lr": lr_d}], optimizer_d, lr_d,
-                                     momentum, weight_decay=0.0)
-        terms.append(AdversarialTerm(disc, disc_input, lambda_v))
-        extra_step = DiscriminatorStep(disc, d_optimizer, disc_input, iterations, power)
-    forward = supervised_forward if kind == "none" else adversarial_forward    # no D: target images unused
-    result = train(model, optimizer, batches.sample, forward, terms, iterations, args.curve,
-                   power=power, extra_step=extra_step, description="vat")
-    save_checkpoint(args.out, model, {"stage": "vat", "seconds": result["seconds"], "init": str(args.init),
-                                      "discriminator": kind, "disc_input": disc_input, "dice": dice})
+    t = cfg.train
+    optimizer = segmentation_optimizer(model, t.optim)
+    batches = VATBatches(PairSampler(load_split(args.data, "source"), cfg.tau, t.batch_size, cfg.seed, hflip=t.hflip),
+                         PairSampler(load_split(args.data, "target_train"), cfg.tau, t.batch_size, cfg.seed + 1,
+                                     hflip=t.hflip))
+    objective = vat_objective(discriminator=cfg.discriminator, disc_input=cfg.disc_input, dice=cfg.dice,
+                              lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
+                              optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
+                              iterations=t.iterations, poly_power=t.optim.poly_power)
+    train(model, optimizer, batches.sample, objective.forward, objective.terms, t.iterations, args.curve,
+          power=t.optim.poly_power, extra_step=objective.extra_step, description="vat")
+    save_checkpoint(args.out, model, {"stage": "vat", "init": str(args.init), "discriminator": cfg.discriminator,
+                                      "disc_input": cfg.disc_input, "dice": cfg.dice})
 
 
 if __name__ == "__main__":

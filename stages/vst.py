@@ -8,7 +8,8 @@ import argparse
 import torch
 from rich.progress import track
 
-from videoda.config import read_stage_config
+from videoda.config.self_training import VST
+from videoda.config.fields import read_stage_config
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_labels import read_pseudo_labels
 from videoda.domain_adaptation.self_training import self_train, unlabelled_clips
@@ -28,7 +29,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--curve", required=True)
     args = ap.parse_args()
-    cfg = read_stage_config("vst", args.params)
+    cfg = read_stage_config(VST, args.params)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.train.threads)
     model, _ = load_checkpoint(args.init)

@@ -16,10 +16,10 @@ ROOTS = ("videoda", "stages", "benchmarks")
 
 LAYERS = [
     ("errors", ["videoda", "videoda.errors"]),
-    ("io", ["videoda.utils", "videoda.utils.io", "videoda.utils.images", "videoda.params", "videoda.presets"]),
+    ("io", ["videoda.utils", "videoda.utils.io", "videoda.utils.images", "videoda.presets"]),
     ("data", ["videoda.data", "videoda.data.*"]),
     ("model and flow", ["videoda.model", "videoda.model.*", "videoda.flow", "videoda.flow.*", "videoda.metrics",
-                        "videoda.evaluate"]),
+                        "videoda.evaluate", "videoda.eval_folder"]),
     ("domain adaptation", ["videoda.domain_adaptation", "videoda.domain_adaptation.*"]),
     ("config", ["videoda.config", "videoda.config.*"]),
     ("tools", ["videoda.report", "videoda.report.*", "videoda.paper_tables", "videoda.segment", "videoda.cli",

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_pipeline import REPO, ok, stage, tiny_params, write_params
+from test_pipeline import REPO, ok, stage, tiny_params, write_params, written_files
 
 from videoda.data.classes import IGNORE_ID
 from videoda.data.clips import load_clip
@@ -384,7 +384,7 @@ def test_flow_stage_errors_name_the_key_or_file_and_write_nothing(flow_bench, tm
         code = run_flow(tmp_path, params, monkeypatch, "--data", str(cwd / "data/prepared"),
                         **{"method": "dis", "alpha": 2.0, "tau": 1, **change})
         assert code == 2 and expected in capsys.readouterr().err
-        assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+        assert not written_files(tmp_path)
 
 
 def test_ptlflow_is_imported_only_for_ptlflow_models():
@@ -395,3 +395,24 @@ def test_ptlflow_is_imported_only_for_ptlflow_models():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == "False"
+
+
+def test_compute_flows_writes_the_store_and_returns_the_report(flow_bench, tmp_path):
+    """The stage's library function: the store at ``out``, and the report it returns (no report file)."""
+    from videoda.flow.compute import compute_flows
+
+    cwd, _ = flow_bench
+    seen = []
+    settings = dict(method="dis", tau=3, alpha=2.0, threshold=0.7, dis_preset="fast", ckpt=None, batch_size=2,
+                    gt_root=str(cwd / "data/synth/flow_gt/train"))
+    report, seconds = compute_flows(cwd / "data/prepared", tmp_path / "f.h5", score=False, compare=[],
+                                    progress=lambda xs, description: seen.append(description) or xs, **settings)
+    assert seen == ["flow (dis)"] and seconds > 0 and report["epe"] is None and "epe_pairs" not in report
+    assert report == {"method": "dis", "resolution": [16, 32], "clips": 2, "frame_distances": [1, 3],
+                      "pairs": 2 * 2 * (9 + 7), "occlusion": {"alpha": 2.0, "threshold": 0.7}, "dis_preset": "fast",
+                      "epe": None}
+    with FlowStore(tmp_path / "f.h5") as store:
+        assert store.deltas == [1, 3] and store.clips == ["0001", "0002"] and store.attrs["dis_preset"] == "fast"
+    scored, _ = compute_flows(cwd / "data/prepared", tmp_path / "g.h5", score=True, compare=["gt"], **settings)
+    assert set(scored["epe"]) == {"dis", "gt", "zero"} and scored["epe"]["gt"]["epe"] == 0
+    assert scored["epe"]["dis"]["epe"] < scored["epe"]["zero"]["epe"] and "not_run" not in scored

@@ -286,3 +286,38 @@ def test_vpq_matches_a_direct_mask_implementation():
     np.testing.assert_array_equal(m.fp, stats[..., 2])
     np.testing.assert_array_equal(m.fn, stats[..., 3])
     assert m.fp.sum() > 0 and m.fn.sum() > 0 and m.tp.sum() > 0
+
+
+def test_stage_and_cli_share_one_evaluator(tmp_path, monkeypatch):
+    """``evaluate_clips`` (stage `evaluate`) on a model's predictions and ``videoda eval`` on the same
+    predictions as PNGs give the same report, from ``score_clips``; the stage writes PNGs the CLI re-scores."""
+    from types import SimpleNamespace
+
+    import videoda.evaluate as ev
+    from videoda.eval_folder import evaluate_folder
+    from videoda.metrics import score_clips
+
+    data = make_dataset(tmp_path)
+    report, mat = score_clips(((np.stack([p for p, _ in f]), np.stack([g for _, g in f])) for f in data.values()),
+                              label_stride=5)
+    full = expected(data)
+    assert report == {k: v for k, v in full.items() if k not in ("frames", "clips")}
+    assert mat.sum() == sum(int((g != 255).sum()) for f in data.values() for _, g in f)
+    assert evaluate_folder(tmp_path / "pred", tmp_path / "gt") == full
+
+    # A "model" that predicts, for each ground-truth frame (standing in as the image), the dataset's prediction.
+    by_frame = {g.tobytes(): p for f in data.values() for p, g in f}
+    monkeypatch.setattr(ev, "predict", lambda model, images, batch_size: np.stack([by_frame[im.tobytes()]
+                                                                                  for im in images]))
+    clips = []
+    for name, frames in data.items():
+        gts = np.stack([g for _, g in frames])
+        names = sorted((tmp_path / "gt").glob(f"{name}_*.png"), key=lambda p: int(p.name.split("_")[1]))
+        clips.append(SimpleNamespace(labeled=np.ones(len(frames), bool), labels=gts, images=gts,
+                                     frame_names=np.array([p.stem for p in names])))
+    out = tmp_path / "stage_pred"
+    out.mkdir()
+    stage_report, stage_mat = ev.evaluate_clips(None, clips, 5, pred_dir=out)
+    assert stage_report == report and np.array_equal(stage_mat, mat)
+    assert len(list(out.glob("*.png"))) == 5
+    assert evaluate_folder(out, tmp_path / "gt") == full

@@ -37,6 +37,11 @@ def test_every_row_has_an_experiment_whose_keys_exist_in_params():
     # Table 4's class-balanced row uses our proportion knob; every ablation is on our method.
     assert dict(exps["vst_cb"].overrides)["vst.cbst_portion"] == params["vst"]["alpha"]
     assert all(dict(e.overrides)["method"] == ("ours" if k not in PRESETS else k) for k, e in exps.items())
+    # Table 4's generators and Table 7's columns are entries of the pseudo-label generators' registry.
+    from videoda.domain_adaptation.pseudo_labels import GENERATORS, TABLE7_GENERATORS
+    assert {dict(e.overrides)["vst.pseudo_label"] for e in exps.values()
+            if "vst.pseudo_label" in dict(e.overrides)} == set(GENERATORS)
+    assert list(pt.TABLE7_LABELS) == list(TABLE7_GENERATORS) and set(TABLE7_GENERATORS.values()) <= set(GENERATORS)
 
 
 def test_queue_commands_and_names():

@@ -9,6 +9,9 @@ import pytest
 import torch
 import yaml
 
+from videoda.config.stages import STAGES, resolved_json
+from videoda.presets import apply_preset
+
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = 15
 
@@ -30,7 +33,19 @@ def stage(cwd, *args):
 
 
 def write_params(cwd, params):
+    """params.yaml and what stage resolve_params makes of it, data/params/<stage>.json (values not checked here:
+    each stage checks its own when it reads its file, as under `dvc repro` after a hand-edited file)."""
     (Path(cwd) / "params.yaml").write_text(yaml.safe_dump(params))
+    effective = apply_preset(params, verbose=False)
+    (Path(cwd) / "data/params").mkdir(parents=True, exist_ok=True)
+    for name in STAGES:
+        (Path(cwd) / f"data/params/{name}.json").write_text(resolved_json(effective, name))
+
+
+def written_files(root):
+    """The files under ``root`` besides the params (params.yaml, data/params/)."""
+    return [p for p in Path(root).rglob("*")
+            if p.is_file() and p.name != "params.yaml" and "params" not in p.relative_to(root).parts[:2]]
 
 
 def ok(result):
@@ -60,7 +75,7 @@ def test_train_and_evaluate_end_to_end_and_deterministic(prepared):
     cwd = prepared
     for name, split in (("source_only", "source"), ("again", "source"), ("oracle", "target_train")):
         section = "train_oracle" if name == "oracle" else "train_source"
-        ok(stage(cwd, "train_supervised.py", "--section", section, "--split", split,
+        ok(stage(cwd, "train_supervised.py", "--stage", section, "--split", split,
                  "--out", f"models/{name}.pt", "--curve", f"reports/curves/{name}.tsv"))
     a = torch.load(cwd / "models/source_only.pt", weights_only=True)["model"]
     b = torch.load(cwd / "models/again.pt", weights_only=True)["model"]
@@ -83,7 +98,7 @@ def test_param_out_of_range_fails_cleanly(tmp_path):
     write_params(tmp_path, params)
     r = stage(tmp_path, "synth.py", "--out", "data/synth")
     assert r.returncode == 2 and "synth.shift" in r.stderr and "Traceback" not in r.stderr
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+    assert not written_files(tmp_path)
 
 
 def test_missing_dataset_root_names_it_and_writes_nothing(tmp_path):
@@ -92,14 +107,14 @@ def test_missing_dataset_root_names_it_and_writes_nothing(tmp_path):
     write_params(tmp_path, params)
     r = stage(tmp_path, "prepare.py", "--out", "data/prepared")
     assert r.returncode == 2 and "no_viper_here" in r.stderr
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "params.yaml"]
+    assert not written_files(tmp_path)
 
 
 def test_bad_model_param_names_the_key(prepared, tmp_path):
     params = tiny_params()
     params["model"]["backbone"] = "resnet7"
     write_params(tmp_path, params)
-    r = stage(tmp_path, "train_supervised.py", "--section", "train_source", "--split", "source",
+    r = stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
               "--data", str(prepared / "data/prepared"), "--out", "m.pt", "--curve", "c.tsv")
     assert r.returncode == 2 and "model.backbone" in r.stderr
     assert not (tmp_path / "m.pt").exists()
@@ -119,7 +134,7 @@ def test_flow_pseudo_labels_and_vst_stages(prepared):
     params["flow"]["method"] = "gt"
     params["vst"].update(iterations=2, batch_size=2, equal_proportions=[0.5])
     write_params(cwd, params)
-    ok(stage(cwd, "train_supervised.py", "--section", "train_source", "--split", "source",
+    ok(stage(cwd, "train_supervised.py", "--stage", "train_source", "--split", "source",
              "--out", "models/init.pt", "--curve", "reports/curves/init.tsv"))
     ok(stage(cwd, "flow.py", "--data", "data/prepared", "--out", "data/flow/target_train.h5",
              "--report", "reports/flow.json"))
@@ -149,9 +164,9 @@ def test_method_presets_pass_models_through_disabled_phases_and_report_final(pre
     params["method"] = "source_only"
     params["flow"]["method"] = "gt"
     write_params(cwd, params)
-    ok(stage(cwd, "train_supervised.py", "--section", "train_source", "--split", "source",
+    ok(stage(cwd, "train_supervised.py", "--stage", "train_source", "--split", "source",
              "--out", "models/so.pt", "--curve", "reports/curves/so.tsv"))
-    ok(stage(cwd, "train_supervised.py", "--section", "train_oracle", "--split", "target_train",
+    ok(stage(cwd, "train_supervised.py", "--stage", "train_oracle", "--split", "target_train",
              "--out", "models/or.pt", "--curve", "reports/curves/or.tsv"))
     ok(stage(cwd, "vat.py", "--init", "models/so.pt", "--out", "models/v1.pt", "--curve", "reports/curves/v1.tsv"))
     ok(stage(cwd, "flow.py", "--data", "data/prepared", "--out", "data/flow/p.h5", "--report", "reports/p_flow.json"))

@@ -1,12 +1,26 @@
 """Pseudo-label thresholds (Eq. 3, 4, 11; Algorithm 1) against hand-computed cases."""
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
-from videoda.data.classes import IGNORE_ID
-from videoda.domain_adaptation.pseudo_labels import (PseudoLabelConfig, adaptive_thresholds,
+from videoda.data.classes import IGNORE_ID, NUM_CLASSES
+from videoda.domain_adaptation.pseudo_labels import (CLASS_BALANCED, CLIP, GENERATORS, IMAGE, TABLE7_GENERATORS,
+                                                     Generator, adaptive_thresholds,
                                                      class_balanced_thresholds, class_quantile,
-                                                     label_with_thresholds, labels_at_proportion, table7_p_miou)
+                                                     generate_pseudo_labels, label_maxima, label_with_thresholds,
+                                                     labels_at_proportion, table7_p_miou)
+from videoda.config.stages import stage_config
+from videoda.errors import ParamError
+
+
+def label_config(**changes):
+    """The pseudo-label config of the repo's params.yaml with some fields changed."""
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    return dataclasses.replace(stage_config("pseudo_labels", params).labels, **changes)
 
 
 def clip_instance():
@@ -138,7 +152,7 @@ def test_labels_at_proportion_bisects_the_knob_by_hand():
     of 0.3 labels the three most confident pixels."""
     conf = np.linspace(0.05, 0.95, 10, dtype=np.float32).reshape(1, 2, 5)
     pred = np.zeros((1, 2, 5), np.uint8)
-    cfg = PseudoLabelConfig(kind="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
+    cfg = label_config(kind="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
     labels, alpha, reached = labels_at_proportion("clip", [("a", (conf, pred))], cfg, 0.3)
     assert reached == pytest.approx(0.3) and 0.3 <= alpha < 0.4
     kept = labels["a"] != IGNORE_ID
@@ -160,8 +174,68 @@ def test_table7_scores_each_generator_at_the_same_proportion():
     conf = np.where(pred == gt, 0.6, 0.4) + 0.3 * rng.random(gt.shape)
     single = [("c", (conf.astype(np.float32), pred))]
     aggregated = [("c", (conf.astype(np.float32), gt.copy()))]     # a perfect "aggregated" prediction
-    cfg = PseudoLabelConfig(kind="clip_agg", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
+    cfg = label_config(kind="clip_agg", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
     out = table7_p_miou(single, aggregated, clips, cfg, [0.5])
     assert set(out) == {"0.5"} and set(out["0.5"]) == {"cb", "ia", "ours"}
     assert all(abs(r["proportion"] - 50) < 5 for r in out["0.5"].values())
     assert out["0.5"]["ours"]["p_miou"] == 100.0 and out["0.5"]["cb"]["p_miou"] < 100.0
+
+
+# --- the generators' registry ------------------------------------------------------------------------------
+
+def test_registry_describes_each_generator():
+    import yaml
+
+    from test_pipeline import REPO
+
+    assert GENERATORS == {"cbst": Generator(CLASS_BALANCED), "iast": Generator(IMAGE), "clip": Generator(CLIP),
+                          "clip_agg": Generator(CLIP, aggregate=True)}
+    assert [name for name, g in GENERATORS.items() if g.needs_whole_set] == ["cbst"]
+    assert {name: g.knob for name, g in GENERATORS.items()} == {"cbst": "portion", "iast": "alpha",
+                                                                 "clip": "alpha", "clip_agg": "alpha"}
+    # Table 7's "ours" is the clip-adaptive generator on aggregated predictions; CB and IA see single frames.
+    assert TABLE7_GENERATORS == {"cb": "cbst", "ia": "iast", "ours": "clip_agg"}
+    assert [GENERATORS[k].aggregate for k in TABLE7_GENERATORS.values()] == [False, False, True]
+    with pytest.raises(ValueError, match="threshold rule"):
+        Generator("per_pixel")
+    # params.yaml's choice is validated against the registry's names
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert stage_config("pseudo_labels", params).labels.kind in GENERATORS
+    params["vst"]["pseudo_label"] = "clip_aggregated"
+    with pytest.raises(ParamError, match="'cbst', 'iast', 'clip', 'clip_agg'"):
+        stage_config("pseudo_labels", params)
+
+
+def test_label_maxima_follows_the_threshold_rule_of_the_entry():
+    """Two frames, one class: per image (IAST) the second frame gets its own threshold, per clip both share one;
+    ``clip`` and ``clip_agg`` threshold alike (aggregation happens before, on the maxima)."""
+    conf = np.array([[[0.9, 0.8, 0.7, 0.6]], [[0.5, 0.4, 0.3, 0.2]]], np.float32)
+    pred = np.zeros(conf.shape, np.uint8)
+    cfg = label_config(kind="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9, portion=0.5)
+    kept = {k: (label_maxima(k, [("a", (conf, pred))], cfg)[0]["a"] != IGNORE_ID).sum(axis=(1, 2)).tolist()
+            for k in GENERATORS}
+    assert kept["iast"] == [2, 2]          # each frame: above its own top-50% value
+    assert kept["clip"] == kept["clip_agg"] == kept["cbst"] == [4, 0]      # one threshold (0.5) for the clip
+    with pytest.raises(ValueError, match="vst.pseudo_label must be one of"):
+        label_maxima("ours", [("a", (conf, pred))], cfg)
+
+
+@pytest.mark.parametrize("kind", list(GENERATORS))
+def test_generate_pseudo_labels_aggregates_only_for_aggregating_entries(kind, monkeypatch):
+    from types import SimpleNamespace
+
+    import videoda.domain_adaptation.pseudo_labels as pl
+
+    calls = []
+
+    def fake_maxima(model, clip, store, cfg, aggregate):
+        calls.append((clip.name, aggregate))
+        return np.full((1, 1, 2), 0.95, np.float32), np.zeros((1, 1, 2), np.uint8)
+
+    monkeypatch.setattr(pl, "clip_maxima", fake_maxima)
+    clips = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
+    labels, theta = generate_pseudo_labels(None, clips, None, label_config(kind=kind))
+    assert calls == [("a", GENERATORS[kind].aggregate), ("b", GENERATORS[kind].aggregate)]
+    assert set(labels) == {"a", "b"} and theta.shape == (NUM_CLASSES,)
+    with pytest.raises(ValueError, match="must be one of"):
+        generate_pseudo_labels(None, clips, None, label_config(kind="nope"))

@@ -12,9 +12,13 @@ from videoda.errors import DataError
 
 
 def clip(n, labeled_every=1, name="c"):
+    """Frames of 4 x 6 pixels that vary across the width, so that a horizontal flip shows: pixel (y, x) of frame t
+    is 10 t + x; a labelled frame's label is 3 + x (void elsewhere)."""
     labeled = np.array([(t + 1) % labeled_every == 0 for t in range(n)])
-    labels = np.where(labeled[:, None, None], np.full((n, 4, 6), 3, np.uint8), 255).astype(np.uint8)
-    images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 6, 3), np.uint8)
+    cols = np.arange(6, dtype=np.uint8)
+    labels = np.where(labeled[:, None, None], np.broadcast_to(3 + cols, (n, 4, 6)), 255).astype(np.uint8)
+    images = (10 * np.arange(n, dtype=np.uint8)[:, None, None, None] + cols[None, None, :, None]
+              + np.zeros((1, 4, 6, 3), np.uint8))
     return Clip(name, images, labels, labeled, np.array([f"{name}_{t}" for t in range(n)]))
 
 
@@ -31,14 +35,30 @@ def test_pairs_are_tau_apart_and_flipped_together():
     s = PairSampler([clip(8)], tau=3, batch_size=16, seed=0, hflip=True)
     batch = s.sample()
     assert batch["images"].shape == (16, 2, 4, 6, 3) and batch["labels"].shape == (16, 2, 4, 6)
-    t_minus, t = batch["images"][:, 0, 0, 0, 0].long(), batch["images"][:, 1, 0, 0, 0].long()
+    images, labels = batch["images"][..., 0].long(), batch["labels"]         # (B, 2, H, W)
+    t_minus, t = images[:, 0, 0].min(1).values // 10, images[:, 1, 0].min(1).values // 10
     assert torch.all(t - t_minus == 3)
+    # Each frame's and each label map's columns run left to right (not flipped) or right to left (flipped).
+    ramp = torch.arange(6)
+    image_flipped = [[bool(torch.equal(images[b, i] % 10, ramp.flip(0).expand(4, 6))) for i in (0, 1)]
+                     for b in range(16)]
+    label_flipped = [[bool(torch.equal(labels[b, i] - 3, ramp.flip(0).expand(4, 6))) for i in (0, 1)]
+                     for b in range(16)]
+    for b in range(16):
+        for i in (0, 1):
+            assert image_flipped[b][i] or torch.equal(images[b, i] % 10, ramp.expand(4, 6))
+            assert label_flipped[b][i] or torch.equal(labels[b, i] - 3, ramp.expand(4, 6))
+    flipped = [fi[0] for fi in image_flipped]
+    assert all(fi[0] == fi[1] == fl[0] == fl[1] for fi, fl in zip(image_flipped, label_flipped))
+    assert any(flipped) and not all(flipped)            # both cases occur with hflip=True
+    unflipped = PairSampler([clip(8)], tau=3, batch_size=16, seed=0, hflip=False).sample()
+    assert torch.equal(unflipped["labels"] - 3, ramp.expand(16, 2, 4, 6))
 
 
 def test_oracle_pairs_have_a_labelled_frame_t():
     s = PairSampler([clip(10, labeled_every=5)], tau=1, batch_size=32, seed=0, require_label=True)
     labels = s.sample()["labels"]
-    assert torch.all(labels[:, 1] == 3) and torch.all(labels[:, 0] == 255)
+    assert torch.all(labels[:, 1] != 255) and torch.all(labels[:, 0] == 255)
 
 
 def test_too_short_clip_is_an_error_naming_it():

@@ -8,16 +8,16 @@ import pytest
 import torch
 import yaml
 
+from videoda.config.stages import stage_keys
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
 from videoda.data.clips import Clip
 from videoda.data.pairs import PairSampler
 from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiceTerm, DiscriminatorStep, VATBatches,
-                                                   adversarial_forward, discriminator_input)
+                                                   adversarial_forward, discriminator_input, vat_objective)
 from videoda.domain_adaptation.losses import entropy_map, single_frame_dice_loss, tube_dice_loss
-from videoda.domain_adaptation.train import make_optimizer, segmentation_loss, train
+from videoda.domain_adaptation.train import make_optimizer, segmentation_loss, supervised_forward, train
 from videoda.model import DeepLabV2, load_checkpoint
 from videoda.model.discriminator import Discriminator
-from videoda.presets import STAGE_PARAMS
 
 from test_pipeline import REPO, ok, stage, tiny_params, write_params
 
@@ -199,7 +199,7 @@ def vat_dir(tmp_path_factory):
     params["train_source"].update(threads=1)
     with pytest.MonkeyPatch.context() as mp:
         for args in (("synth.py", "--out", "data/synth"), ("prepare.py", "--out", "data/prepared"),
-                     ("train_supervised.py", "--section", "train_source", "--split", "source",
+                     ("train_supervised.py", "--stage", "train_source", "--split", "source",
                       "--out", "models/source_only.pt", "--curve", "reports/curves/source_only.tsv")):
             assert run_inprocess(cwd, params, mp, *args) == 0
     return cwd, params
@@ -263,9 +263,34 @@ def test_dvc_vat_stage_reads_only_its_own_params():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     # vat reads its effective params (method preset applied) from the file stage resolve_params writes.
     assert "params" not in stages["vat"] and "data/params/vat.json" in stages["vat"]["deps"]
-    assert STAGE_PARAMS["vat"] == ["seed", "model", "vat"]
+    assert {k.split(".")[0] for k in stage_keys("vat")} == {"seed", "vat"}
     assert "models/source_only.pt" in stages["vat"]["deps"] and "models/vat.pt" in stages["vat"]["outs"]
     readers = {name for name, s in stages.items() if "vat" in s.get("params", [])}
     assert readers == {"resolve_params"}
     users = {name for name, s in stages.items() if "models/vat.pt" in s.get("deps", [])}
     assert "evaluate" in users and "vat=models/vat.pt" in stages["evaluate"]["cmd"]
+
+
+@pytest.mark.parametrize("kind, dice, names", [("sequence", "tube", ["seg", "dice", "adv"]),
+                                               ("image", "none", ["seg", "adv"]),
+                                               ("none", "single", ["seg", "dice"])])
+def test_vat_objective_assembles_the_variant(kind, dice, names):
+    settings = dict(disc_input="entropy", lambda_v=0.5, lambda_dice=2.0, disc_channels=4, optimizer_d="adam",
+                    lr_d=1e-3, momentum=0.9, iterations=10, poly_power=0.9)
+    torch.manual_seed(3)
+    objective = vat_objective(discriminator=kind, dice=dice, **settings)
+    assert objective.forward is (supervised_forward if kind == "none" else adversarial_forward)
+    assert objective.terms[0] is segmentation_loss
+    assert [type(t).__name__ for t in objective.terms[1:]] == [
+        {"dice": "DiceTerm", "adv": "AdversarialTerm"}[n] for n in names[1:]]
+    if kind == "none":
+        assert objective.extra_step is None
+        return
+    adv, step = objective.terms[-1], objective.extra_step
+    assert adv.discriminator is step.discriminator and adv.weight == 0.5 and step.disc_input == "entropy"
+    assert (step.iterations, step.power) == (10, 0.9) and isinstance(step.optimizer, torch.optim.Adam)
+    assert step.optimizer.param_groups[0]["lr"] == 1e-3 and step.optimizer.param_groups[0]["weight_decay"] == 0.0
+    # The discriminator is the first draw from torch's generator: the same weights as a fresh one after the seed.
+    torch.manual_seed(3)
+    fresh = Discriminator(NUM_CLASSES, kind, base_channels=4).state_dict()
+    assert all(torch.equal(fresh[k], v) for k, v in step.discriminator.state_dict().items())

@@ -75,13 +75,13 @@ def test_sampler_applies_cutout_to_both_frames_before_flipping():
 
 
 def test_vst_config_reads_params_and_names_a_bad_key():
-    from videoda.domain_adaptation.self_training import vst_config
+    from videoda.config.fields import load_params
+    from videoda.config.stages import stage_config
     from videoda.errors import ParamError
-    from videoda.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    cfg = vst_config(params)
+    cfg = stage_config("vst", params)
     assert cfg.tau == params["flow"]["tau"] and cfg.refine == params["vst"]["refine"]
     params["vst"]["refine"] = "sideways"
     with pytest.raises(ParamError, match=r"vst\.refine"):
-        vst_config(params)
+        stage_config("vst", params)

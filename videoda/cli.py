@@ -1,7 +1,7 @@
 """Command line: ``python -m videoda <command>``.
 
 ``eval`` scores label-PNG predictions of any method against Cityscapes-VPS style ground truth with
-mIoU and VPQ^s (see ``videoda.metrics``). ``segment`` runs a trained model on any video file, writes a
+mIoU and VPQ^s (see ``videoda.eval_folder``, ``videoda.metrics``). ``segment`` runs a trained model on any video file, writes a
 colourised overlay video and prints a temporal-consistency score (see ``videoda.segment``). ``paper-tables``
 queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``videoda.paper_tables``). Bad input exits with
 status 2 and writes nothing.
@@ -10,104 +10,11 @@ status 2 and writes nothing.
 import argparse
 import subprocess
 import sys
-from collections import defaultdict
-from pathlib import Path
 
-import numpy as np
-
-from videoda.data.classes import CITYSCAPES_TO_TRAIN, CLASSES, IGNORE_ID, NUM_CLASSES
+from videoda.data.classes import CLASSES
 from videoda.errors import DataError
-from videoda.metrics import ConfusionMatrix, VPQStuff
-from videoda.utils.images import read_label_png
+from videoda.eval_folder import evaluate_folder
 from videoda.utils.io import write_json
-
-
-def cityscapes_lut() -> np.ndarray:
-    """256-entry lookup Cityscapes train id (0..18, 255) -> our train id; -1 for values that are neither."""
-    # CITYSCAPES_TO_TRAIN: {cityscapes train id: our train id}
-    lut = np.full(256, -1, dtype=np.int16)
-    for cs_id, train_id in CITYSCAPES_TO_TRAIN.items():
-        lut[cs_id] = train_id
-    return lut
-
-
-def frame_key(path):
-    """Cityscapes-VPS names start ``<clip>_<frame index>_``: return (clip, frame index)."""
-    parts = Path(path).stem.split("_")
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise DataError(f"{path}: file name must start with '<clip>_<frame index>_'")
-    return parts[0], int(parts[1])
-
-
-def match_frames(pred_dir, gt_dir):
-    """{clip: [(gt_path, pred_path), ...] in frame order}; the prediction of a gt frame is the PNG with
-    the same file name, else the only PNG in ``pred_dir`` whose name starts with the same clip and frame."""
-    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
-    for d, what in ((gt_dir, "--gt"), (pred_dir, "--pred")):
-        if not d.is_dir():
-            raise DataError(f"{d}: {what} folder not found")
-    gt_paths = sorted(gt_dir.glob("*.png"))
-    if not gt_paths:
-        raise DataError(f"{gt_dir}: no ground-truth PNGs")
-    by_key = defaultdict(list)
-    for p in sorted(pred_dir.glob("*.png")):
-        try:
-            by_key[frame_key(p)].append(p)
-        except DataError:
-            pass  # only reachable by exact name
-    clips, seen = defaultdict(list), {}
-    for g in gt_paths:
-        key = frame_key(g)
-        if key in seen:
-            raise DataError(f"{g}: same clip and frame index as {seen[key]}")
-        seen[key] = g
-        pred = pred_dir / g.name
-        if not pred.is_file():
-            cands = by_key.get(key, [])
-            if len(cands) != 1:
-                why = "several candidates " + ", ".join(c.name for c in cands) if cands else "no prediction"
-                raise DataError(f"{pred}: {why} for ground truth {g} "
-                                f"(expected {g.name} or one '{key[0]}_{g.stem.split('_')[1]}_*.png')")
-            pred = cands[0]
-        clips[key[0]].append((key[1], g, pred))
-    return {c: [(g, p) for _, g, p in sorted(v)] for c, v in sorted(clips.items())}
-
-
-def load_pair(gt_path, pred_path, lut=None):
-    gt, pred = read_label_png(gt_path), read_label_png(pred_path)
-    if gt.shape != pred.shape:
-        raise DataError(f"{pred_path}: size {pred.shape[::-1]} does not match ground truth {gt_path} {gt.shape[::-1]}")
-    if lut is not None:
-        unknown = np.unique(gt[(gt > 255) | (lut[np.minimum(gt, 255)] < 0)])
-        if unknown.size:
-            raise DataError(f"{gt_path}: values {unknown.tolist()[:10]} are not Cityscapes train ids 0..18 or 255")
-        gt = lut[gt].astype(np.uint8)
-    bad = (gt >= NUM_CLASSES) & (gt != IGNORE_ID)
-    if bad.any():
-        raise DataError(f"{gt_path}: ids {sorted(np.unique(gt[bad]).tolist())[:10]} are not train ids "
-                        f"0..{NUM_CLASSES - 1} or {IGNORE_ID} (use --gt-ids cityscapes for Cityscapes train ids)")
-    if pred.max() >= NUM_CLASSES:
-        raise DataError(f"{pred_path}: predicted ids {sorted(np.unique(pred[pred >= NUM_CLASSES]).tolist())[:10]} "
-                        f"are not train ids 0..{NUM_CLASSES - 1}")
-    return pred, gt
-
-
-def evaluate(pred_dir, gt_dir, gt_ids="train", label_stride=5):
-    """Score a folder of prediction PNGs; returns the report dict written by ``eval``."""
-    lut = cityscapes_lut() if gt_ids == "cityscapes" else None
-    clips = match_frames(pred_dir, gt_dir)
-    cm, vpq = ConfusionMatrix(NUM_CLASSES), VPQStuff(NUM_CLASSES, label_stride=label_stride)
-    for name, pairs in clips.items():
-        steps = np.diff([frame_key(g)[1] for g, _ in pairs])
-        if len(set(steps.tolist())) > 1:
-            print(f"warning: clip {name} has irregular annotated frame steps {steps.tolist()}", file=sys.stderr)
-        frames = [load_pair(g, p, lut) for g, p in pairs]
-        if len({f[0].shape for f in frames}) > 1:
-            raise DataError(f"{pairs[0][0]}: frames of clip {name} differ in size")
-        for pred, gt in frames:
-            cm.update(pred, gt)
-        vpq.update(np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames]))
-    return {**cm.to_dict(), "vpq": vpq.compute(), "frames": sum(map(len, clips.values())), "clips": len(clips)}
 
 
 def print_report(report):
@@ -128,7 +35,7 @@ def print_report(report):
 
 
 def cmd_eval(args):
-    report = evaluate(args.pred, args.gt, args.gt_ids, args.label_stride)
+    report = evaluate_folder(args.pred, args.gt, args.gt_ids, args.label_stride)
     write_json(args.out, report)
     print_report(report)
     return 0

@@ -4,14 +4,16 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from videoda.data.classes import NUM_CLASSES, colorize
-from videoda.metrics import ConfusionMatrix, VPQStuff
-from videoda.model import normalize
-from videoda.utils.images import write_ids
+from videoda.data.classes import colorize
+from videoda.metrics import score_clips
+from videoda.model import load_checkpoint, normalize
+from videoda.utils.images import write_ids, write_rgb
+
+PREDICT_BATCH_SIZE = 16      # frames per forward pass when predicting (memory, not a hyperparameter)
 
 
 @torch.no_grad()
-def predict_probs(model, images, batch_size=16):
+def predict_probs(model, images, batch_size=PREDICT_BATCH_SIZE):
     """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor on the CPU (the model runs on its
     own device)."""
     model.eval()
@@ -20,28 +22,27 @@ def predict_probs(model, images, batch_size=16):
                       .softmax(1).cpu() for i in range(0, len(images), batch_size)])
 
 
-def predict(model, images, batch_size=16):
+def predict(model, images, batch_size=PREDICT_BATCH_SIZE):
     """uint8 frames (N, H, W, 3) -> predicted train ids (N, H, W) uint8."""
     return predict_probs(model, images, batch_size).argmax(1).to(torch.uint8).numpy()
 
 
-def evaluate_clips(model, clips, label_stride, batch_size=16, pred_dir=None, description="evaluate"):
+def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pred_dir=None, description="evaluate"):
     """Score a model on the annotated frames of each clip; optionally write the predictions as PNGs.
 
-    Returns the report ``{"miou", "iou", "vpq"}`` and the confusion matrix (rows: ground truth).
+    Returns the report ``{"miou", "iou", "vpq"}`` and the confusion matrix (rows: ground truth), from
+    ``videoda.metrics.score_clips`` as ``videoda eval`` scores prediction PNGs.
     """
-    cm, vpq = ConfusionMatrix(NUM_CLASSES), VPQStuff(NUM_CLASSES, label_stride=label_stride)
-    for clip in track(clips, description=description):
-        idx = np.flatnonzero(clip.labeled)
-        preds = predict(model, clip.images[idx], batch_size)
-        cm.update(preds, clip.labels[idx])
-        vpq.update(preds, clip.labels[idx])
-        if pred_dir is not None:
-            for name, pred in zip(clip.frame_names[idx], preds):
-                write_ids(pred_dir / f"{name}.png", pred)
-    report = cm.to_dict()
-    report["vpq"] = vpq.compute()
-    return report, cm.mat
+    def predicted():
+        for clip in track(clips, description=description):
+            idx = np.flatnonzero(clip.labeled)
+            preds = predict(model, clip.images[idx], batch_size)
+            yield preds, clip.labels[idx]
+            if pred_dir is not None:
+                for name, pred in zip(clip.frame_names[idx], preds):
+                    write_ids(pred_dir / f"{name}.png", pred)
+
+    return score_clips(predicted(), label_stride)
 
 
 def qualitative_strip(model, clips, n_rows):
@@ -52,3 +53,22 @@ def qualitative_strip(model, clips, n_rows):
         pred = predict(model, clip.images[t:t + 1])[0]
         rows.append(np.concatenate([clip.images[t], colorize(pred), colorize(clip.labels[t])], axis=1))
     return np.concatenate(rows, axis=0)
+
+
+def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg):
+    """Score each ``(name, checkpoint path)`` on ``clips`` with ``cfg`` (``videoda.config.Evaluate``): writes each
+    model's predictions as ``pred_root/<name>/<frame>.png``, its qualitative strip ``fig_root/<name>_strip.png``
+    and every confusion matrix to ``fig_root/confusion.npz`` (the folders must exist). Returns {name: report}
+    with ``final``, the selected method's model (``videoda/presets.py``), when it was evaluated."""
+    metrics, confusion = {}, {}
+    for name, path in checkpoints:
+        model, _ = load_checkpoint(path)
+        pred_dir = pred_root / name
+        pred_dir.mkdir(parents=True)
+        metrics[name], confusion[name] = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size, pred_dir,
+                                                        description=f"evaluate {name}")
+        write_rgb(fig_root / f"{name}_strip.png", qualitative_strip(model, clips, cfg.strip_rows))
+    np.savez(fig_root / "confusion.npz", **confusion)
+    if cfg.final_model in metrics:
+        metrics["final"] = metrics[cfg.final_model]
+    return metrics

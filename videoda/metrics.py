@@ -3,6 +3,8 @@
 - ``ConfusionMatrix``: the usual per-class IoU = TP / (TP + FP + FN) over all evaluated pixels, mIoU its mean.
 - ``VPQStuff``: video panoptic quality (Kim et al., "Video Panoptic Segmentation", CVPR 2020, Eq. 2) where,
   as in Shin et al. 2021, every class is a single *stuff* segment, so each class forms one tube per window.
+- ``score_clips``: both over a set of clips, and the report dict that stage ``evaluate`` and ``videoda eval``
+  write.
 
 Both accept numpy arrays or torch tensors of train ids; ``IGNORE_ID`` (255) in the ground truth marks void.
 """
@@ -11,7 +13,7 @@ import math
 
 import numpy as np
 
-from videoda.data.classes import CLASSES, IGNORE_ID
+from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
 
 
 def _to_numpy(x):
@@ -57,9 +59,6 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.class_names = _names(num_classes, class_names)
         self.mat = np.zeros((num_classes, num_classes), dtype=np.int64)
-
-    def reset(self):
-        self.mat[:] = 0
 
     def update(self, pred, gt):
         n = self.num_classes
@@ -171,3 +170,16 @@ class VPQStuff:
         out["per_class"] = {c: (_pct(np.nanmean(pq[:, j])) if seen[:, j].any() else None)
                             for j, c in enumerate(self.class_names)}
         return out
+
+
+def score_clips(clips, label_stride, num_classes=NUM_CLASSES):
+    """mIoU and VPQ^s over clips: ``clips`` yields each clip's annotated frames as (preds, gts), (N, H, W) each, in
+    temporal order (``label_stride`` frames apart). Returns the report ``{"miou", "iou", "vpq"}`` and the confusion
+    matrix ``mat[gt, pred]``."""
+    cm, vpq = ConfusionMatrix(num_classes), VPQStuff(num_classes, label_stride=label_stride)
+    for preds, gts in clips:
+        cm.update(preds, gts)
+        vpq.update(preds, gts)
+    report = cm.to_dict()
+    report["vpq"] = vpq.compute()
+    return report, cm.mat

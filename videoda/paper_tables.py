@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from videoda.config.fields import read_params
+from videoda.config.stages import stage_config
 from videoda.data.classes import CLASSES
 
 METHOD_LABELS = {"source_only": "Source-only", "adaptsegnet": "AdaptSegNet", "advent": "ADVENT", "cbst": "CBST",
@@ -63,7 +65,7 @@ def experiments(params):
         "vat_image_single": Experiment((("vat.discriminator", "image"), ("vat.dice", "single")), "evaluate"),
         "vat_image_tube": Experiment((("vat.discriminator", "image"), ("vat.dice", "tube")), "evaluate"),
         # Table 4: the pseudo-label generators on our VAT model, then aggregation, regulariser, refinement.
-        "vst_cb": Experiment((("vst.pseudo_label", "cbst"), ("vst.cbst_portion", params["vst"]["alpha"]))
+        "vst_cb": Experiment((("vst.pseudo_label", "cbst"), ("vst.cbst_portion", stage_config("pseudo_labels", params).labels.alpha))
                              + no_tricks, "evaluate"),
         "vst_ia": Experiment((("vst.pseudo_label", "iast"),) + no_tricks, "evaluate"),
         "vst_clip": Experiment((("vst.pseudo_label", "clip"),) + no_tricks, "evaluate"),
@@ -436,8 +438,7 @@ def write_report(found, seeds, out_md, rev=None):
 
 def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.yaml"):
     """Queue every missing (experiment, seed), run the queue, collect. Returns the exit status."""
-    with open(params_path) as f:
-        params = yaml.safe_load(f)
+    params = read_params(params_path)
     exps = experiments(params)
     show = dvc_exp_show()
     found, pending = read_experiments(show), pending_experiments(show)

@@ -65,32 +65,6 @@ def apply_preset(params, verbose=True):
     return out
 
 
-# The effective params of each stage that a preset can change, by key (a section, or section.key): stage
-# `resolve_params` writes them to data/params/<stage>.json, and those stages depend on that file instead of on
-# params.yaml. So DVC reruns a stage when its *effective* values change, and two methods that share a phase
-# (AdaptSegNet's warm-up under CBST*, CRST* and IAST) share its run in DVC's run cache.
-STAGE_PARAMS = {
-    "vat": ["seed", "model", "vat"],
-    "pseudo_labels": ["seed", "flow.tau", "flow.alpha", "flow.occlusion_threshold", "vst.pseudo_label",
-                      "vst.alpha", "vst.beta", "vst.gamma", "vst.init_theta", "vst.cbst_portion",
-                      "vst.equal_proportions", "vst.threads"],
-    "vst": ["seed", "flow", "vst"],
-}
-
-
-def stage_params(params, stage):
-    """The values of ``STAGE_PARAMS[stage]`` in (preset-applied) params, as a flat {key: value} mapping."""
-    out = {}
-    for key in STAGE_PARAMS[stage]:
-        value = params
-        for part in key.split("."):
-            if not isinstance(value, dict) or part not in value:
-                raise ParamError(f"params.yaml: {key} is missing (stage {stage} reads it)")
-            value = value[part]
-        out[key] = value
-    return out
-
-
 def final_model(params):
     """The name of the evaluated model that is the selected method's result."""
     return FINAL_MODEL.get(params.get("method", "ours"), "vst")

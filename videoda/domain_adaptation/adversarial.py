@@ -7,17 +7,23 @@ Everything here plugs into the one training loop (``videoda.domain_adaptation.tr
 - loss terms for the segmentation network: ``segmentation_loss`` (per-frame CE on source, from ``train``),
   ``DiceTerm`` (tube matching loss, Eq. 6-7, or its single-frame degradation) and ``AdversarialTerm``
   (lambda_V times the generator side of the video GAN loss, Eq. 8);
-- ``DiscriminatorStep``: the alternating discriminator update, with its own optimiser and poly schedule.
+- ``DiscriminatorStep``: the alternating discriminator update, with its own optimiser and poly schedule;
+- ``vat_objective``: stage ``vat``'s assembly of the above from its settings.
 
 The variants of Table 3 and the baselines are combinations: discriminator none | image | sequence,
 discriminator input softmax (AdaptSegNet) | entropy (ADVENT), Dice none | single | tube.
 """
 
+from typing import Callable, NamedTuple, Optional
+
 import torch
 
-from videoda.domain_adaptation.losses import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map,
-                                              single_frame_dice_loss, tube_dice_loss)
-from videoda.domain_adaptation.train import forward_pairs, poly_lr_
+from videoda.data.classes import NUM_CLASSES
+from videoda.domain_adaptation.train import (forward_pairs, make_optimizer, poly_lr_, segmentation_loss,
+                                             supervised_forward)
+from videoda.model.discriminator import Discriminator
+from videoda.domain_adaptation.losses import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map, single_frame_dice_loss,
+                                tube_dice_loss)
 
 DISCRIMINATORS = ("none", "image", "sequence")
 DISC_INPUTS = ("softmax", "entropy")
@@ -106,3 +112,36 @@ class DiscriminatorStep:
         ((loss_src + loss_tgt) / 2).backward()
         self.optimizer.step()
         return {"d_src": loss_src.detach(), "d_tgt": loss_tgt.detach()}
+
+
+class VATObjective(NamedTuple):
+    """What the training loop needs for VAT: the segmentation network's loss terms, the forward function and the
+    discriminator's alternating step (None without a discriminator)."""
+    terms: list
+    forward: Callable
+    extra_step: Optional[DiscriminatorStep]
+
+
+def vat_objective(*, discriminator, disc_input, dice, lambda_v, lambda_dice, disc_channels, optimizer_d, lr_d,
+                  momentum, iterations, poly_power):
+    """VAT's objective (Eq. 9) or one of its baselines / Table 3 variants from the ``vat`` settings.
+
+    Terms: per-frame cross-entropy on source, + ``lambda_dice`` x the Dice loss (``dice`` single | tube; none:
+    left out), + ``lambda_v`` x the GAN loss against a new discriminator of kind ``discriminator`` (image |
+    sequence, ``disc_channels`` base channels; none: no discriminator, and the forward segments source pairs
+    only: the target images are unused) reading ``disc_input`` (softmax | entropy). The discriminator gets its own
+    optimiser ``optimizer_d`` (sgd | adam, learning rate ``lr_d``, ``momentum``, no weight decay) on the poly
+    schedule over ``iterations`` with ``poly_power``. Draws the discriminator's random initialisation from torch's
+    global generator.
+    """
+    terms, extra_step = [segmentation_loss], None
+    if dice != "none":
+        terms.append(DiceTerm(dice, lambda_dice))
+    if discriminator != "none":
+        disc = Discriminator(NUM_CLASSES, discriminator, base_channels=disc_channels)
+        d_optimizer = make_optimizer([{"params": list(disc.parameters()), "lr": lr_d}], optimizer_d, lr_d,
+                                     momentum, weight_decay=0.0)
+        terms.append(AdversarialTerm(disc, disc_input, lambda_v))
+        extra_step = DiscriminatorStep(disc, d_optimizer, disc_input, iterations, poly_power)
+    forward = supervised_forward if discriminator == "none" else adversarial_forward    # no D: targets unused
+    return VATObjective(terms, forward, extra_step)

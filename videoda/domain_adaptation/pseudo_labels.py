@@ -16,8 +16,7 @@ from videoda.errors import DataError
 from videoda.evaluate import predict_probs
 from videoda.flow.warp import flow_to_tensor, non_occluded, warp_labels, warp_probs
 from videoda.metrics import ConfusionMatrix
-from videoda.params import Section
-from videoda.utils.images import read_label_png
+from videoda.utils.images import read_label_png, write_ids
 
 
 def class_quantile(conf, pred, k, portion):
@@ -87,14 +86,16 @@ def aggregate_clip(probs, images, flow, alpha, threshold):
     return num / den
 
 
-def generate_clip_labels(kind, conf, pred, theta, alpha, beta, gamma):
+def generate_clip_labels(instance, conf, pred, theta, alpha, beta, gamma):
     """Label one clip with the instance-adaptive generators; returns (labels (T, H, W), new theta).
 
-    kind ``iast``: an instance is one image, thresholds updated frame by frame (Eq. 4);
-    kind ``clip``: an instance is the whole clip, one threshold per class for all its frames (Eq. 11).
+    instance ``IMAGE``: an instance is one image, thresholds updated frame by frame (Eq. 4);
+    instance ``CLIP``: an instance is the whole clip, one threshold per class for all its frames (Eq. 11).
     ``conf``, ``pred``: (T, H, W) max and argmax of the (possibly aggregated) softmax maps.
     """
-    if kind == "clip":
+    if instance not in (IMAGE, CLIP):
+        raise ValueError(f"instance must be {IMAGE!r} or {CLIP!r}, got {instance!r}")
+    if instance == CLIP:
         theta = adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, NUM_CLASSES)
         return label_with_thresholds(conf, pred, theta), theta
     labels = np.empty(pred.shape, np.uint8)
@@ -126,32 +127,47 @@ def fillin_refine(labels, ref_labels, flow_to_ref, images, ref_images, alpha, th
     return torch.where(fill, warped, labels)
 
 
-GENERATORS = ("cbst", "iast", "clip", "clip_agg")
+# Threshold rules: class-balanced over the whole set (CBST), instance-adaptive per image (IAST, Eq. 4), or per
+# clip (ours, Eq. 11).
+CLASS_BALANCED, IMAGE, CLIP = "class_balanced", "image", "clip"
 
 
-@dataclass
-class PseudoLabelConfig:
-    kind: str                  # one of GENERATORS
-    alpha: float = 0.2         # IAST's proportion
-    beta: float = 0.9          # EMA momentum
-    gamma: float = 8.0         # hard-class exponent
-    init_theta: float = 0.9    # Algorithm 1, line 1
-    portion: float = 0.2       # CBST's fixed portion
-    occ_alpha: float = 2.0     # Eq. 10's occlusion mask
-    occ_threshold: float = 0.7
-    batch_size: int = 16
-    equal_proportions: tuple = ()   # Table 7's proportions (fractions); empty: no Table 7 analysis
+@dataclass(frozen=True)
+class Generator:
+    """A pseudo-label generator: its threshold rule (``CLASS_BALANCED``, ``IMAGE`` or ``CLIP``) and whether the
+    thresholds see temporally aggregated predictions (Eq. 10)."""
+    thresholds: str
+    aggregate: bool = False
+
+    def __post_init__(self):
+        if self.thresholds not in (CLASS_BALANCED, IMAGE, CLIP):
+            raise ValueError(f"unknown threshold rule {self.thresholds!r}")
+
+    @property
+    def needs_whole_set(self):
+        """Class-balanced thresholds come from every clip at once: the set's maxima are kept in memory first."""
+        return self.thresholds == CLASS_BALANCED
+
+    @property
+    def knob(self):
+        """The setting Table 7 tunes to reach a proportion of labelled pixels: CBST's portion, else alpha."""
+        return "portion" if self.thresholds == CLASS_BALANCED else "alpha"
 
 
-def pseudo_label_config(params):
-    """The generator's settings from params.yaml (``vst`` section; Eq. 10's occlusion settings from ``flow``)."""
-    v, f = Section(params, "vst"), Section(params, "flow")
-    return PseudoLabelConfig(
-        kind=v.choice("pseudo_label", GENERATORS), alpha=v.float("alpha", lo=0.0, hi=1.0),
-        beta=v.float("beta", lo=0.0, hi=1.0), gamma=v.float("gamma", lo=0.0),
-        init_theta=v.float("init_theta", lo=0.0, hi=1.0), portion=v.float("cbst_portion", lo=0.0, hi=1.0),
-        occ_alpha=f.float("alpha", lo=0.0), occ_threshold=f.float("occlusion_threshold", lo=0.0, hi=1.0),
-        equal_proportions=tuple(v.float_list("equal_proportions", lo=0.0, hi=1.0)))
+# The generators by their name in params.yaml (``vst.pseudo_label``).
+GENERATORS = {
+    "cbst": Generator(CLASS_BALANCED),
+    "iast": Generator(IMAGE),
+    "clip": Generator(CLIP),
+    "clip_agg": Generator(CLIP, aggregate=True),      # ours
+}
+
+
+def generator(name):
+    """The registry entry of generator ``name``; an unknown name is a ValueError listing the known ones."""
+    if name not in GENERATORS:
+        raise ValueError(f"vst.pseudo_label must be one of {tuple(GENERATORS)}, got {name!r}")
+    return GENERATORS[name]
 
 
 def clip_predictions(model, clip, store, cfg, aggregate):
@@ -163,8 +179,8 @@ def clip_predictions(model, clip, store, cfg, aggregate):
 def aggregate_predictions(probs, clip, store, cfg):
     """Eq. 10 on one clip's softmax maps, with the clip's stored flows."""
     store.check_clip(clip.name, len(clip), *clip.images.shape[1:3])
-    return aggregate_clip(probs, clip.images, lambda a, b: store.flow(clip.name, a, b), cfg.occ_alpha,
-                          cfg.occ_threshold)
+    return aggregate_clip(probs, clip.images, lambda a, b: store.flow(clip.name, a, b), cfg.occlusion.alpha,
+                          cfg.occlusion.threshold)
 
 
 def generate_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs):
@@ -174,11 +190,10 @@ def generate_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs
     Clips are processed one at a time, in order; the adaptive thresholds carry over from clip to clip.
     CBST needs the whole set first, so it keeps every clip's (confidence, argmax) in memory.
     """
-    if cfg.kind not in GENERATORS:
-        raise ValueError(f"vst.pseudo_label must be one of {GENERATORS}, got {cfg.kind!r}")
-    maxima = ((clip.name, clip_maxima(model, clip, store, cfg, cfg.kind == "clip_agg"))
+    gen = generator(cfg.kind)
+    maxima = ((clip.name, clip_maxima(model, clip, store, cfg, gen.aggregate))
               for clip in progress(clips, description="pseudo labels"))
-    if cfg.kind == "cbst":
+    if gen.needs_whole_set:
         maxima = list(maxima)
     return label_maxima(cfg.kind, maxima, cfg)
 
@@ -190,24 +205,26 @@ def clip_maxima(model, clip, store, cfg, aggregate):
 
 
 def label_maxima(kind, maxima, cfg):
-    """Threshold (clip name, (conf, pred)) items in order with generator ``kind``: ({name: labels}, theta).
+    """Threshold (clip name, (conf, pred)) items in order with the threshold rule of generator ``kind`` (a name in
+    GENERATORS): ({name: labels}, theta). Whether the maxima are aggregated is the caller's business.
     CBST's thresholds come from all clips at once (Eq. 2's class-balanced portion ``cfg.portion``)."""
-    if kind == "cbst":
+    rule = generator(kind).thresholds
+    if rule == CLASS_BALANCED:
         maxima = list(maxima)
         conf_all = np.concatenate([c.ravel() for _, (c, _) in maxima])
         pred_all = np.concatenate([p.ravel() for _, (_, p) in maxima])
         theta = class_balanced_thresholds(conf_all, pred_all, cfg.portion, NUM_CLASSES)
         return {name: label_with_thresholds(c, p, theta) for name, (c, p) in maxima}, theta
     out, theta = {}, np.full(NUM_CLASSES, cfg.init_theta)
-    instance = "iast" if kind == "iast" else "clip"
     for name, (conf, pred) in maxima:
-        out[name], theta = generate_clip_labels(instance, conf, pred, theta, cfg.alpha, cfg.beta, cfg.gamma)
+        out[name], theta = generate_clip_labels(rule, conf, pred, theta, cfg.alpha, cfg.beta, cfg.gamma)
     return out, theta
 
 
-# Table 7's generators: class-balanced (CB) and instance-adaptive (IA) on single-frame predictions, ours
-# (clip-adaptive on aggregated predictions); the knob tuned to reach a proportion is CB's portion, else alpha.
-TABLE7_GENERATORS = {"cb": ("cbst", False), "ia": ("iast", False), "ours": ("clip", True)}
+# Table 7's generators, entries of GENERATORS: class-balanced (CB) and instance-adaptive (IA) on single-frame
+# predictions, ours (clip-adaptive on aggregated predictions); the knob tuned to reach a proportion is
+# ``Generator.knob`` (CB's portion, else alpha).
+TABLE7_GENERATORS = {"cb": "cbst", "ia": "iast", "ours": "clip_agg"}
 
 
 def labels_at_proportion(kind, maxima, cfg, proportion, steps=16):
@@ -216,7 +233,7 @@ def labels_at_proportion(kind, maxima, cfg, proportion, steps=16):
     Returns (labels by clip, knob value, proportion reached). Labelling grows with the knob, so bisection
     applies; a proportion out of reach ends at the nearest end of [0, 1]."""
     total = sum(c.size for _, (c, _) in maxima)
-    knob = "portion" if kind == "cbst" else "alpha"
+    knob = generator(kind).knob
 
     def run(value):
         labels, _ = label_maxima(kind, maxima, replace(cfg, **{knob: value}))
@@ -242,8 +259,9 @@ def table7_p_miou(single, aggregated, clips, cfg, proportions):
     out = {}
     for proportion in proportions:
         row = {}
-        for name, (kind, aggregate) in TABLE7_GENERATORS.items():
-            labels, knob, reached = labels_at_proportion(kind, aggregated if aggregate else single, cfg, proportion)
+        for name, kind in TABLE7_GENERATORS.items():
+            maxima = aggregated if GENERATORS[kind].aggregate else single
+            labels, knob, reached = labels_at_proportion(kind, maxima, cfg, proportion)
             row[name] = {"knob": round(knob, 6), "proportion": round(100 * reached, 4),
                          "p_miou": pseudo_label_report(labels, clips)["p_miou"]}
         out[f"{proportion:g}"] = row
@@ -304,3 +322,11 @@ def read_pseudo_label(root, clip, t):
 def read_pseudo_labels(root, clips):
     """{clip: (T, H, W)} pseudo labels of every frame of ``clips`` from the stage's PNGs."""
     return {clip.name: np.stack([read_pseudo_label(root, clip, t) for t in range(len(clip))]) for clip in clips}
+
+
+def write_pseudo_labels(root, clips, labels_by_clip):
+    """Every clip's pseudo labels as label PNGs ``<root>/<clip>/<frame>.png`` (``root`` must not exist yet)."""
+    for clip in clips:
+        (Path(root) / clip.name).mkdir(parents=True)
+        for name, labels in zip(clip.frame_names, labels_by_clip[clip.name]):
+            write_ids(pseudo_label_path(root, clip.name, name), labels)

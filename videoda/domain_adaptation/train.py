@@ -8,7 +8,6 @@ called after the segmentation step (the alternating optimisation of AdaptSegNet/
 
 import csv
 import time
-from pathlib import Path
 
 import numpy as np
 import torch

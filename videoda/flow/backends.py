@@ -234,10 +234,6 @@ def build_ptlflow_model(method, fast_correlation=True, ref=None, random_init=Fal
     return model.eval()
 
 
-def build_flownet2(fast_correlation=True):
-    return build_ptlflow_model("flownet2", fast_correlation)
-
-
 def flownet_correlations(model):
     """The FlowNetC modules of ``model`` that use ptlflow's (slow on a CPU) correlation function."""
     from ptlflow.models.flownet import submodules
@@ -314,9 +310,6 @@ def to_flownet_input(images):
 def run_ptlflow(model, first, second):
     """F_{first->second} for batches of frames (N, 3, H, W) from ``to_flownet_input``: (N, H, W, 2)."""
     return model({"images": torch.stack((first, second), dim=1)})["flows"][:, 0].permute(0, 2, 3, 1)
-
-
-run_flownet2 = run_ptlflow
 
 
 class PtlflowFlow:

@@ -1,0 +1,51 @@
+"""The configs of stages ``synth`` (the embedded benchmark) and ``prepare`` (the datasets, the resolution)."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from videoda.config.fields import _range, choice, flag, integer, number, part, text
+
+
+@dataclass(frozen=True)
+class Synth:
+    """The embedded benchmark (stage ``synth``)."""
+    SECTION: ClassVar[str] = "synth"
+    seed: int = integer(lo=0, key="seed")
+    shift: float = number(0.0, 1.0)
+    height: int = integer(lo=16)
+    width: int = integer(lo=16)
+    frames_per_clip: int = integer(lo=2)
+    label_every: int = integer(lo=1)
+    source_sequences: int = integer(lo=1)
+    target_train_clips: int = integer(lo=1)
+    target_val_clips: int = integer(lo=1)
+
+    def __post_init__(self):
+        _range("synth.label_every", self.label_every, 1, self.frames_per_clip)
+
+
+@dataclass(frozen=True)
+class SourceDataset:
+    dataset: str = choice(["viper"])
+    root: str = text()
+    split: str = text()
+    ignore_ego_vehicle: bool = flag()
+
+
+@dataclass(frozen=True)
+class TargetDataset:
+    dataset: str = choice(["cityscapes_vps"])
+    root: str = text()
+    train_split: str = text()
+    val_split: str = text()
+
+
+@dataclass(frozen=True)
+class Prepare:
+    """The datasets and the training resolution (stage ``prepare``)."""
+    SECTION: ClassVar[str] = "prepare"
+    source: SourceDataset = part("prepare.source")
+    target: TargetDataset = part("prepare.target")
+    height: int = integer(lo=8)
+    width: int = integer(lo=8)
+    min_frames: int = integer(lo=2)

@@ -1,0 +1,37 @@
+"""The configs of stages ``evaluate`` and ``report``."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from videoda.config.fields import choice, integer, part
+from videoda.config.occlusion import Occlusion
+from videoda.presets import PRESETS, final_model
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Stage ``evaluate``; ``method`` names the model whose metrics are the method's result (``final``)."""
+    SECTION: ClassVar[str] = "evaluate"
+    method: str = choice(PRESETS, key="method")
+    label_stride: int = integer(lo=1)
+    batch_size: int = integer(lo=1)
+    strip_rows: int = integer(lo=1)
+    threads: int = integer(lo=1)
+
+    @property
+    def final_model(self):
+        return final_model({"method": self.method})
+
+
+@dataclass(frozen=True)
+class Report:
+    """Stage ``report``: the visual report; the refinements' pair distance and occlusion settings from ``flow``."""
+    SECTION: ClassVar[str] = "report"
+    pseudo_frames: int = integer(1, 50)
+    video_clip: int = integer(lo=0)
+    video_scale: int = integer(1, 16)
+    figure_scale: int = integer(1, 16)
+    fps: int = integer(1, 120)
+    threads: int = integer(lo=1)
+    tau: int = integer(lo=1, key="flow.tau")
+    occlusion: Occlusion = part()

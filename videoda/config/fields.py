@@ -1,0 +1,199 @@
+"""The config layer's machinery: load params.yaml (with the ``method`` preset applied), declare what each config
+field reads and how it is checked, read a config from params or from a stage's resolved params file.
+
+A config is a frozen dataclass whose fields declare their key and check (``integer(lo=1)``, ``choice(...)``,
+``part(section)`` for a nested config); ``read_config`` reads and checks every field, and a bad value is a
+``ParamError`` naming its key. The stages' configs live beside this module, one module per stage or group.
+"""
+
+import copy
+import json
+from dataclasses import field, fields
+from pathlib import Path
+
+import yaml
+
+from videoda.errors import ParamError
+from videoda.presets import apply_preset
+
+PARAMS_FILE = "params.yaml"
+
+
+def load_params(path=PARAMS_FILE, verbose=True):
+    """params.yaml as the pipeline sees it: with the preset of its ``method`` applied (``videoda.presets``)."""
+    return apply_preset(read_params(path), verbose=verbose)
+
+
+def read_params(path=PARAMS_FILE):
+    """params.yaml as written (no preset applied); a missing file or a YAML error is a ParamError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"{path}: parameter file not found")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ParamError(f"{path}: not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(params, dict):
+        raise ParamError(f"{path}: expected a mapping of parameter sections")
+    return params
+
+
+def lookup(params, key):
+    """The value of a dotted key (``"vst.alpha"``) in nested params; a missing key is a ParamError naming it."""
+    node = params
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ParamError(f"params.yaml: {key} is missing")
+        node = node[part]
+    return node
+
+
+def with_overrides(params, overrides):
+    """A copy of ``params`` with some dotted keys set (``{"vst.alpha": 0.2}``), as ``dvc exp run -S`` does; each
+    key must exist."""
+    out = copy.deepcopy(params)
+    for key, value in overrides.items():
+        parent_key, _, last = key.rpartition(".")
+        parent = lookup(out, parent_key) if parent_key else out
+        if not isinstance(parent, dict) or last not in parent:
+            raise ParamError(f"params.yaml: {key} is missing")
+        parent[last] = value
+    return out
+
+
+# --- field declarations: what a config field reads and how it is checked ------------------------------------
+
+def _field(kind, key=None, **check):
+    """A config field read from ``key`` (absolute, dotted); None: ``<the config's section>.<field name>``."""
+    return field(metadata={"kind": kind, "key": key, **check})
+
+
+def integer(lo=None, hi=None, key=None):
+    return _field("int", key, lo=lo, hi=hi)
+
+
+def number(lo=None, hi=None, key=None):
+    return _field("float", key, lo=lo, hi=hi)
+
+
+def number_list(lo=None, hi=None, key=None):
+    """A list of numbers, possibly empty, each in [lo, hi]; read as a tuple."""
+    return _field("float_list", key, lo=lo, hi=hi)
+
+
+def int_list(key=None):
+    """A non-empty list of integers; read as a tuple."""
+    return _field("int_list", key)
+
+
+def str_list(key=None):
+    """A list of strings, possibly empty; read as a tuple."""
+    return _field("str_list", key)
+
+
+def flag(key=None):
+    return _field("bool", key)
+
+
+def choice(options, key=None):
+    return _field("choice", key, options=tuple(options))
+
+
+def text(optional=False, key=None):
+    """A non-empty string (None allowed when ``optional``)."""
+    return _field("str", key, optional=optional)
+
+
+def part(section=None):
+    """A nested config read from ``section`` (None: the enclosing config's section)."""
+    return field(metadata={"kind": "part", "section": section})
+
+
+def _range(key, value, lo, hi):
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ParamError(f"params.yaml: {key} = {value} is out of range [{lo}, {hi}]")
+    return value
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_value(params, key, meta):
+    v, kind = lookup(params, key), meta["kind"]
+    if kind == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ParamError(f"params.yaml: {key} must be an integer, got {v!r}")
+        return _range(key, v, meta["lo"], meta["hi"])
+    if kind == "float":
+        if not _is_number(v):
+            raise ParamError(f"params.yaml: {key} must be a number, got {v!r}")
+        return _range(key, float(v), meta["lo"], meta["hi"])
+    if kind == "bool":
+        if not isinstance(v, bool):
+            raise ParamError(f"params.yaml: {key} must be true or false, got {v!r}")
+        return v
+    if kind == "choice":
+        if v not in meta["options"]:
+            raise ParamError(f"params.yaml: {key} = {v!r} is not one of {list(meta['options'])}")
+        return v
+    if kind == "str":
+        if v is None and meta["optional"]:
+            return None
+        if not isinstance(v, str) or not v:
+            raise ParamError(f"params.yaml: {key} must be a non-empty string, got {v!r}")
+        return v
+    if kind == "int_list":
+        if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            raise ParamError(f"params.yaml: {key} must be a non-empty list of integers, got {v!r}")
+        return tuple(v)
+    if kind == "str_list":
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise ParamError(f"params.yaml: {key} must be a list of names, got {v!r}")
+        return tuple(v)
+    if kind == "float_list":
+        if not isinstance(v, list) or not all(_is_number(x) for x in v):
+            raise ParamError(f"params.yaml: {key} must be a list of numbers, got {v!r}")
+        return tuple(_range(key, float(x), meta["lo"], meta["hi"]) for x in v)
+    raise AssertionError(kind)
+
+
+def read_config(cls, params, section):
+    """An instance of config dataclass ``cls`` with every declared field read from ``params`` and checked."""
+    values = {}
+    for f in fields(cls):
+        meta = f.metadata
+        if "kind" not in meta:            # a constant of the code, not a param
+            continue
+        if meta["kind"] == "part":
+            values[f.name] = read_config(f.type, params, meta["section"] or section)
+        else:
+            values[f.name] = _read_value(params, meta["key"] or f"{section}.{f.name}", meta)
+    return cls(**values)
+
+
+def config_keys(cls, section):
+    """Every params key that ``read_config(cls, ..., section)`` reads."""
+    keys = []
+    for f in fields(cls):
+        meta = f.metadata
+        if meta.get("kind") == "part":
+            keys += config_keys(f.type, meta["section"] or section)
+        elif "kind" in meta:
+            keys.append(meta["key"] or f"{section}.{f.name}")
+    return keys
+
+
+def read_stage_config(cls, path, section=None):
+    """A stage's config (class ``cls``, its fields defaulting to ``section``, else ``cls.SECTION``) from the file
+    stage ``resolve_params`` wrote, ``data/params/<stage>.json``: the file DVC tracks is the stage's real input."""
+    path = Path(path)
+    try:
+        resolved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ParamError(f"{path}: resolved params not found (run `dvc repro resolve_params`)") from None
+    except json.JSONDecodeError as e:
+        raise ParamError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return read_config(cls, resolved, section or cls.SECTION)

@@ -1,0 +1,24 @@
+"""The config of stage ``flow``."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from videoda.config.fields import choice, flag, integer, part, str_list, text
+from videoda.config.occlusion import Occlusion
+from videoda.flow.backends import DIS_PRESETS
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Stage ``flow``: the flow backend, the stored pair distance and the EPE report."""
+    SECTION: ClassVar[str] = "flow"
+    method: str = text()
+    tau: int = integer(lo=1)
+    dis_preset: str = choice(DIS_PRESETS)
+    ckpt: str = text(optional=True)
+    batch_size: int = integer(lo=1)
+    threads: int = integer(lo=1)
+    occlusion: Occlusion = part()
+    epe: bool = flag()
+    gt_root: str = text()
+    compare: tuple = str_list()

@@ -1,0 +1,51 @@
+"""The configs of stages ``pseudo_labels`` and ``vst`` (video self-training)."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from videoda.config.fields import choice, flag, integer, number, number_list, part
+from videoda.config.occlusion import Occlusion
+from videoda.config.training import Training
+from videoda.domain_adaptation.pseudo_labels import GENERATORS
+from videoda.domain_adaptation.self_training import REFINEMENTS, REGULARISERS
+from videoda.evaluate import PREDICT_BATCH_SIZE
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """A pseudo-label generator (Sec. 4.4.1, Eq. 10-11, Algorithm 1) and its thresholds."""
+    kind: str = choice(GENERATORS, key="vst.pseudo_label")
+    alpha: float = number(0.0, 1.0)
+    beta: float = number(0.0, 1.0)
+    gamma: float = number(lo=0.0)
+    init_theta: float = number(0.0, 1.0)
+    portion: float = number(0.0, 1.0, key="vst.cbst_portion")
+    occlusion: Occlusion = part()
+    equal_proportions: tuple = number_list(0.0, 1.0)
+    batch_size: int = PREDICT_BATCH_SIZE          # frames per forward pass when predicting
+
+
+@dataclass(frozen=True)
+class PseudoLabelStage:
+    """Stage ``pseudo_labels``: the generator, its pair distance for the refinement analysis, threads."""
+    SECTION: ClassVar[str] = "vst"
+    seed: int = integer(lo=0, key="seed")
+    tau: int = integer(lo=1, key="flow.tau")
+    threads: int = integer(lo=1, key="vst.threads")
+    labels: PseudoLabels = part("vst")
+
+
+@dataclass(frozen=True)
+class VST:
+    """Stage ``vst`` (Sec. 4.4.2, Eq. 12-14): target pairs (t - flow.tau, t) with online-refined pseudo labels."""
+    SECTION: ClassVar[str] = "vst"
+    seed: int = integer(lo=0, key="seed")
+    enabled: bool = flag()
+    tau: int = integer(lo=1, key="flow.tau")
+    refine: str = choice(REFINEMENTS)
+    regulariser: str = choice(REGULARISERS)
+    lambda_reg: float = number(lo=0.0)
+    lambda_source: float = number(lo=0.0)
+    rounds: int = integer(lo=1)
+    train: Training = part()
+    labels: PseudoLabels = part()          # the generator of every round after the first

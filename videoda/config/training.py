@@ -1,0 +1,51 @@
+"""The model, the optimiser and the training loop shared by every trainer; stages ``train_source`` and
+``train_oracle``."""
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from videoda.domain_adaptation.train import OPTIMIZERS
+from videoda.config.fields import choice, flag, int_list, integer, number, part, text
+from videoda.model.deeplabv2 import BACKBONES, NORMS
+
+
+@dataclass(frozen=True)
+class Model:
+    """DeepLabv2 on a torchvision ResNet (``videoda.model.build.build_model``)."""
+    backbone: str = choice(BACKBONES)
+    num_layers: int = integer(1, 4)
+    norm: str = choice(NORMS)
+    group_norm_groups: int = integer(lo=1)
+    aspp_rates: tuple = int_list()
+    pretrained: str = text(optional=True)
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """The segmentation network's optimiser, shared by every trainer: ``lr`` for the backbone, 10x for the head,
+    DeepLab's poly schedule with ``poly_power``."""
+    optimizer: str = choice(OPTIMIZERS)
+    lr: float = number(lo=0.0)
+    momentum: float = number(0.0, 1.0)
+    weight_decay: float = number(lo=0.0)
+    poly_power: float = number(lo=0.0)
+
+
+@dataclass(frozen=True)
+class Training:
+    """The training loop of a phase: steps, frame pairs per step, horizontal flips, CPU threads."""
+    iterations: int = integer(lo=1)
+    batch_size: int = integer(lo=1)
+    hflip: bool = flag()
+    threads: int = integer(lo=1)
+    optim: Optimizer = part()
+
+
+@dataclass(frozen=True)
+class Supervised:
+    """Stages ``train_source`` and ``train_oracle``: cross-entropy on frame pairs (t - tau, t)."""
+    SECTION: ClassVar[str] = "train_source"
+    seed: int = integer(lo=0, key="seed")
+    model: Model = part("model")
+    tau: int = integer(lo=1)
+    train: Training = part()
