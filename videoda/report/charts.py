@@ -156,7 +156,7 @@ def confusion_chart(cm, title):
         for j in range(k):
             if cm[i, j] > 0:
                 pct = 100 * norm[i, j]
-                ax.text(j, i, f"{pct:.0f}" if pct >= 0.5 else "<1", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{pct:.0f}" if pct >= 0.5 else "<1", ha="center", va="center", fontsize=8,
                         color="black" if norm[i, j] > 0.55 else "white")   # dark text on viridis' light end
         ax.add_patch(Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="white", linewidth=1.2))
     ax.set_xticks(range(k), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=8)

@@ -23,7 +23,7 @@ def video_frame(image, preds, titles, scale, header=26):
         x = GAP + i * (pw + GAP)
         paste(img, panel, x, header)
         (w, _), _ = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-        cv2.putText(img, title, (x + (pw - w) // 2, header - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
+        cv2.putText(img, title, (x + pw // 2 - w // 2, header - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1,
                     cv2.LINE_AA)
     return img
 
