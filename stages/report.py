@@ -3,7 +3,8 @@
 Per-class IoU bars and row-normalised confusion matrices of every evaluated model, pseudo labels of a few
 annotated target-train frames as generated and after cut-out (Eq. 12) and fill-in (Eq. 14) refinement, a
 side-by-side prediction video of the baseline and the adapted model on one target-val clip, and the class
-colours. The drawing lives in ``videoda/report.py``.
+colours. The drawing lives in the package ``videoda/report/`` (charts with matplotlib, the video with
+OpenCV).
 """
 
 import argparse

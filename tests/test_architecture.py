@@ -161,11 +161,11 @@ def test_layers_have_no_back_edges_and_no_cycles():
 def test_the_checks_catch_a_back_edge_a_cycle_and_an_unplaced_module():
     files, graph = import_graph()
     graph = {m: list(t) for m, t in graph.items()}
-    graph["videoda.errors"].append(("videoda.params", 1))          # layer errors -> io: a back-edge and a cycle
+    graph["videoda.errors"].append(("videoda.presets", 1))         # layer errors -> io: a back-edge and a cycle
     graph["videoda.stray"] = []
     files["videoda.stray"] = REPO / "videoda/stray.py"
     problems = "\n".join(layering_problems(files, graph))
-    assert "videoda.errors (layer errors) imports videoda.params (layer io)" in problems
+    assert "videoda.errors (layer errors) imports videoda.presets (layer io)" in problems
     assert "import cycle: " in problems and "videoda.errors" in problems.split("import cycle: ")[1]
     assert "videoda.stray (videoda/stray.py) is in no layer" in problems
 

@@ -145,6 +145,30 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
     assert "`ours-s1`" in text.split("Not run (yet):")[1]
 
 
+def test_bar_chart_shows_mean_std_and_the_papers_value():
+    from matplotlib.colors import to_rgb
+
+    rows = pt.TABLES["Table 5: our VST on different adversarial models"]
+    a, b = rows[0], rows[1]
+    stats = {r: [(math.nan, math.nan, 0)] * 2 for r in rows}
+    stats[a] = [(40.0, 2.0, 2), (20.0, 1.0, 2)]                      # two seeds: whiskers
+    stats[b] = [(0.0, math.nan, 1), (100.0, math.nan, 1)]            # one seed: no whisker
+    fig = pt.bar_chart("title", rows, stats)
+    ax = fig.axes[0]
+    bars = {}
+    for container in ax.containers:
+        for patch in getattr(container, "patches", []):
+            bars.setdefault(to_rgb(patch.get_facecolor()), []).append(patch.get_width())
+    assert bars == {to_rgb("#1f77b4"): [40.0, 0.0], to_rgb("#2ca02c"): [20.0, 100.0]}
+    assert len([c for c in ax.containers if not hasattr(c, "patches")]) == 2
+    vertical = [seg for coll in ax.collections for seg in coll.get_segments() if seg[0][0] == seg[1][0]]
+    ticks = sorted(float(seg[0][0]) for seg in vertical)              # (the whiskers are horizontal)
+    assert ticks == sorted(v for r in rows for v in r.paper)          # one tick per bar at the paper's value
+    shown = [t.get_text() for t in ax.texts]
+    assert {"40.0", "20.0", "0.0", "100.0"} <= set(shown)
+    assert shown.count("not run") == 2 * (len(rows) - 2)
+
+
 def test_cli_rejects_negative_seeds(capsys):
     assert main(["paper-tables", "--seeds", "-1", "--dry-run"]) == 2
     assert "--seeds" in capsys.readouterr().err

@@ -189,7 +189,7 @@ def test_method_presets_pass_models_through_disabled_phases_and_report_final(pre
     ok(stage(cwd, *evaluate[:-6], "--metrics", "reports/m2.json", "--predictions", "data/pred_o",
              "--figures", "reports/fig_o"))
     assert json.loads((cwd / "reports/m2.json").read_text())["final"]["miou"] == metrics["oracle"]["miou"]
-    params["method"] = "everything"
-    write_params(cwd, params)
-    r = stage(cwd, "vat.py", "--init", "models/so.pt", "--out", "models/v3.pt", "--curve", "c3.tsv")
-    assert r.returncode == 2 and "method" in r.stderr and not (cwd / "models/v3.pt").exists()
+    params["method"] = "everything"          # stage resolve_params checks it, before any stage runs
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params))
+    r = stage(cwd, "resolve_params.py", "--out", "data/params_bad")
+    assert r.returncode == 2 and "method = 'everything'" in r.stderr and not (cwd / "data/params_bad").exists()

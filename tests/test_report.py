@@ -12,18 +12,22 @@ import pytest
 import torch
 import yaml
 
+from videoda.config.stages import stage_config
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES, colorize
 from videoda.data.clips import Clip, save_clip
 from videoda.errors import DataError, ParamError
 from videoda.flow.store import FlowWriter, stored_pairs
 from videoda.model import save_checkpoint
 from videoda.model.build import build_model
-from videoda.report import GAP, panel_origin, row_normalize, select_frames, upscale
+from videoda.report.charts import BarSeries, grouped_bars, iou_bars, ordered_models, row_normalize, save_png
+from videoda.report.panels import GAP, upscale
+from videoda.report.pseudo_figure import panel_origin, select_frames
 from videoda.utils.images import write_ids
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "stages"))
 import report as report_stage  # noqa: E402  (stages/report.py)
+from test_pipeline import write_params  # noqa: E402
 
 torch.set_num_threads(1)
 H, W, T_TRAIN, T_VAL = 16, 32, 5, 4
@@ -59,7 +63,7 @@ def inputs(tmp_path_factory):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["report"] = {"pseudo_frames": 3, "video_clip": 1, "video_scale": VIDEO_SCALE, "figure_scale": FIG_SCALE,
                         "fps": 5, "threads": 1}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(root, params)
     train = [make_clip(rng, f"tr{i}", T_TRAIN, [0, 2, 4]) for i in range(2)]
     val = [make_clip(rng, f"va{i}", T_VAL, [0, 2]) for i in range(2)]
     for split, clips in (("target_train", train), ("target_val", val)):
@@ -94,7 +98,7 @@ def inputs(tmp_path_factory):
     (root / "models").mkdir()
     for seed, name in ((0, "source_only"), (1, "vst")):
         torch.manual_seed(seed)
-        save_checkpoint(root / f"models/{name}.pt", build_model(params))
+        save_checkpoint(root / f"models/{name}.pt", build_model(stage_config("train_source", params).model))
     return {"root": root, "train": train, "val": val, "pseudo": pseudo, "metrics": metrics}
 
 
@@ -230,7 +234,7 @@ def test_missing_pseudo_png_and_bad_video_clip(inputs, monkeypatch, tmp_path):
     root = inputs["root"]
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["report"]["video_clip"] = 2                                  # only 2 val clips
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(tmp_path, params)
     absolute = [a if a.startswith("--") else str(root / a) for a in ARGS]
     with pytest.raises(ParamError, match="report.video_clip"):
         run_report(tmp_path, "visual", monkeypatch, absolute)
@@ -238,7 +242,7 @@ def test_missing_pseudo_png_and_bad_video_clip(inputs, monkeypatch, tmp_path):
     png = root / "data/pseudo_labels" / clip.name / f"{clip.frame_names[4]}.png"
     png.rename(tmp_path / "moved.png")
     try:
-        (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+        write_params(tmp_path, yaml.safe_load((root / "params.yaml").read_text()))
         with pytest.raises(DataError, match=png.name):
             run_report(tmp_path, "visual", monkeypatch, absolute)
     finally:
@@ -247,6 +251,80 @@ def test_missing_pseudo_png_and_bad_video_clip(inputs, monkeypatch, tmp_path):
 
 
 def test_ordered_models_skips_the_final_alias():
-    from videoda.report import ordered_models
-
     assert ordered_models(["final", "vst", "extra", "source_only"]) == ["source_only", "vst", "extra"]
+
+
+# --- the charts (matplotlib) ------------------------------------------------------------------------------------
+
+def bars_by_colour(fig):
+    """{facecolor (r, g, b): [bar lengths, top to bottom]} of a horizontal bar chart."""
+    from matplotlib.colors import to_rgb
+
+    bars = {}
+    for container in fig.axes[0].containers:
+        for patch in getattr(container, "patches", []):
+            bars.setdefault(to_rgb(patch.get_facecolor()), []).append((patch.get_y(), patch.get_width()))
+    return {c: [w for _, w in sorted(v)] for c, v in bars.items()}
+
+
+def texts(fig):
+    return [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_iou_bars_show_each_models_iou_and_miou():
+    from matplotlib.colors import to_rgb
+
+    from videoda.report.charts import MODEL_COLOURS
+    low = {c: 0.0 for c in CLASSES} | {"sky": 37.25, "motorbike": None}
+    high = {c: 100.0 for c in CLASSES}
+    fig = iou_bars({"vst": {"miou": 80.0, "iou": high}, "source_only": {"miou": 2.5, "iou": low}})
+    bars = bars_by_colour(fig)
+    # source_only comes first (blue), vst second (orange); one bar per class that has a value.
+    assert bars[to_rgb(MODEL_COLOURS[0])] == [37.25 if c == "sky" else 0.0 for c in CLASSES if c != "motorbike"]
+    assert bars[to_rgb(MODEL_COLOURS[1])] == [100.0] * NUM_CLASSES
+    assert texts(fig).count("100.0") == NUM_CLASSES and "37.2" in texts(fig) and "n/a" in texts(fig)
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["source_only  (mIoU 2.50)", "vst  (mIoU 80.00)"]
+
+
+def test_chart_png_is_nonblank_sized_and_byte_identical(tmp_path):
+    def render(name, iou):
+        save_png(iou_bars({"vst": {"miou": 50.0, "iou": {c: iou for c in CLASSES}}}), tmp_path / name)
+        return tmp_path / name
+
+    first, again, empty = render("a.png", 100.0), render("b.png", 100.0), render("c.png", 0.0)
+    assert first.read_bytes() == again.read_bytes()
+    assert b"Matplotlib" not in first.read_bytes()                      # no version in the metadata
+    img, img_empty = read(first), read(empty)
+    assert img.shape[0] > 300 and img.shape[1] > 600 and img.std() > 0
+    # Full bars paint many more pixels in the model's colour (tab10 blue, BGR) than empty ones.
+    blue = lambda im: int((np.abs(im.astype(int) - (180, 119, 31)).sum(2) < 30).sum())  # noqa: E731
+    assert blue(img) > 20 * blue(img_empty) > 0
+
+
+def test_grouped_bars_whisker_mark_and_value_text():
+    series = [BarSeries("mIoU", "#1f77b4", [40.0, None], errors=[5.0, None], marks=[60.0, 30.0]),
+              BarSeries("VPQ^s", "#2ca02c", [20.0, 10.0], errors=[None, 2.0], marks=[10.0, 12.0])]
+    fig = grouped_bars("t", ["a", "b"], series, xlabel="%", mark_label="the paper's value", missing="not run")
+    ax = fig.axes[0]
+    assert bars_by_colour(fig) == {(0.12156862745098039, 0.4666666666666667, 0.7058823529411765): [40.0],
+                                   (0.17254901960784313, 0.6274509803921569, 0.17254901960784313): [20.0, 10.0]}
+    # Each value is written right of its bar, whisker and mark, whichever ends last.
+    at = {t.get_text(): t.get_position()[0] for t in ax.texts}
+    assert at == {"40.0": 61.0, "not run": 1.0, "20.0": 21.0, "10.0": 13.0}
+    whiskers = [c for c in ax.containers if not hasattr(c, "patches")]
+    assert len(whiskers) == 2                                            # only where an error is given
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["mIoU", "VPQ^s", "the paper's value"]
+    with pytest.raises(ValueError, match="differ in length"):
+        BarSeries("x", "red", [1.0, 2.0], errors=[1.0])
+
+
+def test_confusion_chart_writes_row_percentages():
+    from videoda.report.charts import confusion_chart
+
+    cm = np.array([[3, 1, 0], [0, 0, 0], [2, 2, 4000]])
+    fig = confusion_chart(cm, "title")
+    assert sorted(texts(fig)) == sorted(["75", "25", "<1", "<1", "100"])   # no text where no pixel
+    shown = fig.axes[0].images[0].get_array()
+    assert shown.mask[1].all() and not shown.mask[[0, 2]].any()          # the empty row is drawn as "bad" (grey)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["0", "1", "2"]

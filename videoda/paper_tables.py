@@ -373,53 +373,23 @@ def render(found, seeds, plots=None, rev=None):
 # --- plots ----------------------------------------------------------------------------------------------------
 
 def bar_chart(title, rows, stats):
-    """Horizontal bars of our mIoU and VPQ^s (mean, with a one-std whisker) per row; the paper's value is a
-    black tick on each bar. numpy + OpenCV, BGR."""
-    import cv2
+    """Horizontal bars of our mIoU and VPQ^s per row (mean, with a one-std whisker when more than one seed ran);
+    the paper's value is a black tick on each bar. A matplotlib figure (``videoda.report.charts``)."""
+    from videoda.report.charts import MODEL_COLOURS, BarSeries, grouped_bars
 
-    from videoda.report import BLACK, GREY, canvas, put_text, text_size
-    px, bar, gap = 5, 12, 12
-    left = max(text_size(r.label, 0.42)[0] for r in rows) + 16
-    top, width = 58, left + 100 * px + 60
-    height = top + len(rows) * (2 * bar + gap) + 30
-    img = canvas(height, width)
-    put_text(img, title, 10, 20, 0.5)
-    colours = {0: (180, 119, 31), 1: (44, 160, 44)}
-    for c, name in ((0, "mIoU"), (1, "VPQ^s")):
-        x = left + 150 * c
-        cv2.rectangle(img, (x, 32), (x + 20, 42), colours[c], -1)
-        put_text(img, name, x + 26, 42, 0.42)
-    put_text(img, "black tick: the paper's value", left + 300, 42, 0.42)
-    for tick in range(0, 101, 20):
-        x = left + tick * px
-        cv2.line(img, (x, top - 4), (x, height - 24), (215, 215, 215), 1)
-        put_text(img, str(tick), x, height - 8, 0.38, GREY, align="center")
-    for i, row in enumerate(rows):
-        y0 = top + i * (2 * bar + gap)
-        put_text(img, row.label, left - 8, y0 + bar + 4, 0.42, align="right")
-        for c in (0, 1):
-            mean, std, n = stats[row][c]
-            y = y0 + c * bar
-            if n:
-                x1 = left + int(round(mean * px))
-                cv2.rectangle(img, (left, y), (max(left, x1 - 1), y + bar - 2), colours[c], -1)
-                if n > 1:
-                    lo, hi = left + int(round((mean - std) * px)), left + int(round((mean + std) * px))
-                    cv2.line(img, (lo, y + bar // 2 - 1), (hi, y + bar // 2 - 1), BLACK, 1)
-                right = max(mean + np.nan_to_num(std), row.paper[c])      # right of the whisker and the tick
-                put_text(img, f"{mean:.1f}", left + int(round(right * px)) + 5, y + bar - 2, 0.34, (60, 60, 60))
-            elif c == 0:
-                put_text(img, "not run", left + 4, y + bar + 2, 0.34, GREY)
-            xp = left + int(round(row.paper[c] * px))
-            cv2.line(img, (xp, y - 1), (xp, y + bar - 1), BLACK, 2)
-    cv2.line(img, (left, top - 4), (left, height - 24), BLACK, 1)
-    return img
+    def series(column, name, colour):
+        means = [stats[r][column][0] if stats[r][column][2] else None for r in rows]
+        stds = [stats[r][column][1] if stats[r][column][2] > 1 else None for r in rows]
+        return BarSeries(name, colour, means, errors=stds, marks=[r.paper[column] for r in rows])
+
+    return grouped_bars(title, [r.label for r in rows],
+                        [series(0, "mIoU", MODEL_COLOURS[0]), series(1, "VPQ^s", MODEL_COLOURS[2])],
+                        xlabel="%", mark_label="the paper's value", missing="not run", bar_inches=0.16)
 
 
 def write_report(found, seeds, out_md, rev=None):
     """Write the markdown and one PNG per table (``<out_md stem>/table*.png``), each atomically."""
-    import cv2
-
+    from videoda.report.charts import save_png
     from videoda.utils.io import atomic_path
     out_md = Path(out_md)
     fig_dir = out_md.parent / out_md.stem
@@ -428,7 +398,7 @@ def write_report(found, seeds, out_md, rev=None):
         tmp.mkdir(parents=True)
         for title, rows in TABLES.items():
             name = title.split(":")[0].lower().replace(" ", "") + ".png"      # "Table 1-2: ..." -> table1-2.png
-            cv2.imwrite(str(tmp / name), bar_chart(title, rows, table_stats(found, rows, seeds)))
+            save_png(bar_chart(title, rows, table_stats(found, rows, seeds)), tmp / name)
             plots[title] = f"{fig_dir.name}/{name}"
     with atomic_path(out_md) as tmp:
         tmp.write_text(render(found, seeds, plots, rev) + "\n")

@@ -1,0 +1,7 @@
+"""The visual report (stage `report`); see ``build.py``. Its parts, by what they draw: ``charts.py`` (bar charts,
+confusion matrices, class colours; matplotlib, shared with the paper tables), ``pseudo_figure.py`` (the
+pseudo-label figure), ``video.py`` (the prediction video, OpenCV), ``panels.py`` (image panels, numpy)."""
+
+from videoda.report.build import build_report
+
+__all__ = ["build_report"]
