@@ -13,8 +13,8 @@ import cv2
 import torch
 from rich.progress import track
 
-from videoda.config.flow import Flow
 from videoda.config.fields import read_stage_config
+from videoda.config.flow import Flow
 from videoda.errors import run_stage
 from videoda.flow.compute import compute_flows
 from videoda.utils.io import write_json

@@ -13,8 +13,8 @@ import argparse
 import torch
 from rich.progress import track
 
-from videoda.config.self_training import PseudoLabelStage
 from videoda.config.fields import read_stage_config
+from videoda.config.self_training import PseudoLabelStage
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_label_analysis import pseudo_labels_report
 from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, write_pseudo_labels

@@ -11,8 +11,13 @@ import torch
 from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
 from videoda.data.pairs import PairSampler, load_split
-from videoda.domain_adaptation.train import (seed_everything, segmentation_loss, segmentation_optimizer,
-                                             supervised_forward, train)
+from videoda.domain_adaptation.train import (
+    seed_everything,
+    segmentation_loss,
+    segmentation_optimizer,
+    supervised_forward,
+    train,
+)
 from videoda.errors import run_stage
 from videoda.model import save_checkpoint
 from videoda.model.build import build_model

@@ -10,8 +10,8 @@ import argparse
 
 import torch
 
-from videoda.config.vat import VAT
 from videoda.config.fields import read_stage_config
+from videoda.config.vat import VAT
 from videoda.data.pairs import PairSampler, load_split
 from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
 from videoda.domain_adaptation.train import seed_everything, segmentation_optimizer, train, write_curve

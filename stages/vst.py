@@ -8,8 +8,8 @@ import argparse
 import torch
 from rich.progress import track
 
-from videoda.config.self_training import VST
 from videoda.config.fields import read_stage_config
+from videoda.config.self_training import VST
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_labels import read_pseudo_labels
 from videoda.domain_adaptation.self_training import self_train, unlabelled_clips

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.config.common import seed_param
 from videoda.config.fields import _range, choice, flag, integer, number, part, text
 
 
@@ -10,7 +11,7 @@ from videoda.config.fields import _range, choice, flag, integer, number, part, t
 class Synth:
     """The embedded benchmark (stage ``synth``)."""
     SECTION: ClassVar[str] = "synth"
-    seed: int = integer(lo=0, key="seed")
+    seed: int = seed_param()
     shift: float = number(0.0, 1.0)
     height: int = integer(lo=16)
     width: int = integer(lo=16)

@@ -3,8 +3,8 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.config.common import Occlusion, flow_tau_param
 from videoda.config.fields import choice, integer, part
-from videoda.config.occlusion import Occlusion
 from videoda.presets import PRESETS, final_model
 
 
@@ -33,5 +33,5 @@ class Report:
     figure_scale: int = integer(1, 16)
     fps: int = integer(1, 120)
     threads: int = integer(lo=1)
-    tau: int = integer(lo=1, key="flow.tau")
+    tau: int = flow_tau_param()
     occlusion: Occlusion = part()

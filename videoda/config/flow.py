@@ -3,8 +3,8 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.config.common import Occlusion, flow_tau_param
 from videoda.config.fields import choice, flag, integer, part, str_list, text
-from videoda.config.occlusion import Occlusion
 from videoda.flow.backends import DIS_PRESETS
 
 
@@ -13,7 +13,7 @@ class Flow:
     """Stage ``flow``: the flow backend, the stored pair distance and the EPE report."""
     SECTION: ClassVar[str] = "flow"
     method: str = text()
-    tau: int = integer(lo=1)
+    tau: int = flow_tau_param()
     dis_preset: str = choice(DIS_PRESETS)
     ckpt: str = text(optional=True)
     batch_size: int = integer(lo=1)

@@ -3,8 +3,8 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.config.common import Occlusion, flow_tau_param, seed_param
 from videoda.config.fields import choice, flag, integer, number, number_list, part
-from videoda.config.occlusion import Occlusion
 from videoda.config.training import Training
 from videoda.domain_adaptation.pseudo_labels import GENERATORS
 from videoda.domain_adaptation.self_training import REFINEMENTS, REGULARISERS
@@ -29,8 +29,8 @@ class PseudoLabels:
 class PseudoLabelStage:
     """Stage ``pseudo_labels``: the generator, its pair distance for the refinement analysis, threads."""
     SECTION: ClassVar[str] = "vst"
-    seed: int = integer(lo=0, key="seed")
-    tau: int = integer(lo=1, key="flow.tau")
+    seed: int = seed_param()
+    tau: int = flow_tau_param()
     threads: int = integer(lo=1, key="vst.threads")
     labels: PseudoLabels = part("vst")
 
@@ -39,9 +39,9 @@ class PseudoLabelStage:
 class VST:
     """Stage ``vst`` (Sec. 4.4.2, Eq. 12-14): target pairs (t - flow.tau, t) with online-refined pseudo labels."""
     SECTION: ClassVar[str] = "vst"
-    seed: int = integer(lo=0, key="seed")
+    seed: int = seed_param()
     enabled: bool = flag()
-    tau: int = integer(lo=1, key="flow.tau")
+    tau: int = flow_tau_param()
     refine: str = choice(REFINEMENTS)
     regulariser: str = choice(REGULARISERS)
     lambda_reg: float = number(lo=0.0)

@@ -17,7 +17,6 @@ from videoda.config.training import Supervised
 from videoda.config.vat import VAT
 from videoda.errors import ParamError
 
-
 # stage -> (its config class, the params section its fields default to)
 STAGES = {
     "synth": (Synth, Synth.SECTION),

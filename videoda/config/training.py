@@ -4,8 +4,9 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
-from videoda.domain_adaptation.train import OPTIMIZERS
+from videoda.config.common import seed_param
 from videoda.config.fields import choice, flag, int_list, integer, number, part, text
+from videoda.domain_adaptation.train import OPTIMIZERS
 from videoda.model.deeplabv2 import BACKBONES, NORMS
 
 
@@ -45,7 +46,7 @@ class Training:
 class Supervised:
     """Stages ``train_source`` and ``train_oracle``: cross-entropy on frame pairs (t - tau, t)."""
     SECTION: ClassVar[str] = "train_source"
-    seed: int = integer(lo=0, key="seed")
+    seed: int = seed_param()
     model: Model = part("model")
     tau: int = integer(lo=1)
     train: Training = part()

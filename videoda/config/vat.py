@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.config.common import seed_param
 from videoda.config.fields import choice, flag, integer, number, part
 from videoda.config.training import Training
 from videoda.domain_adaptation.adversarial import DICE_MODES, DISC_INPUTS, DISCRIMINATORS
@@ -13,7 +14,7 @@ from videoda.domain_adaptation.train import OPTIMIZERS
 class VAT:
     """Stage ``vat`` (Sec. 4.3, Eq. 6-9): Table 3's variants and the image-level baselines by three switches."""
     SECTION: ClassVar[str] = "vat"
-    seed: int = integer(lo=0, key="seed")
+    seed: int = seed_param()
     enabled: bool = flag()
     discriminator: str = choice(DISCRIMINATORS)
     disc_input: str = choice(DISC_INPUTS)
