@@ -9,7 +9,7 @@ from pathlib import Path
 
 from videoda.config.data import Prepare
 from videoda.config.fields import read_stage_config
-from videoda.data.prepare import prepare_split
+from videoda.data.prepare import list_split, prepare_split
 from videoda.errors import run_stage
 
 
@@ -23,10 +23,13 @@ def main():
     jobs = [("source", src.dataset, src.root, src.split),
             ("target_train", tgt.dataset, tgt.root, tgt.train_split),
             ("target_val", tgt.dataset, tgt.root, tgt.val_split)]
+    # Every split of both datasets is listed and checked (roots, split folders, file names, lengths) before any
+    # frame is decoded: a bad target root fails at once, not after the whole source has been converted.
+    specs = [list_split(dataset, root, split, cfg.min_frames) for _, dataset, root, split in jobs]
     # Each split is its own DVC output, written atomically by prepare_split.
-    for name, dataset, root, split in jobs:
+    for (name, dataset, root, split), split_specs in zip(jobs, specs):
         prepare_split(dataset, root, split, Path(args.out) / name, (cfg.height, cfg.width),
-                      min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle)
+                      min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle, specs=split_specs)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,8 @@ import torch
 from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
 from videoda.data.pairs import PairSampler, load_split
-from videoda.domain_adaptation.train import (
-    seed_everything,
-    segmentation_loss,
-    segmentation_optimizer,
-    supervised_forward,
-    train,
-)
+from videoda.domain_adaptation.train import (seed_everything, segmentation_loss, segmentation_optimizer,
+                                             supervised_forward, timing_line, train)
 from videoda.errors import run_stage
 from videoda.model import save_checkpoint
 from videoda.model.build import build_model
@@ -39,9 +34,10 @@ def main():
     optimizer = segmentation_optimizer(model, cfg.train.optim)
     sampler = PairSampler(load_split(args.data, args.split), cfg.tau, cfg.train.batch_size, cfg.seed,
                           require_label=args.split != "source", hflip=cfg.train.hflip)
-    train(model, optimizer, sampler.sample, supervised_forward, [segmentation_loss], cfg.train.iterations,
-          args.curve, power=cfg.train.optim.poly_power, description=args.stage)
+    result = train(model, optimizer, sampler.sample, supervised_forward, [segmentation_loss], cfg.train.iterations,
+                   args.curve, power=cfg.train.optim.poly_power, description=args.stage)
     save_checkpoint(args.out, model, {"stage": args.stage})
+    print(timing_line(args.stage, cfg.train.iterations, result["seconds"]))
 
 
 if __name__ == "__main__":

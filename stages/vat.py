@@ -14,7 +14,8 @@ from videoda.config.fields import read_stage_config
 from videoda.config.vat import VAT
 from videoda.data.pairs import PairSampler, load_split
 from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
-from videoda.domain_adaptation.train import seed_everything, segmentation_optimizer, train, write_curve
+from videoda.domain_adaptation.train import (seed_everything, segmentation_optimizer, timing_line, train,
+                                             write_curve)
 from videoda.errors import run_stage
 from videoda.model import load_checkpoint, save_checkpoint
 
@@ -45,10 +46,11 @@ def main():
                               lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
                               optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
                               iterations=t.iterations, poly_power=t.optim.poly_power)
-    train(model, optimizer, batches.sample, objective.forward, objective.terms, t.iterations, args.curve,
-          power=t.optim.poly_power, extra_step=objective.extra_step, description="vat")
+    result = train(model, optimizer, batches.sample, objective.forward, objective.terms, t.iterations, args.curve,
+                   power=t.optim.poly_power, extra_step=objective.extra_step, description="vat")
     save_checkpoint(args.out, model, {"stage": "vat", "init": str(args.init), "discriminator": cfg.discriminator,
                                       "disc_input": cfg.disc_input, "dice": cfg.dice})
+    print(timing_line("vat", t.iterations, result["seconds"]))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ regenerates them with the current model (the same generator), then trains again.
 """
 
 import argparse
+import time
 
 import torch
 from rich.progress import track
@@ -13,7 +14,7 @@ from videoda.config.self_training import VST
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_labels import read_pseudo_labels
 from videoda.domain_adaptation.self_training import self_train, unlabelled_clips
-from videoda.domain_adaptation.train import seed_everything, write_curve
+from videoda.domain_adaptation.train import seed_everything, timing_line, write_curve
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint, save_checkpoint
@@ -43,9 +44,12 @@ def main():
     with FlowStore(args.flow) as store:
         for c in clips:
             store.check_clip(c.name, len(c), *c.images.shape[1:3])
+        start = time.perf_counter()
         rows = self_train(model, clips, pseudo, store, cfg, source, progress=track)
+        seconds = time.perf_counter() - start      # all rounds, with the pseudo labels regenerated between them
     write_curve(args.curve, rows)
     save_checkpoint(args.out, model, {"stage": "vst", "rounds": cfg.rounds})
+    print(timing_line("vst", cfg.rounds * cfg.train.iterations, seconds))
 
 
 if __name__ == "__main__":

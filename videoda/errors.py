@@ -15,8 +15,13 @@ class DataError(ValueError):
 
 
 def run_stage(main):
+    """Run a stage's ``main``; a bad input (the errors below) ends it with one ``error: ...`` line and exit code 2.
+
+    Other exceptions (a bug, an OSError while writing) keep their traceback: the readers of input files turn
+    their own OSErrors into a DataError naming the file, so nothing is caught here by its type alone.
+    """
     try:
         main()
     except (ParamError, DataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
         sys.exit(2)

@@ -31,6 +31,8 @@ def read_params(path=PARAMS_FILE):
         raise ParamError(f"{path}: parameter file not found")
     try:
         params = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:   # a folder, no permission, binary bytes
+        raise ParamError(f"{path}: unreadable parameter file ({type(e).__name__}: {e})") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
@@ -194,6 +196,11 @@ def read_stage_config(cls, path, section=None):
         resolved = json.loads(path.read_text())
     except FileNotFoundError:
         raise ParamError(f"{path}: resolved params not found (run `dvc repro resolve_params`)") from None
-    except json.JSONDecodeError as e:
-        raise ParamError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except json.JSONDecodeError as e:     # e.g. truncated by a killed write outside the pipeline
+        raise ParamError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); rerun stage resolve_params") from None
+    except (OSError, UnicodeDecodeError) as e:   # a folder, no permission, binary bytes
+        raise ParamError(f"{path}: unreadable resolved params ({type(e).__name__}: {e}); "
+                         f"rerun stage resolve_params") from None
+    if not isinstance(resolved, dict):
+        raise ParamError(f"{path}: expected a JSON object of parameter sections; rerun stage resolve_params")
     return read_config(cls, resolved, section or cls.SECTION)

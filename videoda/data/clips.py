@@ -10,6 +10,8 @@ One ``.npz`` file per clip, whatever dataset it came from:
 Splits live side by side: ``<root>/source``, ``<root>/target_train``, ``<root>/target_val``.
 """
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,10 @@ from videoda.errors import DataError
 from videoda.utils.io import atomic_path
 
 SPLITS = ("source", "target_train", "target_val")
+
+# What np.load raises on a damaged .npz: a truncated or overwritten archive (BadZipFile, EOFError), a member
+# whose bytes fail their CRC or decompression, a member missing (KeyError) or not an array (ValueError).
+NPZ_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass
@@ -57,8 +63,9 @@ def load_clip(path) -> Clip:
     try:
         with np.load(path, allow_pickle=False) as z:
             return Clip(path.stem, z["images"], z["labels"], z["labeled"], z["frame_names"])
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path}: not a readable clip file ({e})") from e
+    except NPZ_ERRORS as e:
+        raise DataError(f"{path}: not a readable clip file ({type(e).__name__}: {e}); "
+                        f"rerun the prepare stage") from e
 
 
 def list_clips(root, split):

@@ -9,33 +9,46 @@ from videoda.data.clips import save_clip
 from videoda.errors import DataError
 from videoda.utils.io import atomic_path
 
+READERS = ("viper", "cityscapes_vps")
 
-def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int = 1, ignore_ego_vehicle=True):
-    """Convert every video of ``root/split`` into ``out_dir/<name>.npz``; returns the written paths.
 
-    ``ignore_ego_vehicle`` (VIPER only): void the car region under the camera, as on real VIPER data.
-    ``out_dir`` appears complete or not at all: it is built in a temporary folder and renamed at the end.
-    """
-    def load_viper(spec, size):
-        return viper.load_sequence(spec, size, ignore_ego_vehicle=ignore_ego_vehicle)
-
-    readers = {"viper": (viper.list_sequences, load_viper),
-               "cityscapes_vps": (cityscapes_vps.list_clips, cityscapes_vps.load_clip)}
-    if dataset not in readers:
-        raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(readers)})")
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise DataError(f"size: expected (H, W) with positive entries, got {size}")
-    list_videos, load = readers[dataset]
-    specs = list_videos(root, split)  # raises on a missing root/split folder or an empty split
+def list_split(dataset: str, root, split: str, min_frames: int = 1) -> list:
+    """The videos of ``root/split`` as VideoSpecs, checked without decoding a frame: the dataset name, the root and
+    split folders, the file names and label files, and every video's length (``min_frames``)."""
+    listings = {"viper": viper.list_sequences, "cityscapes_vps": cityscapes_vps.list_clips}
+    if dataset not in listings:
+        raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(listings)})")
+    specs = listings[dataset](root, split)  # raises on a missing root/split folder or an empty split
     for spec in specs:  # check lengths first, so a short video fails before minutes of decoding
         if len(spec) < min_frames:
             raise DataError(f"{spec.images[0]}: {dataset} video {spec.name!r} has {len(spec)} frames, "
                             f"fewer than min_frames={min_frames}")
+    return specs
+
+
+def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int = 1, ignore_ego_vehicle=True,
+                  specs=None):
+    """Convert every video of ``root/split`` into ``out_dir/<name>.npz``; returns the written paths.
+
+    ``ignore_ego_vehicle`` (VIPER only): void the car region under the camera, as on real VIPER data.
+    ``specs``: the split's ``list_split`` result, when the caller has listed it already (it is listed here
+    otherwise). ``out_dir`` appears complete or not at all: it is built in a temporary folder and renamed at the end.
+    """
+    def load_viper(spec, size):
+        return viper.load_sequence(spec, size, ignore_ego_vehicle=ignore_ego_vehicle)
+
+    loaders = {"viper": load_viper, "cityscapes_vps": cityscapes_vps.load_clip}
+    if dataset not in loaders:
+        raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(loaders)})")
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise DataError(f"size: expected (H, W) with positive entries, got {size}")
+    if specs is None:
+        specs = list_split(dataset, root, split, min_frames)
+    load = loaders[dataset]
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for spec in track(specs, description=f"prepare {dataset}/{split}"):
             save_clip(tmp / f"{spec.name}.npz", load(spec, size))
     return [out_dir / f"{spec.name}.npz" for spec in specs]
-

@@ -55,10 +55,14 @@ def poly_lr_(optimizer, step, max_steps, power=0.9):
 
 def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_path, power=0.9, extra_step=None,
           log_every=10, description="train"):
-    """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path`` (if given)."""
+    """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path`` (if given).
+
+    Returns ``{"seconds", "final", "rows"}``. The seconds are for the caller to print, never to write into an
+    output: a DVC-tracked file must not change when only the run time does.
+    """
     model.train()
     rows, sums, count = [], {}, 0
-    start = time.time()
+    start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, transient=False) as progress:
@@ -88,7 +92,12 @@ def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_p
             progress.advance(task)
     if log_path is not None:
         write_curve(log_path, rows)
-    return {"seconds": round(time.time() - start, 1), "final": rows[-1], "rows": rows}
+    return {"seconds": round(time.perf_counter() - start, 1), "final": rows[-1], "rows": rows}
+
+
+def timing_line(stage, steps, seconds):
+    """The one line a training stage prints about its run time, e.g. ``train_source: 600 steps in 95.3 s``."""
+    return f"{stage}: {steps} steps in {seconds:.1f} s"
 
 
 def write_curve(path, rows):

@@ -97,7 +97,7 @@ class GroundTruthFlow:
             raise DataError(f"{path}: no ground-truth flow for clip '{clip.name}'")
         try:
             flow = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:   # EOFError: an empty file
             raise DataError(f"{path}: unreadable ground-truth flow ({e})") from e
         t, h, w = clip.images.shape[:3]
         if flow.ndim != 4 or flow.shape[0] != t - 1 or flow.shape[3] != 2:

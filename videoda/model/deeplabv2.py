@@ -5,9 +5,9 @@ truncated (``num_layers``) so the same code runs a tiny ResNet-18 on a 2-core CP
 dilated ResNet-50/101 (output stride 8) on a GPU.
 """
 
+import io
 import os
 from collections import OrderedDict
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +16,8 @@ import torchvision
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import FrozenBatchNorm2d
+
+from videoda.utils.io import write_bytes
 
 BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 NORMS = ("batch", "frozen_batch", "group")
@@ -205,7 +207,7 @@ def _load_strict(module, state, where):
 
 
 def save_checkpoint(path, model, extra=None):
-    """Write {"model": state_dict, "config": model.config, **extra} atomically (temp file + os.replace).
+    """Write {"model": state_dict, "config": model.config, **extra} atomically; the bytes depend only on these.
 
     ``extra`` must hold only what ``torch.load(weights_only=True)`` accepts (tensors, numbers,
     strings, lists, dicts), e.g. the iteration, optimizer state or metrics.
@@ -214,16 +216,11 @@ def save_checkpoint(path, model, extra=None):
     clash = {"model", "config"} & set(extra)
     if clash:
         raise ValueError(f"save_checkpoint: extra may not use reserved keys {sorted(clash)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"model": model.state_dict(), "config": dict(model.config), **extra}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # Serialised in memory, torch names the archive inside the zip "archive" (from a file path it would take the
+    # file's name, so a random temp name would change the bytes): identical weights, identical file, same md5.
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "config": dict(model.config), **extra}, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path):

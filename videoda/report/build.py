@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from videoda.data.classes import NUM_CLASSES
+from videoda.data.clips import NPZ_ERRORS
 from videoda.data.pairs import load_split
 from videoda.errors import DataError, ParamError
 from videoda.evaluate import PREDICT_BATCH_SIZE, predict
@@ -62,7 +63,7 @@ def read_confusion(path, models):
     try:
         with np.load(path, allow_pickle=False) as z:
             mats = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+    except NPZ_ERRORS as e:
         raise DataError(f"{path}: not a readable npz file ({e})") from e
     for m in models:
         if m not in mats:

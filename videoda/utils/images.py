@@ -3,6 +3,9 @@
 Every bad file is reported the same way: a ``DataError`` that names it.
 """
 
+import zlib
+from pathlib import Path
+
 import cv2
 import numpy as np
 from PIL import Image
@@ -11,9 +14,54 @@ from videoda.errors import DataError
 from videoda.utils.io import atomic_path
 
 
+JPEG_START, JPEG_SOS, JPEG_EOI = b"\xff\xd8\xff", b"\xff\xda", b"\xff\xd9"
+PNG_START = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_problem(data: bytes):
+    """What is wrong with a PNG's chunk structure (None: nothing): every chunk complete up to ``IEND``, and the
+    CRC of every critical chunk right (as libpng requires; it only warns about ancillary ones)."""
+    view, pos = memoryview(data), len(PNG_START)
+    while pos + 12 <= len(data):
+        length, kind = int.from_bytes(view[pos:pos + 4], "big"), bytes(view[pos + 4:pos + 8])
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        if kind[:1].isupper() and zlib.crc32(view[pos + 4:end - 4]) != int.from_bytes(view[end - 4:end], "big"):
+            return f"corrupt PNG image (CRC error in its {kind.decode('latin-1')!r} chunk)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "truncated PNG image (it ends before its IEND chunk)"
+
+
+def _check_complete(path, data: bytes):
+    """Reject a truncated frame before cv2 decodes it. cv2 decodes a truncated JPEG without an error (libjpeg
+    only warns "Premature end of JPEG file" and fills the missing rows with grey): a complete one has its
+    end-of-image marker after its last start-of-scan marker, and neither byte pair can occur inside the
+    entropy-coded data (0xff is stuffed there). cv2 does reject a truncated PNG, but libpng prints its own lines
+    on stderr first: checking the chunks here gives one clear error instead."""
+    if data.startswith(JPEG_START):
+        last_scan = data.rfind(JPEG_SOS)
+        if last_scan < 0 or data.rfind(JPEG_EOI) < last_scan:
+            raise DataError(f"{path}: truncated JPEG image (no end-of-image marker after its last scan)")
+    elif data.startswith(PNG_START):
+        problem = _png_problem(data)
+        if problem:
+            raise DataError(f"{path}: {problem}")
+
+
 def read_rgb(path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:  # cv2 reports missing, truncated and non-image files alike by returning None
+    """An (H, W, 3) uint8 RGB frame, decoded by cv2; a missing, truncated or non-image file is a DataError."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except OSError as e:   # a folder, no permission, an I/O error
+        raise DataError(f"{path}: unreadable image ({e.strerror or e})") from None
+    _check_complete(path, data)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    if image is None:  # cv2 reports truncated PNGs and non-image files alike by returning None
         raise DataError(f"{path}: unreadable image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 

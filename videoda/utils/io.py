@@ -1,25 +1,74 @@
 """Atomic file writing: every output is written under a temporary name, then renamed.
 
-A crash or a bad input therefore never leaves a half-written artifact behind.
+A crash or a bad input therefore never leaves a half-written artifact behind. A killed run (SIGKILL, power
+loss) cannot clean up after itself, so its temporary folder stays; the next writer of the same output removes
+it (``atomic_path`` removes the stale temporary folders of the path it writes, recognised by their name).
 """
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+
+TEMP_TAG = ".partial-"   # a temporary folder is ``<parent>/.<name>.partial-<pid>-<random>/``
+_ACTIVE = set()          # the temporary folders this process is writing
+
+
+def temp_prefix(path):
+    """The name prefix of the temporary folders ``atomic_path(path)`` creates next to ``path``."""
+    return f".{Path(path).name}{TEMP_TAG}{os.getpid()}-"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:      # e.g. PermissionError: it exists, run by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path):
+    """Remove the temporary folders a killed writer of ``path`` left next to it; returns the removed paths.
+
+    Only folders named as ``atomic_path(path)`` names them are considered, and one is kept while the process that
+    created it still runs (another process writing the same output) or while this process is writing it.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(f".{path.name}{TEMP_TAG}") + r"(\d+)-[A-Za-z0-9_]+")
+    removed = []
+    for entry in path.parent.iterdir():
+        m = pattern.fullmatch(entry.name)
+        if m is None or entry.is_symlink() or not entry.is_dir() or entry in _ACTIVE:
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
 
 
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
 
-    Works for files and for directories (the caller creates whichever it needs at the yielded path).
+    Works for files and for directories (the caller creates whichever it needs at the yielded path). The
+    temporary path is ``<parent>/.<name>.partial-<pid>-<random>/<name>``: it keeps ``path``'s name (so its
+    extension), and stale ones of earlier killed runs are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    remove_stale_temps(path)
+    folder = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))
+    _ACTIVE.add(folder)
+    tmp = folder / path.name
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():
@@ -28,7 +77,14 @@ def atomic_path(path):
             path.unlink()
         os.replace(tmp, path)
     finally:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        _ACTIVE.discard(folder)
+
+
+def write_bytes(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path, obj):
