@@ -20,13 +20,14 @@ def main():
     args = ap.parse_args()
     cfg = read_stage_config(Prepare, args.params)
     src, tgt = cfg.source, cfg.target
-    jobs = [("source", src.dataset, src.root, src.split),
-            ("target_train", tgt.dataset, tgt.root, tgt.train_split),
-            ("target_val", tgt.dataset, tgt.root, tgt.val_split)]
+    selection = {"conditions": src.conditions, "sequences": src.sequences}
+    jobs = [("source", src.dataset, src.root, src.split, selection),
+            ("target_train", tgt.dataset, tgt.root, tgt.train_split, {}),
+            ("target_val", tgt.dataset, tgt.root, tgt.val_split, {})]
     # Each split is its own DVC output, written atomically by prepare_split.
-    for name, dataset, root, split in jobs:
+    for name, dataset, root, split, options in jobs:
         prepare_split(dataset, root, split, Path(args.out) / name, (cfg.height, cfg.width),
-                      min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle)
+                      min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle, **options)
 
 
 if __name__ == "__main__":

@@ -10,16 +10,22 @@ from videoda.errors import DataError
 from videoda.utils.io import atomic_path
 
 
-def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int = 1, ignore_ego_vehicle=True):
+def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int = 1, ignore_ego_vehicle=True,
+                  conditions=None, sequences=None):
     """Convert every video of ``root/split`` into ``out_dir/<name>.npz``; returns the written paths.
 
     ``ignore_ego_vehicle`` (VIPER only): void the car region under the camera, as on real VIPER data.
+    ``conditions`` / ``sequences`` (VIPER only): which sequences to convert (``viper.select_sequences``; None for
+    both: every sequence).
     ``out_dir`` appears complete or not at all: it is built in a temporary folder and renamed at the end.
     """
     def load_viper(spec, size):
         return viper.load_sequence(spec, size, ignore_ego_vehicle=ignore_ego_vehicle)
 
-    readers = {"viper": (viper.list_sequences, load_viper),
+    def list_viper(root, split):
+        return viper.list_sequences(root, split, conditions=conditions, sequences=sequences)
+
+    readers = {"viper": (list_viper, load_viper),
                "cityscapes_vps": (cityscapes_vps.list_clips, cityscapes_vps.load_clip)}
     if dataset not in readers:
         raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(readers)})")
