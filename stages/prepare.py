@@ -20,14 +20,15 @@ def main():
     args = ap.parse_args()
     cfg = read_stage_config(Prepare, args.params)
     src, tgt = cfg.source, cfg.target
-    jobs = [("source", src.dataset, src.root, src.split),
-            ("target_train", tgt.dataset, tgt.root, tgt.train_split),
-            ("target_val", tgt.dataset, tgt.root, tgt.val_split)]
+    selection = {"conditions": src.conditions, "sequences": src.sequences}
+    jobs = [("source", src.dataset, src.root, src.split, selection),
+            ("target_train", tgt.dataset, tgt.root, tgt.train_split, {}),
+            ("target_val", tgt.dataset, tgt.root, tgt.val_split, {})]
     # Every split of both datasets is listed and checked (roots, split folders, file names, lengths) before any
     # frame is decoded: a bad target root fails at once, not after the whole source has been converted.
-    specs = [list_split(dataset, root, split, cfg.min_frames) for _, dataset, root, split in jobs]
+    specs = [list_split(dataset, root, split, cfg.min_frames, **options) for _, dataset, root, split, options in jobs]
     # Each split is its own DVC output, written atomically by prepare_split.
-    for (name, dataset, root, split), split_specs in zip(jobs, specs):
+    for (name, dataset, root, split, _), split_specs in zip(jobs, specs):
         prepare_split(dataset, root, split, Path(args.out) / name, (cfg.height, cfg.width),
                       min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle, specs=split_specs)
 

@@ -32,8 +32,9 @@ def main():
     torch.set_num_threads(cfg.train.threads)
     model = build_model(cfg.model)
     optimizer = segmentation_optimizer(model, cfg.train.optim)
+    # Frame t of every pair is labelled: VIPER may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5.
     sampler = PairSampler(load_split(args.data, args.split), cfg.tau, cfg.train.batch_size, cfg.seed,
-                          require_label=args.split != "source", hflip=cfg.train.hflip)
+                          require_label=True, hflip=cfg.train.hflip)
     result = train(model, optimizer, sampler.sample, supervised_forward, [segmentation_loss], cfg.train.iterations,
                    args.curve, power=cfg.train.optim.poly_power, description=args.stage)
     save_checkpoint(args.out, model, {"stage": args.stage})

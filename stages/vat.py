@@ -39,7 +39,8 @@ def main():
     model, _ = load_checkpoint(args.init)
     t = cfg.train
     optimizer = segmentation_optimizer(model, t.optim)
-    batches = VATBatches(PairSampler(load_split(args.data, "source"), cfg.tau, t.batch_size, cfg.seed, hflip=t.hflip),
+    batches = VATBatches(PairSampler(load_split(args.data, "source"), cfg.tau, t.batch_size, cfg.seed,
+                                     require_label=True, hflip=t.hflip),       # source frame t is labelled
                          PairSampler(load_split(args.data, "target_train"), cfg.tau, t.batch_size, cfg.seed + 1,
                                      hflip=t.hflip))
     objective = vat_objective(discriminator=cfg.discriminator, disc_input=cfg.disc_input, dice=cfg.dice,

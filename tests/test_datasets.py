@@ -74,10 +74,10 @@ def cs_expected(ids):
 
 @pytest.fixture
 def viper_root(tmp_path):
-    """3 sequences x 6 frames written by our writer, in a shuffled order."""
+    """3 sequences x 6 consecutive frames (10..15) written by our writer, in a shuffled order."""
     root = tmp_path / "viper"
     for seq in (1, 2, 3):
-        for index in (60, 10, 40, 20, 50, 30):
+        for index in (15, 10, 13, 11, 14, 12):
             viper.write_frame(root, "train", seq, index, image(seq * 100 + index), viper_ids(seq + index))
     return root
 
@@ -103,7 +103,7 @@ def assert_no_output(out_dir):
 def test_viper_round_trip(viper_root, tmp_path):
     specs = viper.list_sequences(viper_root, "train")
     assert [s.name for s in specs] == ["001", "002", "003"]
-    assert specs[0].frame_names == [f"001_{i:05d}" for i in (10, 20, 30, 40, 50, 60)]
+    assert specs[0].frame_names == [f"001_{i:05d}" for i in range(10, 16)]
     assert specs[0].labels[0] == viper_root / "train" / "cls" / "001" / "001_00010.png"
 
     out = tmp_path / "source"
@@ -112,10 +112,10 @@ def test_viper_round_trip(viper_root, tmp_path):
     clip = load_clip(out / "002.npz")
     assert clip.images.shape == (6, H, W, 3) and clip.images.dtype == np.uint8
     assert clip.labeled.all()
-    for t, index in enumerate((10, 20, 30, 40, 50, 60)):
+    for t, index in enumerate(range(10, 16)):
         np.testing.assert_array_equal(clip.images[t], image(200 + index))
         np.testing.assert_array_equal(clip.labels[t], viper_expected(viper_ids(2 + index)))
-    assert list(clip.frame_names) == [f"002_{i:05d}" for i in (10, 20, 30, 40, 50, 60)]
+    assert list(clip.frame_names) == [f"002_{i:05d}" for i in range(10, 16)]
 
 
 def test_viper_label_png_is_indexed_with_classes_csv_palette(viper_root):
@@ -148,7 +148,7 @@ def hand_viper(root):
     seq_cls.mkdir(parents=True)
     ids = viper_ids(3)
     palette = [c for rgb in VIPER_PALETTE.tolist() for c in rgb]
-    for frame, kind in [(100, "indexed"), (20, "grey"), (10, "colour")]:
+    for frame, kind in [(12, "indexed"), (10, "grey"), (9, "colour")]:
         stem = f"007_{frame:05d}"
         cv2.imwrite(str(seq_img / f"{stem}.png"), cv2.cvtColor(image(frame), cv2.COLOR_RGB2BGR))
         if kind == "indexed":
@@ -159,19 +159,19 @@ def hand_viper(root):
             cv2.imwrite(str(seq_cls / f"{stem}.png"), ids)
         else:
             cv2.imwrite(str(seq_cls / f"{stem}.png"), VIPER_PALETTE[ids][..., ::-1])
-    cv2.imwrite(str(seq_img / "007_00030.jpg"), cv2.cvtColor(smooth(), cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(seq_cls / "007_00030.png"), ids)
+    cv2.imwrite(str(seq_img / "007_00011.jpg"), cv2.cvtColor(smooth(), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(seq_cls / "007_00011.png"), ids)
     return root
 
 
 def test_viper_reads_published_layout(tmp_path):
     root = hand_viper(tmp_path / "viper")
     (spec,) = viper.list_sequences(root, "train")
-    assert spec.frame_names == ["007_00010", "007_00020", "007_00030", "007_00100"]  # numeric order
+    assert spec.frame_names == ["007_00009", "007_00010", "007_00011", "007_00012"]  # numeric order
     clip = viper.load_sequence(spec, SIZE)
     for t in range(4):
         np.testing.assert_array_equal(clip.labels[t], viper_expected(viper_ids(3)))
-    np.testing.assert_array_equal(clip.images[0], image(10))
+    np.testing.assert_array_equal(clip.images[0], image(9))
     assert np.abs(clip.images[2].astype(int) - smooth()).mean() < 4  # the JPG frame, lossy
 
 
@@ -296,7 +296,7 @@ def test_cityscapes_img_all_frames_without_clip_are_an_error(cs_root, tmp_path):
 # ---------------------------------------------------------------- bad inputs
 
 def corrupt_image(root, dataset):
-    path = (root / "train" / "img" / "002" / "002_00030.png" if dataset == "viper"
+    path = (root / "train" / "img" / "002" / "002_00012.png" if dataset == "viper"
             else root / "val" / "img_all" / "synth_000002_000003_leftImg8bit.png")
     path.write_bytes(b"not a png")
     return path.name
@@ -304,7 +304,7 @@ def corrupt_image(root, dataset):
 
 def unknown_label_id(root, dataset):
     if dataset == "viper":
-        path = root / "train" / "cls" / "003" / "003_00060.png"
+        path = root / "train" / "cls" / "003" / "003_00015.png"
         ids = viper_ids(0)
         ids[0, 0] = 40
         label = Image.fromarray(ids)
@@ -319,15 +319,18 @@ def unknown_label_id(root, dataset):
 
 
 def label_size_mismatch(root, dataset):
-    path = (root / "train" / "cls" / "001" / "001_00020.png" if dataset == "viper"
+    path = (root / "train" / "cls" / "001" / "001_00011.png" if dataset == "viper"
             else root / "val" / "labelmap" / "0001_0005_synth_000001_000004_final_mask.png")
     cv2.imwrite(str(path), np.zeros((H, W + 1), np.uint8))
     return path.name
 
 
 def missing_label(root, dataset):
-    path = (root / "train" / "cls" / "001" / "001_00040.png" if dataset == "viper"
-            else root / "val" / "labelmap" / "0002_0010_synth_000002_000009_final_mask.png")
+    if dataset == "viper":   # a frame without a label is unlabelled; a sequence without any is an error
+        for path in (root / "train" / "cls" / "001").iterdir():
+            path.unlink()
+        return "cls/001: no label file"
+    path = root / "val" / "labelmap" / "0002_0010_synth_000002_000009_final_mask.png"
     path.unlink()
     return path.name
 

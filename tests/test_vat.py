@@ -183,7 +183,7 @@ def test_target_labels_never_reach_a_loss(tmp_path):
     labelled, unlabelled = _clips(True, 1), _clips(False, 1)
     assert torch.equal(torch.from_numpy(labelled[0].images), torch.from_numpy(unlabelled[0].images))
     batch = VATBatches(PairSampler(_clips(True, 0), 1, 2, 0), PairSampler(labelled, 1, 2, 1)).sample()
-    assert set(batch) == {"images", "labels", "target_images"}
+    assert set(batch) == {"images", "labels", "labeled", "target_images"}
     a, b = _train_vat(labelled, tmp_path), _train_vat(unlabelled, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)      # the target labels change nothing
 

@@ -3,8 +3,9 @@
 ``eval`` scores label-PNG predictions of any method against Cityscapes-VPS style ground truth with
 mIoU and VPQ^s (see ``videoda.eval_folder``, ``videoda.metrics``). ``segment`` runs a trained model on any video file, writes a
 colourised overlay video and prints a temporal-consistency score (see ``videoda.segment``). ``paper-tables``
-queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``videoda.paper_tables``). Bad input exits with
-status 2 and writes nothing.
+queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``videoda.paper_tables``).
+``vps-img-all`` builds Cityscapes-VPS ``train/img_all/`` from Cityscapes' ``leftImg8bit_sequence`` (see
+``videoda.data.vps_img_all``). Bad input exits with status 2 and writes nothing.
 """
 
 import argparse
@@ -80,6 +81,15 @@ def cmd_paper_tables(args):
         return 2
 
 
+def cmd_vps_img_all(args):
+    from videoda.data.vps_img_all import build_img_all
+
+    clips, frames = build_img_all(args.vps, args.cityscapes, split=args.split, link=args.link,
+                                  overwrite=args.overwrite)
+    print(f"{clips} clips, {frames} frames -> {args.vps}/{args.split}/img_all")
+    return 0
+
+
 def positive_int(text):
     try:
         value = int(text)
@@ -151,6 +161,17 @@ def build_parser():
                                                "(default HEAD; experiments belong to the commit they ran on)")
     p.add_argument("--rerun", action="store_true", help="remove and rerun experiments that already exist")
     p.set_defaults(func=cmd_paper_tables)
+
+    p = sub.add_parser("vps-img-all", help="build Cityscapes-VPS <split>/img_all/ (all 30 frames of each clip) "
+                                           "from Cityscapes' leftImg8bit_sequence")
+    p.add_argument("--vps", required=True, help="Cityscapes-VPS root (holding <split>/img/)")
+    p.add_argument("--cityscapes", required=True, help="Cityscapes root holding leftImg8bit_sequence/, or that "
+                                                       "folder itself")
+    p.add_argument("--split", default="train", help="Cityscapes-VPS split to complete (default train)")
+    p.add_argument("--link", action="store_true", help="hard-link the frames instead of copying them "
+                                                       "(copies across file systems)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing img_all/")
+    p.set_defaults(func=cmd_vps_img_all)
     return parser
 
 

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from videoda.config.common import seed_param
-from videoda.config.fields import _range, choice, flag, integer, number, part, text
+from videoda.config.fields import _range, choice, choice_list, flag, integer, names_or_file, number, part, text
+from videoda.data.classes import VIPER_CONDITIONS
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class SourceDataset:
     root: str = text()
     split: str = text()
     ignore_ego_vehicle: bool = flag()
+    conditions: tuple = choice_list(VIPER_CONDITIONS)    # sequences recorded under these conditions (conditions.csv)
+    sequences: object = names_or_file()                  # or exactly these sequences (ids, or a file of ids)
 
 
 @dataclass(frozen=True)

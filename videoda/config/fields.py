@@ -95,6 +95,17 @@ def str_list(key=None):
     return _field("str_list", key)
 
 
+def choice_list(options, key=None):
+    """A non-empty list of distinct entries of ``options``; read as a tuple."""
+    return _field("choice_list", key, options=tuple(options))
+
+
+def names_or_file(key=None):
+    """None, a non-empty list of names (numbers are read as their decimal text), or a path to a file of names
+    (a non-empty string); a list is read as a tuple of strings, a path as a string."""
+    return _field("names_or_file", key)
+
+
 def flag(key=None):
     return _field("bool", key)
 
@@ -155,6 +166,21 @@ def _read_value(params, key, meta):
         if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
             raise ParamError(f"params.yaml: {key} must be a list of names, got {v!r}")
         return tuple(v)
+    if kind == "choice_list":
+        if not isinstance(v, list) or not v or len(set(map(str, v))) != len(v):
+            raise ParamError(f"params.yaml: {key} must be a non-empty list of distinct values, got {v!r}")
+        for x in v:
+            if x not in meta["options"]:
+                raise ParamError(f"params.yaml: {key}: {x!r} is not one of {list(meta['options'])}")
+        return tuple(v)
+    if kind == "names_or_file":
+        if v is None or (isinstance(v, str) and v):
+            return v
+        ok = isinstance(v, list) and v and all((isinstance(x, str) and x.strip()) or
+                                               (isinstance(x, int) and not isinstance(x, bool)) for x in v)
+        if not ok:
+            raise ParamError(f"params.yaml: {key} must be null, a non-empty list of names or a file path, got {v!r}")
+        return tuple(str(x) for x in v)
     if kind == "float_list":
         if not isinstance(v, list) or not all(_is_number(x) for x in v):
             raise ParamError(f"params.yaml: {key} must be a list of numbers, got {v!r}")

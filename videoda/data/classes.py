@@ -31,6 +31,9 @@ def colorize(labels: np.ndarray) -> np.ndarray:
 
 # --- Label spaces of the real datasets and their maps to our train ids (used by videoda.data.viper/cityscapes_vps).
 
+# VIPER's recorded environmental conditions of a sequence (Richter et al., ICCV 2017); the paper trains on "day".
+VIPER_CONDITIONS = ("day", "sunset", "rain", "night", "snow")
+
 # VIPER (Richter et al. 2017, "Playing for Benchmarks"): class ids 0..31 and colours, in the order of the
 # dataset's classes.csv. ``cls`` PNGs are palette images whose pixel values are these ids.
 VIPER_CLASSES = (

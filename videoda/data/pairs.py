@@ -14,11 +14,13 @@ def load_split(root, split):
 class PairSampler:
     """Draws batches of two frames, t - tau and t, from random clips.
 
-    ``require_label``: only frames t that carry a ground-truth label are drawn (the oracle on Cityscapes-VPS,
-    where 1 frame in 5 is labelled); frame t - tau keeps whatever label it has (often none, i.e. ignore).
+    ``require_label``: only frames t that carry a ground-truth label are drawn (every supervised sampler: VIPER
+    may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5 for the oracle); frame t - tau keeps
+    whatever label it has (often none, i.e. ignore). With every frame labelled it draws exactly the same pairs.
     ``pair_labels(clip, t_ref, t) -> (2, H, W)``: where the labels of a pair come from, before any flip
     (default: the clip's labels; VST passes online-refined pseudo labels, Eq. 12).
-    Returns uint8 images (B, 2, H, W, 3) and int64 labels (B, 2, H, W), index 0 = t - tau, 1 = t.
+    Returns uint8 images (B, 2, H, W, 3), int64 labels (B, 2, H, W) and ``labeled`` (B, 2) bool, the clip's
+    ground-truth flags of the two frames (whatever ``pair_labels`` returns), index 0 = t - tau, 1 = t.
     """
 
     def __init__(self, clips, tau, batch_size, seed, require_label=False, hflip=True, pair_labels=None):
@@ -40,7 +42,7 @@ class PairSampler:
     def sample(self):
         picks = self.rng.integers(len(self.index), size=self.batch_size)
         flips = self.rng.random(self.batch_size) < 0.5 if self.hflip else np.zeros(self.batch_size, bool)
-        images, labels = [], []
+        images, labels, labeled = [], [], []
         for k, flip in zip(picks, flips):
             ci, t = self.index[k]
             clip = self.clips[ci]
@@ -49,5 +51,7 @@ class PairSampler:
                 im, lb = im[:, :, ::-1], lb[:, :, ::-1]
             images.append(im)
             labels.append(lb)
+            labeled.append(np.asarray(clip.labeled, bool)[[t - self.tau, t]])
         return {"images": torch.from_numpy(np.ascontiguousarray(np.stack(images))),
-                "labels": torch.from_numpy(np.ascontiguousarray(np.stack(labels))).long()}
+                "labels": torch.from_numpy(np.ascontiguousarray(np.stack(labels))).long(),
+                "labeled": torch.from_numpy(np.stack(labeled))}

@@ -12,10 +12,16 @@ from videoda.utils.io import atomic_path
 READERS = ("viper", "cityscapes_vps")
 
 
-def list_split(dataset: str, root, split: str, min_frames: int = 1) -> list:
+def list_split(dataset: str, root, split: str, min_frames: int = 1, conditions=None, sequences=None) -> list:
     """The videos of ``root/split`` as VideoSpecs, checked without decoding a frame: the dataset name, the root and
-    split folders, the file names and label files, and every video's length (``min_frames``)."""
-    listings = {"viper": viper.list_sequences, "cityscapes_vps": cityscapes_vps.list_clips}
+    split folders, the file names and label files, and every video's length (``min_frames``).
+
+    ``conditions`` / ``sequences`` (VIPER only): which sequences to convert (``viper.select_sequences``; None for
+    both: every sequence)."""
+    def list_viper(root, split):
+        return viper.list_sequences(root, split, conditions=conditions, sequences=sequences)
+
+    listings = {"viper": list_viper, "cityscapes_vps": cityscapes_vps.list_clips}
     if dataset not in listings:
         raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(listings)})")
     specs = listings[dataset](root, split)  # raises on a missing root/split folder or an empty split
@@ -27,12 +33,13 @@ def list_split(dataset: str, root, split: str, min_frames: int = 1) -> list:
 
 
 def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int = 1, ignore_ego_vehicle=True,
-                  specs=None):
+                  specs=None, **selection):
     """Convert every video of ``root/split`` into ``out_dir/<name>.npz``; returns the written paths.
 
     ``ignore_ego_vehicle`` (VIPER only): void the car region under the camera, as on real VIPER data.
     ``specs``: the split's ``list_split`` result, when the caller has listed it already (it is listed here
-    otherwise). ``out_dir`` appears complete or not at all: it is built in a temporary folder and renamed at the end.
+    otherwise, with ``selection``: ``conditions`` / ``sequences``). ``out_dir`` appears complete or not at all: it
+    is built in a temporary folder and renamed at the end.
     """
     def load_viper(spec, size):
         return viper.load_sequence(spec, size, ignore_ego_vehicle=ignore_ego_vehicle)
@@ -44,7 +51,7 @@ def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int
     if len(size) != 2 or min(size) < 1:
         raise DataError(f"size: expected (H, W) with positive entries, got {size}")
     if specs is None:
-        specs = list_split(dataset, root, split, min_frames)
+        specs = list_split(dataset, root, split, min_frames, **selection)
     load = loaders[dataset]
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:

@@ -377,7 +377,8 @@ def inverse_map(table):
 
 def write_benchmark(out, cfg, progress=lambda xs, **_: xs):
     """Render the benchmark of ``cfg`` (``videoda.config.Synth``) into ``out/{viper,cityscapes_vps,flow_gt}``:
-    source sequences in VIPER's layout (every frame labelled, VIPER ids), target train and val clips in
+    source sequences in VIPER's layout (every frame labelled, VIPER ids, all recorded as "day" in
+    ``conditions.csv``), target train and val clips in
     Cityscapes-VPS's (labels on every ``label_every``-th frame), and each target clip's exact forward flow as
     ``flow_gt/<split>/<clip>.npy``. Each of the three folders appears complete or not at all."""
     source_style, target_style = make_styles(cfg.shift, cfg.seed)
@@ -386,6 +387,8 @@ def write_benchmark(out, cfg, progress=lambda xs, **_: xs):
     frames, out = cfg.frames_per_clip, Path(out)
     with atomic_path(out / "viper") as viper_root, atomic_path(out / "cityscapes_vps") as vps_root, \
             atomic_path(out / "flow_gt") as flow_root:
+        # VIPER's per-sequence conditions: every source sequence is "day", the paper's training condition
+        viper.write_conditions(viper_root, "train", {i + 1: "day" for i in range(counts["source"])})
         jobs = [("source", "train", i) for i in range(counts["source"])]
         jobs += [("target", split, i) for split in ("train", "val") for i in range(counts[split])]
         for k, (domain, split, i) in enumerate(progress(jobs, description="synth")):

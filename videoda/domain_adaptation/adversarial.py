@@ -36,7 +36,8 @@ def unlabelled(batch):
 
 
 class VATBatches:
-    """Joint batches: source ``images``/``labels`` (B, 2, ...) and ``target_images`` (B, 2, H, W, 3), no labels."""
+    """Joint batches: source ``images``/``labels`` (B, 2, ...) with their ``labeled`` flags (B, 2) and
+    ``target_images`` (B, 2, H, W, 3), no labels."""
 
     def __init__(self, source_sampler, target_sampler):
         self.source, self.target = source_sampler, target_sampler
@@ -44,7 +45,8 @@ class VATBatches:
     def sample(self):
         src = self.source.sample()
         tgt = unlabelled(self.target.sample())
-        return {"images": src["images"], "labels": src["labels"], "target_images": tgt["images"]}
+        return {"images": src["images"], "labels": src["labels"], "labeled": src["labeled"],
+                "target_images": tgt["images"]}
 
 
 def adversarial_forward(model, batch):
@@ -62,7 +64,11 @@ def discriminator_input(logits, kind):
 
 
 class DiceTerm:
-    """``weight`` times the tube matching loss (``mode="tube"``) or its single-frame version, on source pairs."""
+    """``weight`` times the tube matching loss (``mode="tube"``) or its single-frame version, on source pairs.
+
+    With the batch's ``labeled`` flags (``PairSampler``), the tube loss counts only pairs whose two frames are
+    labelled (the single-frame loss only labelled frames): with VIPER labelled on a subset of frames a pair may
+    hold an unlabelled frame t - tau. Every frame labelled (the paper's setting): the plain batch mean."""
 
     def __init__(self, mode, weight=1.0):
         if mode not in ("single", "tube"):
@@ -71,7 +77,8 @@ class DiceTerm:
         self.weight = weight
 
     def __call__(self, outputs, batch):
-        return {"dice": self.weight * self.loss(outputs["logits"].softmax(dim=2), batch["labels"])}
+        return {"dice": self.weight * self.loss(outputs["logits"].softmax(dim=2), batch["labels"],
+                                                labeled=batch.get("labeled"))}
 
 
 class AdversarialTerm:

@@ -40,25 +40,43 @@ def _soft_dice_loss(probs, labels, dims, eps):
     return (1 - dice).sum(-1)
 
 
-def tube_dice_loss(probs, labels, eps=1.0):
+def tube_dice_loss(probs, labels, eps=1.0, labeled=None):
     """The tube matching loss (Eq. 6-7), averaged over the batch.
 
     ``probs`` (B, T, C, H, W): per-frame softmax predictions of the T frames of each sample (T = 2: t - tau, t);
     ``labels`` (B, T, H, W). For every class, one Dice coefficient over the whole space-time tube
     (all T frames together), then ``sum_k (1 - Dice_k)``.
+    ``labeled`` (B, T) bool, the frames' ground-truth flags: only samples whose T frames are all labelled count
+    (a tube with an unlabelled frame would match a prediction against half a tube); None: every sample.
     """
     _check_video(probs, labels)
-    return _soft_dice_loss(probs, labels, dims=(1, 3, 4), eps=eps).mean()
+    losses = _soft_dice_loss(probs, labels, dims=(1, 3, 4), eps=eps)                         # (B,)
+    return _masked_mean(losses, probs, None if labeled is None else labeled.all(dim=1))
 
 
-def single_frame_dice_loss(probs, labels, eps=1.0):
+def single_frame_dice_loss(probs, labels, eps=1.0, labeled=None):
     """Table 3's model-(3): the image-level degradation of the tube loss, L_tube(P_i, y_i) on each frame.
 
     The Dice sums run over one frame at a time; the per-frame losses are averaged over the T frames (so the
-    term has the tube loss's scale) and over the batch.
+    term has the tube loss's scale) and over the batch. ``labeled`` (B, T) bool: only labelled frames count.
     """
     _check_video(probs, labels)
-    return _soft_dice_loss(probs, labels, dims=(3, 4), eps=eps).mean()
+    return _masked_mean(_soft_dice_loss(probs, labels, dims=(3, 4), eps=eps), probs, labeled)
+
+
+def _masked_mean(losses, probs, keep):
+    """The mean of ``losses`` where ``keep``; every entry when ``keep`` is None or all True (the very same
+    computation as an unmasked mean), and 0 with a gradient path when nothing is kept."""
+    if keep is None:
+        return losses.mean()
+    keep = keep.to(losses.device, torch.bool)
+    if keep.shape != losses.shape:
+        raise ValueError(f"expected labeled flags of shape {tuple(losses.shape)}, got {tuple(keep.shape)}")
+    if bool(keep.all()):
+        return losses.mean()
+    if not bool(keep.any()):
+        return probs.sum() * 0.0
+    return losses[keep].mean()
 
 
 def _check_video(probs, labels):

@@ -85,7 +85,7 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
     """
     device = next(model.parameters()).device
     train_cfg, occlusion = cfg.train, cfg.labels.occlusion
-    source = (PairSampler(source_clips, cfg.tau, train_cfg.batch_size, cfg.seed + 1)
+    source = (PairSampler(source_clips, cfg.tau, train_cfg.batch_size, cfg.seed + 1, require_label=True)
               if cfg.lambda_source > 0 else None)
     rows = []
     for r in range(cfg.rounds):
