@@ -1,6 +1,6 @@
 """Stage `evaluate`: score every trained model on the target validation clips.
 
-Writes ``reports/metrics.json`` (nested per model: mIoU with per-class IoU, VPQ^s per window size k; ``final``:
+Writes ``reports/scores.json`` (the headline: mIoU and VPQ^s per model), ``reports/metrics.json`` (nested per model: mIoU with per-class IoU, VPQ^s per window size k; ``final``:
 the selected ``method``'s model, see ``videoda/presets.py``),
 the predictions as label PNGs (so ``videoda eval`` can re-score them), confusion matrices and
 qualitative strips (input | prediction | ground truth).
@@ -14,7 +14,7 @@ from videoda.config.evaluation import Evaluate
 from videoda.config.fields import read_stage_config
 from videoda.data.pairs import load_split
 from videoda.errors import ParamError, run_stage
-from videoda.evaluate import evaluate_models
+from videoda.evaluate import evaluate_models, headline_scores
 from videoda.utils.io import atomic_path, write_json
 
 
@@ -32,7 +32,8 @@ def main():
     ap.add_argument("--model", action="append", required=True, metavar="NAME=PATH", type=checkpoint_spec,
                     help="a checkpoint to evaluate, e.g. source_only=models/source_only.pt (repeatable)")
     ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--metrics", default="reports/metrics.json")
+    ap.add_argument("--metrics", default="reports/metrics.json", help="every figure, per class and per window")
+    ap.add_argument("--scores", default="reports/scores.json", help="the headline: mIoU and VPQ^s per model")
     ap.add_argument("--predictions", default="data/predictions")
     ap.add_argument("--figures", default="reports/figures")
     args = ap.parse_args()
@@ -43,6 +44,7 @@ def main():
         fig_root.mkdir()
         metrics = evaluate_models(args.model, clips, pred_root, fig_root, cfg)
     write_json(args.metrics, metrics)
+    write_json(args.scores, headline_scores(metrics))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from rich.progress import track
 from videoda.config.fields import read_stage_config
 from videoda.config.self_training import PseudoLabelStage
 from videoda.data.pairs import load_split
-from videoda.domain_adaptation.pseudo_label_analysis import pseudo_labels_report
+from videoda.domain_adaptation.pseudo_label_analysis import pseudo_labels_report, pseudo_labels_summary
 from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, write_pseudo_labels
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
@@ -31,7 +31,8 @@ def main():
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--flow", default="data/flow/target_train.h5")
     ap.add_argument("--out", default="data/pseudo_labels")
-    ap.add_argument("--report", default="reports/pseudo_labels.json")
+    ap.add_argument("--report", default="reports/pseudo_labels.json", help="every figure of the labels")
+    ap.add_argument("--summary", default="reports/p_miou.json", help="the headline: P-mIoU, proportion, Table 7")
     args = ap.parse_args()
     cfg = read_stage_config(PseudoLabelStage, args.params)
     torch.manual_seed(cfg.seed)
@@ -44,6 +45,7 @@ def main():
     with atomic_path(args.out) as out:
         write_pseudo_labels(out, clips, labels)
     write_json(args.report, report)
+    write_json(args.summary, pseudo_labels_summary(report))
 
 
 if __name__ == "__main__":

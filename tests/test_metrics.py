@@ -321,3 +321,22 @@ def test_stage_and_cli_share_one_evaluator(tmp_path, monkeypatch):
     assert stage_report == report and np.array_equal(stage_mat, mat)
     assert len(list(out.glob("*.png"))) == 5
     assert evaluate_folder(out, tmp_path / "gt") == full
+
+
+def test_headline_scores_lead_with_the_methods_result():
+    from videoda.evaluate import headline_scores
+
+    entry = lambda miou, vpq: {"miou": miou, "iou": {}, "vpq": {"k0": 1.0, "mean": vpq}}  # noqa: E731
+    metrics = {"source_only": entry(22.0, 10.5), "vst": entry(41.6, 27.1), "final": entry(41.6, 27.1)}
+    scores = headline_scores(metrics)
+    assert list(scores) == ["final", "source_only", "vst"]
+    assert scores["source_only"] == {"miou": 22.0, "vpq": 10.5}
+
+
+def test_pseudo_label_summary_keeps_the_headline_and_table7():
+    from videoda.domain_adaptation.pseudo_label_analysis import pseudo_labels_summary
+
+    report = {"generator": "clip_agg", "proportion": 80.2, "p_miou": 48.6, "p_iou": {"road": 97.0},
+              "thresholds": {"road": 0.99}}
+    assert pseudo_labels_summary(report) == {"p_miou": 48.6, "proportion": 80.2}
+    assert pseudo_labels_summary({**report, "table7": {"0.4": {}}})["table7"] == {"0.4": {}}

@@ -72,3 +72,10 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg):
     if cfg.final_model in metrics:
         metrics["final"] = metrics[cfg.final_model]
     return metrics
+
+
+def headline_scores(metrics):
+    """The headline of ``metrics`` (``evaluate_models``' report): mIoU and mean VPQ^s per model, the method's
+    ``final`` first; ``reports/scores.json``, the columns ``dvc exp show`` leads with."""
+    order = sorted(metrics, key=lambda name: name != "final")
+    return {name: {"miou": metrics[name]["miou"], "vpq": metrics[name]["vpq"]["mean"]} for name in order}

@@ -293,7 +293,9 @@ def table7_section(found, seeds):
             values, reached = [], []
             for s in seeds:
                 exp = found.get(exp_name(TABLE7_EXPERIMENT, s))
-                t7 = ((exp or {}).get("metrics", {}).get("reports/pseudo_labels.json") or {}).get("table7", {})
+                found_metrics = (exp or {}).get("metrics", {})      # Table 7 moved to p_miou.json; older runs
+                t7 = (found_metrics.get("reports/p_miou.json") or found_metrics.get("reports/pseudo_labels.json")
+                      or {}).get("table7", {})
                 if key in t7:
                     values.append(t7[key][gen]["p_miou"])
                     reached.append(t7[key][gen]["proportion"])

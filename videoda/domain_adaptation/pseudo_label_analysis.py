@@ -64,3 +64,10 @@ def pseudo_labels_report(model, clips, store, labels, theta, cfg, tau, progress=
     return {"generator": cfg.kind, **pseudo_label_report(labels, clips),
             "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, theta)},
             **analyse(model, clips, store, labels, cfg, tau, progress)}
+
+
+def pseudo_labels_summary(report):
+    """The headline of ``pseudo_labels_report``: P-mIoU and the proportion labelled, and Table 7 when it was
+    asked for (``reports/p_miou.json``, the columns ``dvc exp show`` leads with)."""
+    keys = ("p_miou", "proportion", "table7")
+    return {k: report[k] for k in keys if k in report}
