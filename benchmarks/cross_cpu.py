@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from videoda.config.fields import read_params
 from videoda.numerics import FORCED, MODE_VARIABLE, PINS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,10 +52,11 @@ def stage_commands(iterations):
 
 
 def write_params(folder, iterations):
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    """The repository's params.yaml (as written: the preset is applied by stage resolve_params) made small."""
+    params = read_params(REPO / "params.yaml")
     for section, values in SMALL.items():
-        params[section].update(values)
-    params["train_source"]["iterations"] = iterations
+        params.get(section).update(values)
+    params.get("train_source").update(iterations=iterations)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -2,6 +2,6 @@
 
 from videoda import numerics as _numerics
 
-_numerics.pin()    # before numpy, torch and OpenCV load: the same results on any x86-64 CPU with AVX2
+_numerics.pin()    # before numpy, torch and OpenCV load (README "Reproducibility across CPUs")
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Pin the CPU numerics, so that the same params give byte-identical results on any x86-64 CPU with AVX2.
+"""Pin the CPU numerics: the same code paths, hence the same bytes, on x86-64 CPUs with AVX2, as far as the
+libraries have switches (README "Reproducibility across CPUs" says what is and is not pinned).
 
 The libraries under the pipeline pick their code paths from the CPU they run on, and different code paths round
 differently (vector width, fused multiply-add, reduction order): a model trained on an AVX-512 CPU differs from
@@ -10,7 +11,7 @@ script and benchmark imports ``videoda`` first. This module imports only the sta
 A pin is a default (``os.environ.setdefault``): a variable the user set explicitly wins, except
 ``OPENBLAS_CORETYPE``, which some machines set for their own reasons and which is therefore overridden.
 ``VIDEODA_NUMERICS=native`` turns every pin off (each library then uses the fastest code for this CPU; results
-are reproducible on this CPU model only). ``state()`` reports what is in effect (README "Reproducibility").
+are reproducible on this CPU model only). ``state()`` reports what is in effect.
 """
 
 import os
@@ -27,7 +28,7 @@ PINS = {
     # MKL (torch's BLAS on x86): conditional numerical reproducibility. COMPATIBLE is the one branch that is
     # honoured on every vendor's CPU (MKL ignores the AVX2 branch on AMD CPUs: mkl_cbwr_get reports AUTO there)
     "MKL_CBWR": ("COMPATIBLE", "MKL BLAS: the vendor-independent code branch"),
-    # numpy's runtime SIMD dispatch: the AVX2 (x86-64-v3) targets at most
+    # numpy's runtime SIMD dispatch: the AVX2 (x86-64-v3) targets at most (names of numpy >= 2.4; see below)
     "NPY_DISABLE_CPU_FEATURES": ("X86_V4 AVX512_ICL AVX512_SPR", "numpy: no AVX-512 dispatch targets"),
     # OpenCV: its own dispatched AVX-512 kernels off, and Intel IPP off (IPP picks its code by CPU model)
     "OPENCV_CPU_DISABLE": ("AVX512F,AVX512-SKX", "OpenCV: no AVX-512 dispatched kernels"),
@@ -44,6 +45,19 @@ FORCED = {
 }
 
 LIBRARIES = ("numpy", "torch", "cv2")
+
+# numpy before 2.4 names its AVX-512 dispatch targets one by one (it ignores names it does not know)
+NUMPY_AVX512_BEFORE_2_4 = "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
+
+
+def numpy_avx512_targets():
+    """The value of NPY_DISABLE_CPU_FEATURES for the installed numpy (read from its metadata, not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        major, minor = (int(part) for part in version("numpy").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return PINS["NPY_DISABLE_CPU_FEATURES"][0]
+    return PINS["NPY_DISABLE_CPU_FEATURES"][0] if (major, minor) >= (2, 4) else NUMPY_AVX512_BEFORE_2_4
 
 
 def cpu_flags():
@@ -71,6 +85,8 @@ def pin():
         raise SystemExit(f"error: {MODE_VARIABLE} must be 'pinned' or 'native', not {os.environ[MODE_VARIABLE]!r}")
     late = [name for name in LIBRARIES if name in sys.modules]
     for name, (value, _) in PINS.items():
+        if name == "NPY_DISABLE_CPU_FEATURES":
+            value = numpy_avx512_targets()
         os.environ.setdefault(name, value)
     if "avx2" in cpu_flags():
         for name, (value, _) in FORCED.items():
