@@ -19,6 +19,8 @@ code paths and how far their flows differ; they are NOT a measurement of the mod
 Usage (repo root, venv active):  python benchmarks/flownet2_speed.py [--rounds 2 --runs 3 --compile --json F]
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 import json
 import os

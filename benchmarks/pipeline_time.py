@@ -4,6 +4,8 @@ Usage (from the repo root, with the venv active):  python benchmarks/pipeline_ti
 Copies the git-tracked files to a temporary folder, so the figures are those of a fresh clone.
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 import os
 import platform

@@ -12,6 +12,8 @@ Usage (repo root, after ``dvc repro``):
 ``""`` is the default setting; ``--device cuda`` trains on a GPU (numbers differ slightly from the CPU's).
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 import json
 import multiprocessing as mp

@@ -6,6 +6,8 @@ the predictions as label PNGs (so ``videoda eval`` can re-score them), confusion
 qualitative strips (input | prediction | ground truth).
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 
 import torch

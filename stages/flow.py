@@ -7,6 +7,8 @@ the configured backend, the ``flow.compare`` methods and the zero flow against t
 ``reports/flow.json``; a ptlflow model to compare whose checkpoint is not found offline is listed as not run.
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 
 import cv2

@@ -4,6 +4,8 @@ Later stages read ``data/prepared/{source,target_train,target_val}/*.npz`` and n
 came from (VIPER or the embedded benchmark as source, Cityscapes-VPS or the embedded benchmark as target).
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 from pathlib import Path
 

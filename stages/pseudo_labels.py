@@ -8,6 +8,8 @@ cut-out refinement (Eq. 12) keeps; with ``vst.equal_proportions``, Table 7: P-mI
 tuned to the same proportions.
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 
 import torch

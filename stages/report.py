@@ -7,6 +7,8 @@ colours. The drawing lives in the package ``videoda/report/`` (charts with matpl
 OpenCV).
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 
 import cv2

@@ -6,6 +6,8 @@ by several methods (e.g. AdaptSegNet's warm-up under CBST*, CRST* and IAST) is t
 DVC's run cache. Every stage's values are checked before any file is written.
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 from pathlib import Path
 

@@ -6,6 +6,8 @@
   (T - 1, H, W, 2), flow[t] maps frame t to frame t + 1 in pixels (x, y).
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 
 from rich.progress import track

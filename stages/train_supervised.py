@@ -4,6 +4,8 @@
 `train_oracle` trains the same way on the labelled target-train frames (the paper's upper bound).
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 
 import torch

@@ -6,6 +6,8 @@ D_V is updated in alternation. ``vat.discriminator``, ``vat.disc_input`` and ``v
 baselines (AdaptSegNet, ADVENT) and the rows of Table 3 (see the README).
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 
 import torch

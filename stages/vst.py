@@ -3,6 +3,8 @@
 regenerates them with the current model (the same generator), then trains again.
 """
 
+import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
+
 import argparse
 import time
 

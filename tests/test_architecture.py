@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROOTS = ("videoda", "stages", "benchmarks")
 
 LAYERS = [
-    ("errors", ["videoda", "videoda.errors"]),
+    ("errors", ["videoda", "videoda.errors", "videoda.numerics"]),
     ("io", ["videoda.utils", "videoda.utils.io", "videoda.utils.images", "videoda.presets"]),
     ("data", ["videoda.data", "videoda.data.*"]),
     ("model and flow", ["videoda.model", "videoda.model.*", "videoda.flow", "videoda.flow.*", "videoda.metrics",

@@ -1,0 +1,125 @@
+"""Pin the CPU numerics: the same code paths, hence the same bytes, on x86-64 CPUs with AVX2, as far as the
+libraries have switches (README "Reproducibility across CPUs" says what is and is not pinned).
+
+The libraries under the pipeline pick their code paths from the CPU they run on, and different code paths round
+differently (vector width, fused multiply-add, reduction order): a model trained on an AVX-512 CPU differs from
+one trained on an AVX2 CPU, and the differences grow over hundreds of training steps. Each library has a switch
+that caps or fixes its choice; they are read from the environment when the library loads (or first computes), so
+``pin()`` sets them before numpy, torch and OpenCV are imported: ``videoda/__init__.py`` calls it, and every stage
+script and benchmark imports ``videoda`` first. This module imports only the standard library.
+
+A pin is a default (``os.environ.setdefault``): a variable the user set explicitly wins, except
+``OPENBLAS_CORETYPE``, which some machines set for their own reasons and which is therefore overridden.
+``VIDEODA_NUMERICS=native`` turns every pin off (each library then uses the fastest code for this CPU; results
+are reproducible on this CPU model only). ``state()`` reports what is in effect.
+"""
+
+import os
+import sys
+
+MODE_VARIABLE = "VIDEODA_NUMERICS"      # "pinned" (default) | "native"
+
+# variable -> (value, why); each is read by its library when it loads or first computes
+PINS = {
+    # ATen's own vectorised kernels (elementwise ops, reductions, softmax, upsampling, ...): AVX2, not AVX-512
+    "ATEN_CPU_CAPABILITY": ("avx2", "torch's ATen kernels: AVX2 code even on AVX-512 CPUs"),
+    # oneDNN (torch's CPU convolutions): the highest instruction set its JIT may generate
+    "ONEDNN_MAX_CPU_ISA": ("AVX2", "oneDNN convolutions: AVX2 kernels even on AVX-512 CPUs"),
+    # MKL (torch's BLAS on x86): conditional numerical reproducibility. COMPATIBLE is the one branch that is
+    # honoured on every vendor's CPU (MKL ignores the AVX2 branch on AMD CPUs: mkl_cbwr_get reports AUTO there)
+    "MKL_CBWR": ("COMPATIBLE", "MKL BLAS: the vendor-independent code branch"),
+    # numpy's runtime SIMD dispatch: the AVX2 (x86-64-v3) targets at most (names of numpy >= 2.4; see below)
+    "NPY_DISABLE_CPU_FEATURES": ("X86_V4 AVX512_ICL AVX512_SPR", "numpy: no AVX-512 dispatch targets"),
+    # OpenCV: its own dispatched AVX-512 kernels off, and Intel IPP off (IPP picks its code by CPU model)
+    "OPENCV_CPU_DISABLE": ("AVX512F,AVX512-SKX", "OpenCV: no AVX-512 dispatched kernels"),
+    "OPENCV_IPP": ("disabled", "OpenCV: no Intel IPP (its code depends on the CPU)"),
+    # GNU OpenMP (torch's threads): idle threads sleep instead of spinning; on a busy machine spinning threads
+    # steal the cores the working ones need. It changes no result.
+    "OMP_WAIT_POLICY": ("PASSIVE", "OpenMP: no spinning on busy machines (speed only)"),
+}
+
+# overridden even when already set (a machine-wide setting, not a user's choice for this project); numpy's and
+# OpenCV's bundled OpenBLAS read it. Haswell = AVX2 kernels; set only on CPUs with AVX2 (else it would crash).
+FORCED = {
+    "OPENBLAS_CORETYPE": ("Haswell", "numpy's and OpenCV's OpenBLAS: AVX2 kernels"),
+}
+
+LIBRARIES = ("numpy", "torch", "cv2")
+
+# numpy before 2.4 names its AVX-512 dispatch targets one by one (it ignores names it does not know)
+NUMPY_AVX512_BEFORE_2_4 = "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
+
+
+def numpy_avx512_targets():
+    """The value of NPY_DISABLE_CPU_FEATURES for the installed numpy (read from its metadata, not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        major, minor = (int(part) for part in version("numpy").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return PINS["NPY_DISABLE_CPU_FEATURES"][0]
+    return PINS["NPY_DISABLE_CPU_FEATURES"][0] if (major, minor) >= (2, 4) else NUMPY_AVX512_BEFORE_2_4
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def mode():
+    return os.environ.get(MODE_VARIABLE, "pinned").strip().lower() or "pinned"
+
+
+def pin():
+    """Set the pins (unless ``VIDEODA_NUMERICS=native``). Returns the libraries that were already loaded,
+    for which it comes too late (their own dispatch was fixed when they loaded)."""
+    if mode() == "native":
+        return []
+    if mode() != "pinned":
+        raise SystemExit(f"error: {MODE_VARIABLE} must be 'pinned' or 'native', not {os.environ[MODE_VARIABLE]!r}")
+    late = [name for name in LIBRARIES if name in sys.modules]
+    for name, (value, _) in PINS.items():
+        if name == "NPY_DISABLE_CPU_FEATURES":
+            value = numpy_avx512_targets()
+        os.environ.setdefault(name, value)
+    if "avx2" in cpu_flags():
+        for name, (value, _) in FORCED.items():
+            os.environ[name] = value
+    return late
+
+
+def state():
+    """The effective numerics of this process (imports numpy, torch and OpenCV, and runs one tiny convolution
+    and one matrix product): {switch: value}. The tests assert it is pinned in every stage's process."""
+    import ctypes
+
+    import cv2
+    import numpy as np
+    import torch
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    x = torch.ones(2, 16, 32, 64)        # large enough for torch to run it on oneDNN (ONEDNN_VERBOSE=1 prints it)
+    torch.nn.functional.conv2d(x, torch.ones(16, 16, 3, 3), padding=1)
+    torch.ones(64, 64) @ torch.ones(64, 64)                               # initialises MKL
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    cbwr = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 10: "AVX2", 12: "AVX512"}
+    branch = lib.mkl_serv_cbwr_get(1)          # MKL_CBWR_BRANCH; MKL is linked statically into libtorch_cpu
+    return {
+        "mode": mode(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn_enabled": torch.backends.mkldnn.enabled,
+        "mkl_cbwr_branch": cbwr.get(branch, str(branch)),
+        "numpy_dispatch_enabled": [t for t in __cpu_dispatch__ if __cpu_features__.get(t)],
+        "opencv_cpu_features": cv2.getCPUFeaturesLine(),
+        "opencv_avx512_skx": bool(cv2.checkHardwareSupport(256)),     # cv::CPU_AVX512_SKX
+        "opencv_ipp": bool(cv2.ipp.useIPP()),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "numpy_version": np.__version__,
+    }
