@@ -33,6 +33,8 @@ PINS = {
     # OpenCV: its own dispatched AVX-512 kernels off, and Intel IPP off (IPP picks its code by CPU model)
     "OPENCV_CPU_DISABLE": ("AVX512F,AVX512-SKX", "OpenCV: no AVX-512 dispatched kernels"),
     "OPENCV_IPP": ("disabled", "OpenCV: no Intel IPP (its code depends on the CPU)"),
+    # OpenCV logs a warning that IPP is disabled each time it loads: errors only (decoding errors are raised)
+    "OPENCV_LOG_LEVEL": ("ERROR", "OpenCV: no warning noise in the stage logs"),
     # GNU OpenMP (torch's threads): idle threads sleep instead of spinning; on a busy machine spinning threads
     # steal the cores the working ones need. It changes no result.
     "OMP_WAIT_POLICY": ("PASSIVE", "OpenMP: no spinning on busy machines (speed only)"),
