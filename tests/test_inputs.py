@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from test_pipeline import REPO, ok, stage, tiny_params, write_params, written_files
+from test_pipeline import REPO, ok, stage, synth_and_prepare, tiny_params, write_params, written_files
 from videoda.errors import DataError
 from videoda.utils.images import read_rgb
 from videoda.utils.io import TEMP_TAG, atomic_path, remove_stale_temps
@@ -25,11 +25,7 @@ from videoda.utils.io import TEMP_TAG, atomic_path, remove_stale_temps
 
 @pytest.fixture(scope="module")
 def synth_and_prepared(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("inputs")
-    write_params(cwd, tiny_params())
-    ok(stage(cwd, "synth.py", "--out", "data/synth"))
-    ok(stage(cwd, "prepare.py", "--out", "data/prepared"))
-    return cwd
+    return synth_and_prepare(tmp_path_factory.mktemp("inputs"))
 
 
 def fails_cleanly(result, *names):

@@ -163,10 +163,20 @@ print("PROBE " + json.dumps({"opencv": digest(small, big, gray, flow), "numpy": 
                              "torch": digest(*[p.detach().numpy() for p in model.parameters()], out.detach())}))
 """
 
-# the pinned probe's bytes, recorded on a 2-core AMD EPYC (Zen 4, AVX-512) with these library versions; any x86-64
-# CPU with AVX2 must give the same (CI runs it on whatever CPU it gets)
+# the pinned probe's bytes, recorded on a 2-core AMD EPYC (Zen 4, AVX-512) with these library versions. OpenCV's and
+# numpy's were also reproduced on an emulated Haswell, so any x86-64 CPU with AVX2 must give them; torch's are
+# checked on the CPU model they were recorded on only (README "Reproducibility across CPUs": unverified elsewhere)
 VERSIONS = {"torch": "2.14.1", "numpy": "2.4.6", "cv2": "4.13.0"}
 REFERENCE = {"opencv": "17d92b8b9f58c05a", "numpy": "67ab3668c5959e9c", "torch": "84677fdd1fa5f6b5"}
+REFERENCE_CPU = "AMD EPYC"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
 
 
 def probe(mode="pinned", prefix=()):
@@ -191,7 +201,9 @@ def installed_versions():
 def test_a_pinned_training_step_gives_the_recorded_bytes_on_this_cpu(pinned):
     if installed_versions() != VERSIONS:
         pytest.skip(f"the reference was recorded with {VERSIONS}")
-    assert pinned == REFERENCE
+    assert (pinned["opencv"], pinned["numpy"]) == (REFERENCE["opencv"], REFERENCE["numpy"])
+    if cpu_model() == REFERENCE_CPU:
+        assert pinned["torch"] == REFERENCE["torch"]
 
 
 @pytest.mark.skipif("avx512f" not in FLAGS, reason="unpinned results differ only where the CPU has AVX-512")

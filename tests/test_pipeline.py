@@ -53,13 +53,17 @@ def ok(result):
     return result
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("pipeline")
-    write_params(cwd, tiny_params())
+def synth_and_prepare(cwd, params=None):
+    """The tiny benchmark generated and prepared in ``cwd`` (stages synth and prepare)."""
+    write_params(cwd, params or tiny_params())
     ok(stage(cwd, "synth.py", "--out", "data/synth"))
     ok(stage(cwd, "prepare.py", "--out", "data/prepared"))
     return cwd
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    return synth_and_prepare(tmp_path_factory.mktemp("pipeline"))
 
 
 def test_synth_writes_both_layouts_and_flow(prepared):
