@@ -323,14 +323,14 @@ def test_stage_and_cli_share_one_evaluator(tmp_path, monkeypatch):
     assert evaluate_folder(out, tmp_path / "gt") == full
 
 
-def test_headline_scores_lead_with_the_methods_result():
+def test_headline_scores_are_miou_and_vpq_per_model():
     from videoda.evaluate import headline_scores
 
     entry = lambda miou, vpq: {"miou": miou, "iou": {}, "vpq": {"k0": 1.0, "mean": vpq}}  # noqa: E731
     metrics = {"source_only": entry(22.0, 10.5), "vst": entry(41.6, 27.1), "final": entry(41.6, 27.1)}
     scores = headline_scores(metrics)
-    assert list(scores) == ["final", "source_only", "vst"]
-    assert scores["source_only"] == {"miou": 22.0, "vpq": 10.5}
+    assert list(scores) == ["source_only", "vst"]          # final repeats the method's model
+    assert scores["source_only"] == {"mIoU": 22.0, "VPQ": 10.5}
 
 
 def test_pseudo_label_summary_keeps_the_headline_and_table7():

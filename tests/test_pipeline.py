@@ -90,7 +90,7 @@ def test_train_and_evaluate_end_to_end_and_deterministic(prepared):
     metrics = json.loads((cwd / "reports/metrics.json").read_text())
     assert set(metrics) == {"source_only", "oracle"}
     scores = json.loads((cwd / "reports/scores.json").read_text())
-    assert scores == {m: {"miou": metrics[m]["miou"], "vpq": metrics[m]["vpq"]["mean"]} for m in metrics}
+    assert scores == {m: {"mIoU": metrics[m]["miou"], "VPQ": metrics[m]["vpq"]["mean"]} for m in metrics}
     for m in metrics.values():
         assert len(m["iou"]) == CLASSES and set(m["vpq"]) >= {"k0", "k5", "k10", "k15", "mean"}
         assert 0 <= m["miou"] <= 100

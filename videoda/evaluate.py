@@ -75,7 +75,7 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg):
 
 
 def headline_scores(metrics):
-    """The headline of ``metrics`` (``evaluate_models``' report): mIoU and mean VPQ^s per model, the method's
-    ``final`` first; ``reports/scores.json``, the columns ``dvc exp show`` leads with."""
-    order = sorted(metrics, key=lambda name: name != "final")
-    return {name: {"miou": metrics[name]["miou"], "vpq": metrics[name]["vpq"]["mean"]} for name in order}
+    """The headline of ``metrics`` (``evaluate_models``' report): mIoU and mean VPQ^s per model, for
+    ``reports/scores.json``, the columns ``dvc exp show`` leads with (README "Experiments"). ``final`` is left out:
+    it repeats the method's model."""
+    return {name: {"mIoU": m["miou"], "VPQ": m["vpq"]["mean"]} for name, m in metrics.items() if name != "final"}
