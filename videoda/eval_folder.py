@@ -11,16 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from videoda.data.classes import IGNORE_ID, NUM_CLASSES
+from videoda.data.classes import CITYSCAPES_TO_TRAIN, IGNORE_ID, NUM_CLASSES
 from videoda.errors import DataError
-from videoda.utils.images import read_label_png
 from videoda.metrics import score_clips
+from videoda.utils.images import read_label_png
 
 
 def cityscapes_lut() -> np.ndarray:
     """256-entry lookup Cityscapes train id (0..18, 255) -> our train id; -1 for values that are neither."""
-    from videoda.data.classes import CITYSCAPES_TO_TRAIN  # {cityscapes train id: our train id}
-
     lut = np.full(256, -1, dtype=np.int16)
     for cs_id, train_id in CITYSCAPES_TO_TRAIN.items():
         lut[cs_id] = train_id

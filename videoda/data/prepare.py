@@ -9,8 +9,6 @@ from videoda.data.clips import save_clip
 from videoda.errors import DataError
 from videoda.utils.io import atomic_path
 
-READERS = ("viper", "cityscapes_vps")
-
 
 def list_split(dataset: str, root, split: str, min_frames: int = 1, conditions=None, sequences=None) -> list:
     """The videos of ``root/split`` as VideoSpecs, checked without decoding a frame: the dataset name, the root and
