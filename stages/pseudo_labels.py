@@ -18,8 +18,7 @@ from rich.progress import track
 from videoda.config.fields import read_stage_config
 from videoda.config.self_training import PseudoLabelStage
 from videoda.data.pairs import load_split
-from videoda.domain_adaptation.pseudo_label_analysis import pseudo_labels_report, pseudo_labels_summary
-from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, write_pseudo_labels
+from videoda.domain_adaptation.pseudo_label_analysis import make_pseudo_labels, pseudo_labels_summary
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
@@ -41,11 +40,8 @@ def main():
     torch.set_num_threads(cfg.threads)
     model, _ = load_checkpoint(args.model)
     clips = load_split(args.data, "target_train")
-    with FlowStore(args.flow) as store:
-        labels, theta = generate_pseudo_labels(model, clips, store, cfg.labels, progress=track)
-        report = pseudo_labels_report(model, clips, store, labels, theta, cfg.labels, cfg.tau, progress=track)
-    with atomic_path(args.out) as out:
-        write_pseudo_labels(out, clips, labels)
+    with FlowStore(args.flow) as store, atomic_path(args.out) as out:      # each clip's labels as made
+        report = make_pseudo_labels(model, clips, store, cfg.labels, cfg.tau, out, progress=track)
     write_json(args.report, report)
     write_json(args.summary, pseudo_labels_summary(report))
 

@@ -13,13 +13,14 @@ PREDICT_BATCH_SIZE = 16      # frames per forward pass when predicting (memory, 
 
 
 @torch.no_grad()
-def predict_probs(model, images, batch_size=PREDICT_BATCH_SIZE):
-    """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor on the CPU (the model runs on its
-    own device)."""
+def predict_probs(model, images, batch_size=PREDICT_BATCH_SIZE, on_device=False):
+    """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor on the CPU, or on the model's
+    device with ``on_device`` (the model runs on its own device)."""
     model.eval()
     device = next(model.parameters()).device
+    out = torch.device("cpu") if not on_device else device
     return torch.cat([model(normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device)))
-                      .softmax(1).cpu() for i in range(0, len(images), batch_size)])
+                      .softmax(1).to(out) for i in range(0, len(images), batch_size)])
 
 
 def predict(model, images, batch_size=PREDICT_BATCH_SIZE):
