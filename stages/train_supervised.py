@@ -12,7 +12,7 @@ import torch
 
 from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
-from videoda.data.pairs import PairSampler, load_split
+from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.train import (seed_everything, segmentation_loss, segmentation_optimizer,
                                              supervised_forward, timing_line, train)
 from videoda.errors import run_stage
@@ -35,9 +35,9 @@ def main():
     model = build_model(cfg.model)
     optimizer = segmentation_optimizer(model, cfg.train.optim)
     # Frame t of every pair is labelled: VIPER may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5.
-    sampler = PairSampler(load_split(args.data, args.split), cfg.tau, cfg.train.batch_size, cfg.seed,
-                          require_label=True, hflip=cfg.train.hflip)
-    result = train(model, optimizer, sampler.sample, supervised_forward, [segmentation_loss], cfg.train.iterations,
+    pairs = PairDataset(load_split(args.data, args.split), cfg.tau, require_label=True)
+    batches = PairLoader(pairs, cfg.train.batch_size, cfg.seed, hflip=cfg.train.hflip)
+    result = train(model, optimizer, batches.sample, supervised_forward, [segmentation_loss], cfg.train.iterations,
                    args.curve, power=cfg.train.optim.poly_power, description=args.stage)
     save_checkpoint(args.out, model, {"stage": args.stage})
     print(timing_line(args.stage, cfg.train.iterations, result["seconds"]))

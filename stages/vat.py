@@ -14,7 +14,7 @@ import torch
 
 from videoda.config.fields import read_stage_config
 from videoda.config.vat import VAT
-from videoda.data.pairs import PairSampler, load_split
+from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
 from videoda.domain_adaptation.train import (seed_everything, segmentation_optimizer, timing_line, train,
                                              write_curve)
@@ -41,10 +41,10 @@ def main():
     model, _ = load_checkpoint(args.init)
     t = cfg.train
     optimizer = segmentation_optimizer(model, t.optim)
-    batches = VATBatches(PairSampler(load_split(args.data, "source"), cfg.tau, t.batch_size, cfg.seed,
-                                     require_label=True, hflip=t.hflip),       # source frame t is labelled
-                         PairSampler(load_split(args.data, "target_train"), cfg.tau, t.batch_size, cfg.seed + 1,
-                                     hflip=t.hflip))
+    source = PairDataset(load_split(args.data, "source"), cfg.tau, require_label=True)   # frame t labelled
+    target = PairDataset(load_split(args.data, "target_train"), cfg.tau, labels=False)   # unsupervised
+    batches = VATBatches(PairLoader(source, t.batch_size, cfg.seed, hflip=t.hflip),
+                         PairLoader(target, t.batch_size, cfg.seed + 1, hflip=t.hflip))
     objective = vat_objective(discriminator=cfg.discriminator, disc_input=cfg.disc_input, dice=cfg.dice,
                               lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
                               optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,

@@ -14,8 +14,7 @@ from rich.progress import track
 from videoda.config.fields import read_stage_config
 from videoda.config.self_training import VST
 from videoda.data.pairs import load_split
-from videoda.domain_adaptation.pseudo_labels import read_pseudo_labels
-from videoda.domain_adaptation.self_training import self_train, unlabelled_clips
+from videoda.domain_adaptation.self_training import PseudoLabelFiles, self_train, unlabelled_clips
 from videoda.domain_adaptation.train import seed_everything, timing_line, write_curve
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
@@ -41,7 +40,7 @@ def main():
         save_checkpoint(args.out, model, {"stage": "vst", "enabled": False, "init": str(args.init)})
         return
     clips = unlabelled_clips(load_split(args.data, "target_train"))
-    pseudo = read_pseudo_labels(args.pseudo, clips)
+    pseudo = PseudoLabelFiles(args.pseudo, clips)       # read a pair at a time
     source = load_split(args.data, "source") if cfg.lambda_source > 0 else None
     with FlowStore(args.flow) as store:
         for c in clips:

@@ -11,7 +11,7 @@ import yaml
 from videoda.config.stages import stage_keys
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
 from videoda.data.clips import Clip
-from videoda.data.pairs import PairSampler
+from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiceTerm, DiscriminatorStep, VATBatches,
                                                    adversarial_forward, discriminator_input, vat_objective)
 from videoda.domain_adaptation.losses import entropy_map, single_frame_dice_loss, tube_dice_loss
@@ -172,7 +172,8 @@ def _train_vat(target_clips, tmp_path):
     model, disc = tiny_model(), Discriminator(NUM_CLASSES, "sequence", base_channels=8)
     opt = make_optimizer(model.param_groups(1e-3), "adam", 1e-3, weight_decay=0.0)
     d_opt = make_optimizer([{"params": list(disc.parameters()), "lr": 1e-3}], "adam", 1e-3, weight_decay=0.0)
-    batches = VATBatches(PairSampler(_clips(True, 0), 1, 2, 0), PairSampler(target_clips, 1, 2, 1))
+    batches = VATBatches(PairLoader(PairDataset(_clips(True, 0), 1), 2, 0),
+                         PairLoader(PairDataset(target_clips, 1), 2, 1))
     terms = [segmentation_loss, DiceTerm("tube"), AdversarialTerm(disc, "softmax", 0.1)]
     train(model, opt, batches.sample, adversarial_forward, terms, 2, tmp_path / "c.tsv",
           extra_step=DiscriminatorStep(disc, d_opt, "softmax", 2))
@@ -182,7 +183,8 @@ def _train_vat(target_clips, tmp_path):
 def test_target_labels_never_reach_a_loss(tmp_path):
     labelled, unlabelled = _clips(True, 1), _clips(False, 1)
     assert torch.equal(torch.from_numpy(labelled[0].images), torch.from_numpy(unlabelled[0].images))
-    batch = VATBatches(PairSampler(_clips(True, 0), 1, 2, 0), PairSampler(labelled, 1, 2, 1)).sample()
+    batch = VATBatches(PairLoader(PairDataset(_clips(True, 0), 1), 2, 0),
+                       PairLoader(PairDataset(labelled, 1), 2, 1)).sample()
     assert set(batch) == {"images", "labels", "labeled", "target_images"}
     a, b = _train_vat(labelled, tmp_path), _train_vat(unlabelled, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)      # the target labels change nothing

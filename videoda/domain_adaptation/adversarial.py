@@ -37,16 +37,21 @@ def unlabelled(batch):
 
 class VATBatches:
     """Joint batches: source ``images``/``labels`` (B, 2, ...) with their ``labeled`` flags (B, 2) and
-    ``target_images`` (B, 2, H, W, 3), no labels."""
+    ``target_images`` (B, 2, H, W, 3), no labels. ``source``, ``target``: ``PairLoader``s (or anything with
+    ``sample()`` and ``skip(n)``); ``skip(n)`` moves both streams on by n batches."""
 
-    def __init__(self, source_sampler, target_sampler):
-        self.source, self.target = source_sampler, target_sampler
+    def __init__(self, source, target):
+        self.source, self.target = source, target
 
     def sample(self):
         src = self.source.sample()
         tgt = unlabelled(self.target.sample())
         return {"images": src["images"], "labels": src["labels"], "labeled": src["labeled"],
                 "target_images": tgt["images"]}
+
+    def skip(self, n):
+        self.source.skip(n)
+        self.target.skip(n)
 
 
 def adversarial_forward(model, batch):
@@ -66,7 +71,7 @@ def discriminator_input(logits, kind):
 class DiceTerm:
     """``weight`` times the tube matching loss (``mode="tube"``) or its single-frame version, on source pairs.
 
-    With the batch's ``labeled`` flags (``PairSampler``), the tube loss counts only pairs whose two frames are
+    With the batch's ``labeled`` flags (``PairDataset``), the tube loss counts only pairs whose two frames are
     labelled (the single-frame loss only labelled frames): with VIPER labelled on a subset of frames a pair may
     hold an unlabelled frame t - tau. Every frame labelled (the paper's setting): the plain batch mean."""
 
