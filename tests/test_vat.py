@@ -15,7 +15,8 @@ from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiceTerm, DiscriminatorStep, VATBatches,
                                                    adversarial_forward, discriminator_input, vat_objective)
 from videoda.domain_adaptation.losses import entropy_map, single_frame_dice_loss, tube_dice_loss
-from videoda.domain_adaptation.train import make_optimizer, segmentation_loss, supervised_forward, train
+from videoda.domain_adaptation.train import (forward_pairs, make_optimizer, segmentation_loss, supervised_forward,
+                                             train)
 from videoda.model import DeepLabV2, load_checkpoint
 from videoda.model.discriminator import Discriminator
 
@@ -129,6 +130,22 @@ def test_adversarial_gradient_reaches_the_segmentation_network_and_not_the_discr
         assert all(p.grad is None for p in disc.parameters())    # D is frozen during the generator step
 
 
+def test_domains_at_different_resolutions_take_two_passes():
+    """Source and target prepared at different sizes (prepare.source/target.height, width): segmented and judged
+    in a pass each; at one size the joint pass gives the same numbers as two (GroupNorm: no batch statistics)."""
+    model, disc = tiny_model(), Discriminator(NUM_CLASSES, "image", base_channels=4)
+    opt = make_optimizer([{"params": list(disc.parameters()), "lr": 1e-3}], "adam", 1e-3, weight_decay=0.0)
+    src, tgt = (torch.randint(0, 256, (1, 2, h, w, 3), dtype=torch.uint8) for h, w in ((32, 56), (32, 64)))
+    outputs = adversarial_forward(model, {"images": src, "target_images": tgt})
+    assert outputs["logits"].shape[3:] == (32, 56) and outputs["target_logits"].shape[3:] == (32, 64)
+    out = DiscriminatorStep(disc, opt, "softmax", iterations=2)(outputs, {}, 0)
+    assert torch.isfinite(out["d_src"]) and torch.isfinite(out["d_tgt"])
+    joint = adversarial_forward(model, {"images": tgt[:, :, :, :56], "target_images": src})
+    with torch.no_grad():
+        alone = forward_pairs(model, tgt[:, :, :, :56])
+    assert torch.allclose(joint["logits"], alone, atol=1e-5)
+
+
 def test_discriminator_learns_separable_inputs_alone():
     torch.manual_seed(0)
     disc = Discriminator(NUM_CLASSES, "sequence", base_channels=16)
@@ -196,7 +213,8 @@ def test_target_labels_never_reach_a_loss(tmp_path):
 def vat_dir(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("vat")
     params = tiny_params()
-    params["prepare"].update(height=32, width=64)
+    for side in ("source", "target"):
+        params["prepare"][side].update(height=32, width=64)
     params["vat"].update(iterations=2, batch_size=2, threads=1)
     params["train_source"].update(threads=1)
     with pytest.MonkeyPatch.context() as mp:

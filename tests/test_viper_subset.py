@@ -58,7 +58,7 @@ def test_labels_on_every_10th_frame_and_jpeg_frames(tmp_path):
     root = write_viper(tmp_path / "viper")
     out = tmp_path / "prepared" / "source"
     prepare_split("viper", root, "train", out, (H, W), min_frames=2)
-    clip = load_clip(out / "002.npz")
+    clip = load_clip(out / "002")
     assert len(clip) == 21 and list(clip.frame_names[:2]) == ["002_00000", "002_00001"]
     np.testing.assert_array_equal(np.flatnonzero(clip.labeled), [0, 10, 20])
     assert (clip.labels[~clip.labeled] == IGNORE_ID).all()           # unlabelled frames are void
@@ -105,7 +105,7 @@ def test_conditions_file_selects_sequences(tmp_path):
         viper.list_sequences(root, "train", conditions=("rain",))
     out = tmp_path / "prepared"
     prepare_split("viper", root, "train", out, (H, W), conditions=("day",))
-    assert sorted(p.name for p in out.iterdir()) == ["001.npz", "003.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["001", "003"]
 
 
 def test_conditions_file_absent_needs_an_explicit_list(tmp_path):

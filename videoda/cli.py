@@ -136,7 +136,7 @@ def build_parser():
     p.add_argument("--height", type=positive_int, default=None,
                    help="height frames are segmented at (default: the checkpoint's 'height' entry if it has "
                         "one, which the pipeline's checkpoints do not, else 64, the pipeline's training "
-                        "resolution prepare.height)")
+                        "resolution prepare.target.height)")
     p.add_argument("--width", type=positive_int, default=None,
                    help="width frames are segmented at (default: the checkpoint's 'width' entry, else 128)")
     p.add_argument("--alpha", type=fraction, default=0.5, help="opacity of the colourised labels (default 0.5)")

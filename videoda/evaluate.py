@@ -27,16 +27,27 @@ def predict(model, images, batch_size=PREDICT_BATCH_SIZE):
     return predict_probs(model, images, batch_size).argmax(1).to(torch.uint8).numpy()
 
 
+def predict_frames(model, images, frames, batch_size=PREDICT_BATCH_SIZE):
+    """Predicted train ids (N, H, W) uint8 of ``images[frames]`` (a clip's frames, e.g. a lazy ``FrameArray``),
+    reading ``batch_size`` frames at a time: the same forward passes as ``predict(model, images[frames])``."""
+    frames = np.asarray(frames, np.int64)
+    if not len(frames):
+        return np.zeros((0, *images.shape[1:3]), np.uint8)
+    return np.concatenate([predict(model, images[frames[i:i + batch_size]], batch_size)
+                           for i in range(0, len(frames), batch_size)])
+
+
 def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pred_dir=None, description="evaluate"):
     """Score a model on the annotated frames of each clip; optionally write the predictions as PNGs.
 
-    Returns the report ``{"miou", "iou", "vpq"}`` and the confusion matrix (rows: ground truth), from
-    ``videoda.metrics.score_clips`` as ``videoda eval`` scores prediction PNGs.
+    Clips are read one at a time, their frames ``batch_size`` at a time. Returns the report ``{"miou", "iou",
+    "vpq"}`` and the confusion matrix (rows: ground truth), from ``videoda.metrics.score_clips`` as ``videoda
+    eval`` scores prediction PNGs.
     """
     def predicted():
         for clip in track(clips, description=description):
             idx = np.flatnonzero(clip.labeled)
-            preds = predict(model, clip.images[idx], batch_size)
+            preds = predict_frames(model, clip.images, idx, batch_size)
             yield preds, clip.labels[idx]
             if pred_dir is not None:
                 for name, pred in zip(clip.frame_names[idx], preds):

@@ -27,7 +27,7 @@ from videoda.flow.warp import flow_to_tensor, warp_labels
 from videoda.model import load_checkpoint
 from videoda.utils.io import atomic_path, write_json
 
-# The training resolution of the pipeline (params.yaml: prepare.height / prepare.width), used when neither the
+# The training resolution of the pipeline (params.yaml: prepare.target.height / width), used when neither the
 # options nor the checkpoint give one (save_checkpoint stores no resolution; a checkpoint may hold "height" and
 # "width" entries).
 DEFAULT_SIZE = (64, 128)

@@ -55,8 +55,11 @@ class VATBatches:
 
 
 def adversarial_forward(model, batch):
-    """Segment source and target pairs in one pass -> ``logits`` (source) and ``target_logits``, (B, 2, C, H, W)."""
+    """Segment source and target pairs in one pass -> ``logits`` (source) and ``target_logits``, (B, 2, C, H, W);
+    in two passes when the domains were prepared at different resolutions (``prepare.source``/``target``)."""
     src, tgt = batch["images"], batch["target_images"]
+    if src.shape[2:] != tgt.shape[2:]:
+        return {"logits": forward_pairs(model, src), "target_logits": forward_pairs(model, tgt)}
     logits = forward_pairs(model, torch.cat([src, tgt]))
     return {"logits": logits[:len(src)], "target_logits": logits[len(src):]}
 
@@ -117,8 +120,11 @@ class DiscriminatorStep:
         poly_lr_(self.optimizer, step, self.iterations, self.power)
         self.discriminator.requires_grad_(True)
         src, tgt = outputs["logits"].detach(), outputs["target_logits"].detach()
-        d_out = self.discriminator(discriminator_input(torch.cat([src, tgt]), self.disc_input))   # one pass
-        d_src, d_tgt = d_out[:len(src)], d_out[len(src):]
+        if src.shape[3:] == tgt.shape[3:]:
+            d_out = self.discriminator(discriminator_input(torch.cat([src, tgt]), self.disc_input))   # one pass
+            d_src, d_tgt = d_out[:len(src)], d_out[len(src):]
+        else:      # domains at different resolutions
+            d_src, d_tgt = (self.discriminator(discriminator_input(x, self.disc_input)) for x in (src, tgt))
         loss_src, loss_tgt = adversarial_bce(d_src, SOURCE_LABEL), adversarial_bce(d_tgt, TARGET_LABEL)
         self.optimizer.zero_grad(set_to_none=True)
         ((loss_src + loss_tgt) / 2).backward()

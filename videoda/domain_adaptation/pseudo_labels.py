@@ -73,7 +73,7 @@ def aggregate_clip(probs, images, flow, alpha, threshold):
     flow from the reference frame a, which backward-warps frame b onto a).  Returns (T, C, H, W).
     """
     t_len = probs.shape[0]
-    frames = torch.as_tensor(images).permute(0, 3, 1, 2)
+    frames = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2)   # np.asarray: a clip's lazy FrameArray too
     num, den = probs.clone(), torch.ones(t_len, 1, *probs.shape[2:])
     for step in (-1, 1):
         ref = list(range(max(0, -step), t_len - max(0, step)))      # frames i that have neighbour i + step

@@ -322,11 +322,11 @@ class PtlflowFlow:
                                               "checkpoint_sha256": model.checkpoint_sha256}
 
     def flows(self, clip, pairs):
-        frames = to_flownet_input(clip.images)
         out = []
-        for i in range(0, len(pairs), self.batch_size):
+        for i in range(0, len(pairs), self.batch_size):   # only this batch's frames are read and converted
             src, dst = zip(*pairs[i:i + self.batch_size])
-            out.append(run_ptlflow(self.model, frames[list(src)], frames[list(dst)]).float().numpy())
+            first, second = to_flownet_input(clip.images[list(src)]), to_flownet_input(clip.images[list(dst)])
+            out.append(run_ptlflow(self.model, first, second).float().numpy())
         return np.concatenate(out)
 
 

@@ -70,8 +70,9 @@ def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt,
                 for name, other in backends.items():
                     if name != method:
                         estimates[name] = other.flows(clip, forward)
+                images = clip.images[:]     # the meters' occlusion masks need every frame of this clip
                 for name, meter in meters.items():
-                    meter.add(clip.images, estimates[name], truth)
+                    meter.add(images, estimates[name], truth)
         writer.close()
 
     report = {"method": method, "resolution": list(size), "clips": len(paths), "frame_distances": deltas,
