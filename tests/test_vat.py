@@ -174,7 +174,7 @@ def _train_vat(target_clips, tmp_path):
     d_opt = make_optimizer([{"params": list(disc.parameters()), "lr": 1e-3}], "adam", 1e-3, weight_decay=0.0)
     batches = VATBatches(PairSampler(_clips(True, 0), 1, 2, 0), PairSampler(target_clips, 1, 2, 1))
     terms = [segmentation_loss, DiceTerm("tube"), AdversarialTerm(disc, "softmax", 0.1)]
-    train(model, opt, batches.sample, adversarial_forward, terms, 2, tmp_path / "c.tsv",
+    train(model, opt, batches, adversarial_forward, terms, 2, tmp_path / "c.tsv",
           extra_step=DiscriminatorStep(disc, d_opt, "softmax", 2))
     return model.state_dict()
 

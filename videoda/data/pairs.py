@@ -55,3 +55,11 @@ class PairSampler:
         return {"images": torch.from_numpy(np.ascontiguousarray(np.stack(images))),
                 "labels": torch.from_numpy(np.ascontiguousarray(np.stack(labels))).long(),
                 "labeled": torch.from_numpy(np.stack(labeled))}
+
+    def skip(self, n):
+        """Advance the stream by ``n`` batches without building them (a resumed run): the draws of ``n`` calls of
+        ``sample``, in its order, so the next ``sample`` returns the batch an uninterrupted stream would."""
+        for _ in range(n):
+            self.rng.integers(len(self.index), size=self.batch_size)
+            if self.hflip:
+                self.rng.random(self.batch_size)

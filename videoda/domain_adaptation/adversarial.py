@@ -48,6 +48,10 @@ class VATBatches:
         return {"images": src["images"], "labels": src["labels"], "labeled": src["labeled"],
                 "target_images": tgt["images"]}
 
+    def skip(self, n):
+        self.source.skip(n)
+        self.target.skip(n)
+
 
 def adversarial_forward(model, batch):
     """Segment source and target pairs in one pass -> ``logits`` (source) and ``target_logits``, (B, 2, C, H, W)."""
@@ -119,6 +123,14 @@ class DiscriminatorStep:
         ((loss_src + loss_tgt) / 2).backward()
         self.optimizer.step()
         return {"d_src": loss_src.detach(), "d_tgt": loss_tgt.detach()}
+
+    def state_dict(self):
+        """D's weights and its optimiser's state, for a training snapshot."""
+        return {"discriminator": self.discriminator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class VATObjective(NamedTuple):

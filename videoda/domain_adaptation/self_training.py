@@ -76,35 +76,63 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
 
 
-def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs):
+class SelfTrainingBatches:
+    """A VST round's batches on ``device``: target pairs with their refined pseudo labels and, when ``source`` is
+    given (lambda_source > 0), labelled source pairs as ``source_images``/``source_labels``."""
+
+    def __init__(self, target, source, device):
+        self.target, self.source, self.device = target, source, device
+
+    def sample(self):
+        batch = self.target.sample()
+        if self.source is not None:
+            s = self.source.sample()
+            batch.update(source_images=s["images"], source_labels=s["labels"])
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def skip(self, n):
+        self.target.skip(n)
+        if self.source is not None:
+            self.source.skip(n)
+
+
+def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, snapshot=None):
     """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
     pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: (T, H, W)}), each
     further round regenerates them with the current model and ``cfg.labels`` (the same generator). ``clips``
     must carry no ground truth. Trains on the model's device. Returns the training curve's rows (step counted
     across rounds, with the round number).
+
+    ``snapshot`` (``snapshot.Snapshot``): saved during every round with the round, the rows of the rounds before
+    and, after round 1, the weights the round's pseudo labels were generated from; a run resumed from it
+    regenerates them from those weights (deterministic) instead of storing every label map.
     """
     device = next(model.parameters()).device
     train_cfg, occlusion = cfg.train, cfg.labels.occlusion
+    resume = snapshot.load() if snapshot is not None else None
+    first_round, rows = (resume["context"]["round"] - 1, resume["context"]["rows"]) if resume is not None else (0, [])
     source = (PairSampler(source_clips, cfg.tau, train_cfg.batch_size, cfg.seed + 1, require_label=True)
               if cfg.lambda_source > 0 else None)
-    rows = []
-    for r in range(cfg.rounds):
+    if source is not None:
+        source.skip(first_round * train_cfg.iterations)      # the source stream runs on across rounds
+    for r in range(first_round, cfg.rounds):
+        context = {"round": r + 1, "rows": rows}          # counted from 1, as in the curve
         if r > 0:
+            if resume is not None and r == first_round:
+                model.load_state_dict(resume["context"]["round_start"])
+            if snapshot is not None and snapshot.every > 0:
+                context["round_start"] = {k: v.clone() for k, v in model.state_dict().items()}
             pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
         target = PairSampler(clips, cfg.tau, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip,
                              pair_labels=refined_pair_labels(pseudo, store, cfg.refine, occlusion.alpha,
                                                              occlusion.threshold))
-
-        def sample_batch():
-            batch = target.sample()
-            if source is not None:
-                s = source.sample()
-                batch.update(source_images=s["images"], source_labels=s["labels"])
-            return {k: v.to(device) for k, v in batch.items()}
-
         optimizer = segmentation_optimizer(model, train_cfg.optim)
-        result = train(model, optimizer, sample_batch, vst_forward,
+        if snapshot is not None:
+            snapshot.context = context
+        result = train(model, optimizer, SelfTrainingBatches(target, source, device), vst_forward,
                        vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), train_cfg.iterations, None,
-                       power=train_cfg.optim.poly_power, description=f"vst round {r + 1}")
-        rows += [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1} for row in result["rows"]]
+                       power=train_cfg.optim.poly_power, description=f"vst round {r + 1}", snapshot=snapshot,
+                       resume=resume if r == first_round else None)
+        rows = rows + [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1}
+                       for row in result["rows"]]      # a new list: the snapshots' context keeps the old one
     return rows
