@@ -13,6 +13,7 @@ import torch
 from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
 from videoda.data.pairs import PairDataset, PairLoader, load_split
+from videoda.domain_adaptation.snapshot import Snapshot
 from videoda.domain_adaptation.train import (seed_everything, segmentation_loss, segmentation_optimizer,
                                              supervised_forward, timing_line, train)
 from videoda.errors import run_stage
@@ -29,7 +30,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--curve", required=True)
     args = ap.parse_args()
-    cfg = read_stage_config(Supervised, args.params or f"data/params/{args.stage}.json", section=args.stage)
+    params = args.params or f"data/params/{args.stage}.json"
+    cfg = read_stage_config(Supervised, params, section=args.stage)
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.train.threads)
     model = build_model(cfg.model)
@@ -37,9 +39,13 @@ def main():
     # Frame t of every pair is labelled: VIPER may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5.
     pairs = PairDataset(load_split(args.data, args.split), cfg.tau, require_label=True)
     batches = PairLoader(pairs, cfg.train.batch_size, cfg.seed, hflip=cfg.train.hflip)
-    result = train(model, optimizer, batches.sample, supervised_forward, [segmentation_loss], cfg.train.iterations,
-                   args.curve, power=cfg.train.optim.poly_power, description=args.stage)
+    snapshot = Snapshot.for_stage(args.stage, args.out, cfg.train.snapshot_every, params, __file__,
+                                  data=[f"{args.data}/{args.split}"])
+    result = train(model, optimizer, batches, supervised_forward, [segmentation_loss], cfg.train.iterations,
+                   args.curve, power=cfg.train.optim.poly_power, description=args.stage, snapshot=snapshot,
+                   resume=snapshot.load())
     save_checkpoint(args.out, model, {"stage": args.stage})
+    snapshot.remove()
     print(timing_line(args.stage, cfg.train.iterations, result["seconds"]))
 
 

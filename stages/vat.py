@@ -16,6 +16,7 @@ from videoda.config.fields import read_stage_config
 from videoda.config.vat import VAT
 from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
+from videoda.domain_adaptation.snapshot import Snapshot
 from videoda.domain_adaptation.train import (seed_everything, segmentation_optimizer, timing_line, train,
                                              write_curve)
 from videoda.errors import run_stage
@@ -49,10 +50,14 @@ def main():
                               lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
                               optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
                               iterations=t.iterations, poly_power=t.optim.poly_power)
-    result = train(model, optimizer, batches.sample, objective.forward, objective.terms, t.iterations, args.curve,
-                   power=t.optim.poly_power, extra_step=objective.extra_step, description="vat")
+    snapshot = Snapshot.for_stage("vat", args.out, t.snapshot_every, args.params, __file__, init=args.init,
+                                  data=[f"{args.data}/source", f"{args.data}/target_train"])
+    result = train(model, optimizer, batches, objective.forward, objective.terms, t.iterations, args.curve,
+                   power=t.optim.poly_power, extra_step=objective.extra_step, description="vat", snapshot=snapshot,
+                   resume=snapshot.load())
     save_checkpoint(args.out, model, {"stage": "vat", "init": str(args.init), "discriminator": cfg.discriminator,
                                       "disc_input": cfg.disc_input, "dice": cfg.dice})
+    snapshot.remove()
     print(timing_line("vat", t.iterations, result["seconds"]))
 
 

@@ -15,6 +15,7 @@ from videoda.config.fields import read_stage_config
 from videoda.config.self_training import VST
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.self_training import PseudoLabelFiles, self_train, unlabelled_clips
+from videoda.domain_adaptation.snapshot import Snapshot
 from videoda.domain_adaptation.train import seed_everything, timing_line, write_curve
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
@@ -45,11 +46,16 @@ def main():
     with FlowStore(args.flow) as store:
         for c in clips:
             store.check_clip(c.name, len(c), *c.images.shape[1:3])
+        data = [f"{args.data}/target_train", args.pseudo, args.flow]
+        data += [f"{args.data}/source"] if cfg.lambda_source > 0 else []
+        snapshot = Snapshot.for_stage("vst", args.out, cfg.train.snapshot_every, args.params, __file__,
+                                      init=args.init, data=data)
         start = time.perf_counter()
-        rows = self_train(model, clips, pseudo, store, cfg, source, progress=track)
+        rows = self_train(model, clips, pseudo, store, cfg, source, progress=track, snapshot=snapshot)
         seconds = time.perf_counter() - start      # all rounds, with the pseudo labels regenerated between them
     write_curve(args.curve, rows)
     save_checkpoint(args.out, model, {"stage": "vst", "rounds": cfg.rounds})
+    snapshot.remove()
     print(timing_line("vst", cfg.rounds * cfg.train.iterations, seconds))
 
 

@@ -192,7 +192,7 @@ def _train_vat(target_clips, tmp_path):
     batches = VATBatches(PairLoader(PairDataset(_clips(True, 0), 1), 2, 0),
                          PairLoader(PairDataset(target_clips, 1), 2, 1))
     terms = [segmentation_loss, DiceTerm("tube"), AdversarialTerm(disc, "softmax", 0.1)]
-    train(model, opt, batches.sample, adversarial_forward, terms, 2, tmp_path / "c.tsv",
+    train(model, opt, batches, adversarial_forward, terms, 2, tmp_path / "c.tsv",
           extra_step=DiscriminatorStep(disc, d_opt, "softmax", 2))
     return model.state_dict()
 

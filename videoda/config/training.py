@@ -34,11 +34,13 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class Training:
-    """The training loop of a phase: steps, frame pairs per step, horizontal flips, CPU threads."""
+    """The training loop of a phase: steps, frame pairs per step, horizontal flips, CPU threads, and how often a
+    snapshot to resume from is written (``videoda.domain_adaptation.snapshot``; 0: never)."""
     iterations: int = integer(lo=1)
     batch_size: int = integer(lo=1)
     hflip: bool = flag()
     threads: int = integer(lo=1)
+    snapshot_every: int = integer(lo=0)
     optim: Optimizer = part()
 
 

@@ -131,6 +131,14 @@ class DiscriminatorStep:
         self.optimizer.step()
         return {"d_src": loss_src.detach(), "d_tgt": loss_tgt.detach()}
 
+    def state_dict(self):
+        """D's weights and its optimiser's state, for a training snapshot."""
+        return {"discriminator": self.discriminator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
 
 class VATObjective(NamedTuple):
     """What the training loop needs for VAT: the segmentation network's loss terms, the forward function and the

@@ -188,7 +188,8 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
 
 
-def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, workers=0):
+def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, workers=0,
+               snapshot=None):
     """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
     pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: frames}, e.g. arrays
     (T, H, W) or ``PseudoLabelFiles``), each further round regenerates them with the current model and
@@ -196,26 +197,42 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
     the open ``FlowStore`` (its file is reopened by the loader's readers). Pairs are read by ``workers``
     processes; training and the refinement run on the model's device. Returns the training curve's rows (step
     counted across rounds, with the round number).
+
+    ``snapshot`` (``snapshot.Snapshot``): saved during every round with the round, the rows of the rounds before
+    and, after round 1, the weights the round's pseudo labels were generated from; a run resumed from it
+    regenerates them from those weights (deterministic) instead of storing every label map.
     """
     device = next(model.parameters()).device
     train_cfg, occlusion = cfg.train, cfg.labels.occlusion
+    resume = snapshot.load() if snapshot is not None else None
+    first_round, rows = (resume["context"]["round"] - 1, resume["context"]["rows"]) if resume is not None else (0, [])
     source = (PairLoader(PairDataset(source_clips, cfg.tau, require_label=True), train_cfg.batch_size,
                          cfg.seed + 1, workers=workers, device=device)
               if cfg.lambda_source > 0 else None)
-    rows = []
-    for r in range(cfg.rounds):
+    if source is not None:
+        source.skip(first_round * train_cfg.iterations)      # the source stream runs on across rounds
+    for r in range(first_round, cfg.rounds):
+        context = {"round": r + 1, "rows": rows}          # counted from 1, as in the curve
         if r > 0:
+            if resume is not None and r == first_round:
+                model.load_state_dict(resume["context"]["round_start"])
+            if snapshot is not None and snapshot.every > 0:
+                context["round_start"] = {k: v.clone() for k, v in model.state_dict().items()}
             pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
         pairs = PseudoLabelPairs(clips, cfg.tau, pseudo, cfg.refine, store.path if cfg.refine != "none" else None)
         with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip, workers=workers,
                         device=device) as target:
             batches = VSTBatches(target, cfg.refine, occlusion.alpha, occlusion.threshold, source)
             optimizer = segmentation_optimizer(model, train_cfg.optim)
-            result = train(model, optimizer, batches.sample, vst_forward,
+            if snapshot is not None:
+                snapshot.context = context
+            result = train(model, optimizer, batches, vst_forward,
                            vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), train_cfg.iterations,
-                           None, power=train_cfg.optim.poly_power, description=f"vst round {r + 1}")
+                           None, power=train_cfg.optim.poly_power, description=f"vst round {r + 1}",
+                           snapshot=snapshot, resume=resume if r == first_round else None)
         pairs.close()
-        rows += [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1} for row in result["rows"]]
+        rows = rows + [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1}
+                       for row in result["rows"]]      # a new list: the snapshots' context keeps the old one
     if source is not None:
         source.close()
     return rows
