@@ -30,17 +30,18 @@ def main():
     ap.add_argument("--curve", required=True)
     args = ap.parse_args()
     cfg = read_stage_config(Supervised, args.params or f"data/params/{args.stage}.json", section=args.stage)
-    seed_everything(cfg.seed)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
+    seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
-    model = build_model(cfg.model)
+    model = compute.module(build_model(cfg.model))       # initialised on the CPU, then moved: device-independent
     optimizer = segmentation_optimizer(model, cfg.train.optim)
     # Frame t of every pair is labelled: VIPER may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5.
     sampler = PairSampler(load_split(args.data, args.split), cfg.tau, cfg.train.batch_size, cfg.seed,
                           require_label=True, hflip=cfg.train.hflip)
     result = train(model, optimizer, sampler.sample, supervised_forward, [segmentation_loss], cfg.train.iterations,
-                   args.curve, power=cfg.train.optim.poly_power, description=args.stage)
+                   args.curve, power=cfg.train.optim.poly_power, description=args.stage, compute=compute)
     save_checkpoint(args.out, model, {"stage": args.stage})
-    print(timing_line(args.stage, cfg.train.iterations, result["seconds"]))
+    print(timing_line(args.stage, cfg.train.iterations, result["seconds"]) + f" on {compute.describe()}")
 
 
 if __name__ == "__main__":

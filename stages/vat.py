@@ -31,14 +31,15 @@ def main():
     ap.add_argument("--curve", default="reports/curves/vat.tsv")
     args = ap.parse_args()
     cfg = read_stage_config(VAT, args.params)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     if not cfg.enabled:      # a method without an adversarial phase (videoda/presets.py)
         model, _ = load_checkpoint(args.init)
         write_curve(args.curve, [])
         save_checkpoint(args.out, model, {"stage": "vat", "enabled": False, "init": str(args.init)})
         return
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
-    model, _ = load_checkpoint(args.init)
+    model = compute.module(load_checkpoint(args.init, map_location=compute.device)[0])
     t = cfg.train
     optimizer = segmentation_optimizer(model, t.optim)
     batches = VATBatches(PairSampler(load_split(args.data, "source"), cfg.tau, t.batch_size, cfg.seed,
@@ -48,12 +49,12 @@ def main():
     objective = vat_objective(discriminator=cfg.discriminator, disc_input=cfg.disc_input, dice=cfg.dice,
                               lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
                               optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
-                              iterations=t.iterations, poly_power=t.optim.poly_power)
+                              iterations=t.iterations, poly_power=t.optim.poly_power, compute=compute)
     result = train(model, optimizer, batches.sample, objective.forward, objective.terms, t.iterations, args.curve,
-                   power=t.optim.poly_power, extra_step=objective.extra_step, description="vat")
+                   power=t.optim.poly_power, extra_step=objective.extra_step, description="vat", compute=compute)
     save_checkpoint(args.out, model, {"stage": "vat", "init": str(args.init), "discriminator": cfg.discriminator,
                                       "disc_input": cfg.disc_input, "dice": cfg.dice})
-    print(timing_line("vat", t.iterations, result["seconds"]))
+    print(timing_line("vat", t.iterations, result["seconds"]) + f" on {compute.describe()}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ on both frames against the refined pseudo labels, a regulariser (IAST's entropy 
 confidence-regularising KLD on labelled pixels), and optionally the source cross-entropy (CBST/CRST-style).
 """
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -76,12 +77,13 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
 
 
-def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs):
+def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, compute=None):
     """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
     pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: (T, H, W)}), each
     further round regenerates them with the current model and ``cfg.labels`` (the same generator). ``clips``
-    must carry no ground truth. Trains on the model's device. Returns the training curve's rows (step counted
-    across rounds, with the round number).
+    must carry no ground truth. Trains on the model's device, under ``compute``'s autocast (``train``'s; the
+    regenerated pseudo labels' predictions too). Returns the training curve's rows (step counted across rounds,
+    with the round number).
     """
     device = next(model.parameters()).device
     train_cfg, occlusion = cfg.train, cfg.labels.occlusion
@@ -90,7 +92,8 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
     rows = []
     for r in range(cfg.rounds):
         if r > 0:
-            pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
+            with contextlib.nullcontext() if compute is None else compute.autocast():
+                pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
         target = PairSampler(clips, cfg.tau, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip,
                              pair_labels=refined_pair_labels(pseudo, store, cfg.refine, occlusion.alpha,
                                                              occlusion.threshold))
@@ -105,6 +108,6 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
         optimizer = segmentation_optimizer(model, train_cfg.optim)
         result = train(model, optimizer, sample_batch, vst_forward,
                        vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), train_cfg.iterations, None,
-                       power=train_cfg.optim.poly_power, description=f"vst round {r + 1}")
+                       power=train_cfg.optim.poly_power, description=f"vst round {r + 1}", compute=compute)
         rows += [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1} for row in result["rows"]]
     return rows

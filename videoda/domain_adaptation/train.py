@@ -6,6 +6,7 @@ and logs each named loss.  Methods with a discriminator pass ``extra_step``,
 called after the segmentation step (the alternating optimisation of AdaptSegNet/ADVENT).
 """
 
+import contextlib
 import csv
 import time
 
@@ -15,13 +16,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.model import normalize
+from videoda.utils.device import set_deterministic
 from videoda.utils.io import atomic_path
 
 
-def seed_everything(seed):
+def seed_everything(seed, device="cpu"):
+    """Seed torch (every device) and numpy; deterministic kernels for ``device``'s type (``set_deterministic``)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.use_deterministic_algorithms(True)
+    set_deterministic(torch.device(device))
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -54,8 +57,13 @@ def poly_lr_(optimizer, step, max_steps, power=0.9):
 
 
 def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_path, power=0.9, extra_step=None,
-          log_every=10, description="train"):
+          log_every=10, description="train", compute=None):
     """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path`` (if given).
+
+    ``compute`` (``videoda.utils.device.Runtime``, with ``model`` already on its device): each batch is moved to
+    its device and the forward pass and the losses run under its autocast (backward outside it, as torch
+    advises); None: batches as ``sample_batch`` gives them, no autocast (for the CPU in fp32 the two are the
+    same computation).
 
     Returns ``{"seconds", "final", "rows"}``. The seconds are for the caller to print, never to write into an
     output: a DVC-tracked file must not change when only the run time does.
@@ -69,12 +77,13 @@ def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_p
         task = progress.add_task(description, total=iterations, loss="")
         for step in range(iterations):
             poly_lr_(optimizer, step, iterations, power)
-            batch = sample_batch()
-            outputs = forward(model, batch)
-            losses = {}
-            for term in loss_terms:
-                losses.update(term(outputs, batch))
-            total = sum(losses.values())
+            batch = sample_batch() if compute is None else compute.batch(sample_batch())
+            with contextlib.nullcontext() if compute is None else compute.autocast():
+                outputs = forward(model, batch)
+                losses = {}
+                for term in loss_terms:
+                    losses.update(term(outputs, batch))
+                total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
