@@ -12,11 +12,12 @@ Parts (``--parts``, default all):
   sequence discriminator, its alternating step) and ``vst`` (1 target pair, cross-entropy + entropy
   regulariser), through the pipeline's own training loop (``train``), at 512 x 1024 with the paper's model
   (DeepLabv2, ResNet-50, 4 stages, ASPP 6/12/18/24, frozen BN, SGD), for each variant: fp32 NCHW, fp32
-  channels-last (the pipeline's fp32 on CUDA), bf16 autocast channels-last (its bf16), and bf16 with cuDNN's
-  autotuning (not deterministic; what determinism costs). Frames per second, peak GPU memory
-  (``torch.cuda.max_memory_allocated``), the step's FLOPs (``torch.utils.flop_counter``: convolutions and matrix
-  products, forward and backward, multiply-add = 2) and the achieved TFLOP/s against the H200's dense peaks
-  (bf16 989, TF32 494, fp32 67: NVIDIA's datasheet), and which ops warned that they have no deterministic kernel;
+  channels-last (the pipeline's fp32 on CUDA), bf16 autocast channels-last (its bf16), all with the pipeline's
+  deterministic settings, and bf16 without them, with cuDNN's autotuning (what determinism costs). Frames per
+  second, peak GPU memory (``torch.cuda.max_memory_allocated``), the step's FLOPs (``torch.utils.flop_counter``:
+  convolutions and matrix products, forward and backward, multiply-add = 2) and the achieved TFLOP/s against the
+  H200's dense peaks (bf16 989, TF32 494, fp32 67: NVIDIA's datasheet), and which ops warned that they have no
+  deterministic kernel;
 - ``pipeline``: every stage of dvc.yaml in order (its commands, without DVC) on the embedded benchmark in a
   temporary folder with ``compute.device`` set (``flow.compare: [dis]``: ptlflow may be missing there), with
   each stage's seconds and the resulting ``reports/scores.json`` beside the committed CPU one.
@@ -66,12 +67,12 @@ class Variant:
     name: str
     precision: str
     channels_last: bool
-    cudnn_benchmark: bool = False
+    deterministic: bool = True      # False: no deterministic mode, cuDNN autotuning (what determinism costs)
 
 
 VARIANTS = [Variant("fp32", "fp32", False), Variant("fp32+channels_last", "fp32", True),
             Variant("bf16+channels_last", "bf16", True),
-            Variant("bf16+channels_last+cudnn_autotune", "bf16", True, cudnn_benchmark=True)]
+            Variant("bf16+channels_last+nondeterministic_autotuned", "bf16", True, deterministic=False)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +176,10 @@ def step_flops(stage, compute, tiny, size):
 
 def measure(stage, variant, device, tiny, size, warmup, steps, flops):
     compute = LayoutRuntime(device, variant.precision, 0, channels_last=variant.channels_last)
-    seed_everything(0, device)
-    torch.backends.cudnn.benchmark = variant.cudnn_benchmark     # seed_everything turned it off
+    seed_everything(0, device)                  # the pipeline's deterministic settings for this device
+    if not variant.deterministic:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
     model, optimizer, forward, terms, extra = training_setup(stage, compute, tiny, warmup + steps)
     pool = batch_pool(stage, size, device)
     cycle = iter(range(10 ** 9))
@@ -196,8 +199,8 @@ def measure(stage, variant, device, tiny, size, warmup, steps, flops):
           description=f"{stage} {variant.name}")
     sync(device)
     seconds = (time.perf_counter() - start) / steps
-    torch.backends.cudnn.benchmark = False
-    row = {"stage": stage, "variant": variant.name, "seconds_per_step": round(seconds, 4),
+    row = {"stage": stage, "variant": variant.name, "deterministic": variant.deterministic,
+           "seconds_per_step": round(seconds, 4),
            "frames_per_second": round(FRAMES_PER_STEP[stage] / seconds, 2),
            "gflops_per_step": round(flops / 1e9, 1), "achieved_tflops": round(flops / seconds / 1e12, 3),
            "fraction_of_bf16_dense_peak": round(flops / seconds / 1e12 / H200_PEAK["bf16"], 4),
@@ -212,7 +215,7 @@ def measure(stage, variant, device, tiny, size, warmup, steps, flops):
 
 
 def run_bench(device, tiny, size, warmup, steps):
-    variants = [v for v in VARIANTS if device.type == "cuda" or not v.cudnn_benchmark]
+    variants = VARIANTS
     rows = []
     for stage in STAGES:
         flops = step_flops(stage, LayoutRuntime(device, "fp32", 0), tiny, size)
@@ -289,8 +292,8 @@ def main():
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     ap.add_argument("--tiny", action="store_true", help="64 x 128, ResNet-18: the code paths at a CPU's size")
     ap.add_argument("--parts", default="tests,bench,pipeline", help="comma-separated: tests, bench, pipeline")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed steps per measurement (default 3; tiny 1)")
-    ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 10; tiny 2)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps per measurement (default 5; tiny 1)")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 20; tiny 2)")
     ap.add_argument("--pipeline-iterations", type=int, default=None,
                     help="training iterations of every training stage in the pipeline part (default: params.yaml's; "
                          "tiny 3)")
@@ -302,27 +305,34 @@ def main():
         raise SystemExit(f"error: --parts: unknown {sorted(unknown)}")
     device = resolve_runtime(args.device).device
     size = (64, 128) if args.tiny else (512, 1024)
-    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 3)
-    steps = args.steps if args.steps is not None else (2 if args.tiny else 10)
+    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
+    steps = args.steps if args.steps is not None else (2 if args.tiny else 20)
     iterations = args.pipeline_iterations if args.pipeline_iterations is not None else (3 if args.tiny else None)
     report = {"environment": environment(device), "tiny": args.tiny}
     log(json.dumps(report["environment"]))
     start = time.perf_counter()
-    if "tests" in parts:
-        log("== tests/test_device.py")
-        report["tests"] = run_tests(timeout=180)
-    if "bench" in parts:
-        log(f"== training steps at {size[0]} x {size[1]} on {device}")
-        report["bench"] = run_bench(device, args.tiny, size, warmup, steps)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jobs = [("tests", "tests/test_device.py", lambda: run_tests(timeout=150)),
+            ("bench", f"training steps at {size[0]} x {size[1]} on {device}",
+             lambda: run_bench(device, args.tiny, size, warmup, steps)),
+            ("pipeline", f"embedded pipeline with compute.device = {device}",
+             lambda: run_pipeline(device, iterations, timeout=240))]
+    for part, title, job in jobs:
+        if part not in parts:
+            continue
+        log(f"== {title}")
+        try:
+            report[part] = job()
+        except Exception as e:   # noqa: BLE001 - a broken part is reported; the other parts still run
+            report[part] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+            log(report[part]["error"])
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        out.write_text(json.dumps(report, indent=2) + "\n")      # after each part: a timeout keeps what ran
+    if "bench" in report and "rows" in report["bench"]:
         speedups = report["bench"]["bf16_channels_last_speedup_over_fp32"]
         log("bf16+channels_last speed-up over fp32:", json.dumps(speedups))
-    if "pipeline" in parts:
-        log(f"== embedded pipeline with compute.device = {device}")
-        report["pipeline"] = run_pipeline(device, iterations, timeout=300)
-    report["seconds"] = round(time.perf_counter() - start, 1)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    log(f"== done in {report['seconds']} s; {args.out}")
+    log(f"== done in {report['seconds']} s; {out}")
 
 
 if __name__ == "__main__":
