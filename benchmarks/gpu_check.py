@@ -47,6 +47,7 @@ import torch
 import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
+from videoda.config.fields import read_params, with_overrides
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
 from videoda.domain_adaptation.adversarial import vat_objective
 from videoda.domain_adaptation.self_training import vst_forward, vst_losses
@@ -250,12 +251,11 @@ def stage_commands():
 
 def run_pipeline(device, iterations, timeout):
     """The embedded benchmark through every stage, with compute.device set, in a temporary folder."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["compute"]["device"] = str(device)
-    params["flow"]["compare"] = ["dis"]
+    overrides = {"compute.device": str(device), "flow.compare": ["dis"]}
     if iterations:
-        for section in ("train_source", "train_oracle", "vat", "vst"):
-            params[section]["iterations"] = iterations
+        overrides.update({f"{section}.iterations": iterations
+                          for section in ("train_source", "train_oracle", "vat", "vst")})
+    params = with_overrides(read_params(REPO / "params.yaml"), overrides)
     result = {"device": str(device), "iterations": iterations or "params.yaml's", "stages": {}}
     deadline = time.perf_counter() + timeout
     with tempfile.TemporaryDirectory() as tmp:
