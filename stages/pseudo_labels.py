@@ -37,11 +37,13 @@ def main():
     ap.add_argument("--summary", default="reports/p_miou.json", help="the headline: P-mIoU, proportion, Table 7")
     args = ap.parse_args()
     cfg = read_stage_config(PseudoLabelStage, args.params)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model, _ = load_checkpoint(args.model)
+    model = compute.module(load_checkpoint(args.model, map_location=compute.device)[0])
     clips = load_split(args.data, "target_train")
-    with FlowStore(args.flow) as store:
+    # every prediction on the model's device, in compute's precision (the softmax maps come back as float32)
+    with FlowStore(args.flow) as store, compute.autocast():
         labels, theta = generate_pseudo_labels(model, clips, store, cfg.labels, progress=track)
         report = pseudo_labels_report(model, clips, store, labels, theta, cfg.labels, cfg.tau, progress=track)
     with atomic_path(args.out) as out:

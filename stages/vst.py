@@ -33,9 +33,10 @@ def main():
     ap.add_argument("--curve", required=True)
     args = ap.parse_args()
     cfg = read_stage_config(VST, args.params)
-    seed_everything(cfg.seed)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
+    seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
-    model, _ = load_checkpoint(args.init)
+    model = compute.module(load_checkpoint(args.init, map_location=compute.device)[0])
     if not cfg.enabled:              # a method without self-training (videoda/presets.py)
         write_curve(args.curve, [])
         save_checkpoint(args.out, model, {"stage": "vst", "enabled": False, "init": str(args.init)})
@@ -51,12 +52,13 @@ def main():
         snapshot = Snapshot.for_stage("vst", args.out, cfg.train.snapshot_every, args.params, __file__,
                                       init=args.init, data=data)
         start = time.perf_counter()
-        rows = self_train(model, clips, pseudo, store, cfg, source, progress=track, snapshot=snapshot)
+        rows = self_train(model, clips, pseudo, store, cfg, source, progress=track, workers=compute.workers,
+                          snapshot=snapshot, compute=compute)
         seconds = time.perf_counter() - start      # all rounds, with the pseudo labels regenerated between them
     write_curve(args.curve, rows)
     save_checkpoint(args.out, model, {"stage": "vst", "rounds": cfg.rounds})
     snapshot.remove()
-    print(timing_line("vst", cfg.rounds * cfg.train.iterations, seconds))
+    print(timing_line("vst", cfg.rounds * cfg.train.iterations, seconds) + f" on {compute.describe()}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from rich.progress import track
 from videoda.data.classes import colorize
 from videoda.metrics import score_clips
 from videoda.model import load_checkpoint, normalize
+from videoda.utils.device import CPU
 from videoda.utils.images import write_ids, write_rgb
 
 PREDICT_BATCH_SIZE = 16      # frames per forward pass when predicting (memory, not a hyperparameter)
@@ -15,11 +16,11 @@ PREDICT_BATCH_SIZE = 16      # frames per forward pass when predicting (memory, 
 @torch.no_grad()
 def predict_probs(model, images, batch_size=PREDICT_BATCH_SIZE):
     """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor on the CPU (the model runs on its
-    own device)."""
+    own device, under the caller's autocast if any: ``Runtime.autocast``; the softmax is taken in float32)."""
     model.eval()
     device = next(model.parameters()).device
     return torch.cat([model(normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device)))
-                      .softmax(1).cpu() for i in range(0, len(images), batch_size)])
+                      .float().softmax(1).cpu() for i in range(0, len(images), batch_size)])
 
 
 def predict(model, images, batch_size=PREDICT_BATCH_SIZE):
@@ -66,19 +67,23 @@ def qualitative_strip(model, clips, n_rows):
     return np.concatenate(rows, axis=0)
 
 
-def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg):
-    """Score each ``(name, checkpoint path)`` on ``clips`` with ``cfg`` (``videoda.config.Evaluate``): writes each
+def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None):
+    """Score each ``(name, checkpoint path)`` on ``clips`` with ``cfg`` (``videoda.config.Evaluate``), predicting on
+    ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32): writes each
     model's predictions as ``pred_root/<name>/<frame>.png``, its qualitative strip ``fig_root/<name>_strip.png``
     and every confusion matrix to ``fig_root/confusion.npz`` (the folders must exist). Returns {name: report}
     with ``final``, the selected method's model (``videoda/presets.py``), when it was evaluated."""
+    compute = compute or CPU
     metrics, confusion = {}, {}
     for name, path in checkpoints:
-        model, _ = load_checkpoint(path)
+        model = compute.module(load_checkpoint(path, map_location=compute.device)[0])
         pred_dir = pred_root / name
         pred_dir.mkdir(parents=True)
-        metrics[name], confusion[name] = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size, pred_dir,
-                                                        description=f"evaluate {name}")
-        write_rgb(fig_root / f"{name}_strip.png", qualitative_strip(model, clips, cfg.strip_rows))
+        with compute.autocast():
+            metrics[name], confusion[name] = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size,
+                                                            pred_dir, description=f"evaluate {name}")
+            strip = qualitative_strip(model, clips, cfg.strip_rows)
+        write_rgb(fig_root / f"{name}_strip.png", strip)
     np.savez(fig_root / "confusion.npz", **confusion)
     if cfg.final_model in metrics:
         metrics["final"] = metrics[cfg.final_model]

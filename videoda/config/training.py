@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from videoda.config.common import seed_param
+from videoda.config.compute import Compute
 from videoda.config.fields import choice, flag, int_list, integer, number, part, text
 from videoda.domain_adaptation.train import OPTIMIZERS
 from videoda.model.deeplabv2 import BACKBONES, NORMS
@@ -52,3 +53,4 @@ class Supervised:
     model: Model = part("model")
     tau: int = integer(lo=1)
     train: Training = part()
+    compute: Compute = part("compute")

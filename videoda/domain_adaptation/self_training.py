@@ -8,6 +8,7 @@ pair at a time); their online refinement (Eq. 12/14) runs on each whole batch on
 (``refine_pairs``).
 """
 
+import contextlib
 import dataclasses
 import os
 
@@ -189,13 +190,14 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
 
 
 def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, workers=0,
-               snapshot=None):
+               snapshot=None, compute=None):
     """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
     pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: frames}, e.g. arrays
     (T, H, W) or ``PseudoLabelFiles``), each further round regenerates them with the current model and
     ``cfg.labels`` (the same generator). ``clips`` must carry no ground truth (``unlabelled_clips``). ``store``:
     the open ``FlowStore`` (its file is reopened by the loader's readers). Pairs are read by ``workers``
-    processes; training and the refinement run on the model's device. Returns the training curve's rows (step
+    processes; training and the refinement run on the model's device, under ``compute``'s autocast
+    (``train``'s; the regenerated pseudo labels' predictions too). Returns the training curve's rows (step
     counted across rounds, with the round number).
 
     ``snapshot`` (``snapshot.Snapshot``): saved during every round with the round, the rows of the rounds before
@@ -218,7 +220,8 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
                 model.load_state_dict(resume["context"]["round_start"])
             if snapshot is not None and snapshot.every > 0:
                 context["round_start"] = {k: v.clone() for k, v in model.state_dict().items()}
-            pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
+            with contextlib.nullcontext() if compute is None else compute.autocast():
+                pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
         pairs = PseudoLabelPairs(clips, cfg.tau, pseudo, cfg.refine, store.path if cfg.refine != "none" else None)
         with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip, workers=workers,
                         device=device) as target:
@@ -229,7 +232,8 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
             result = train(model, optimizer, batches, vst_forward,
                            vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), train_cfg.iterations,
                            None, power=train_cfg.optim.poly_power, description=f"vst round {r + 1}",
-                           snapshot=snapshot, resume=resume if r == first_round else None)
+                           snapshot=snapshot, resume=resume if r == first_round else None,
+                           compute=compute)
         pairs.close()
         rows = rows + [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1}
                        for row in result["rows"]]      # a new list: the snapshots' context keeps the old one

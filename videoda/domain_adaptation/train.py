@@ -6,6 +6,7 @@ and logs each named loss.  Methods with a discriminator pass ``extra_step``,
 called after the segmentation step (the alternating optimisation of AdaptSegNet/ADVENT).
 """
 
+import contextlib
 import csv
 import time
 
@@ -16,13 +17,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.domain_adaptation.snapshot import restore_training_state, training_state
 from videoda.model import normalize
+from videoda.utils.device import set_deterministic
 from videoda.utils.io import atomic_path
 
 
-def seed_everything(seed):
+def seed_everything(seed, device="cpu"):
+    """Seed torch (every device) and numpy; deterministic kernels for ``device``'s type (``set_deterministic``)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.use_deterministic_algorithms(True)
+    set_deterministic(torch.device(device))
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -55,13 +58,18 @@ def poly_lr_(optimizer, step, max_steps, power=0.9):
 
 
 def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, power=0.9, extra_step=None,
-          log_every=10, description="train", snapshot=None, resume=None):
+          log_every=10, description="train", snapshot=None, resume=None, compute=None):
     """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path`` (if given).
 
     ``batches``: the batch stream, ``.sample()`` the next batch, ``.skip(n)`` advance it by n batches unloaded.
     ``snapshot`` (a ``snapshot.Snapshot``): saved every ``snapshot.every`` steps; ``resume``: a state it loaded,
     to continue from (``snapshot.restore_training_state``). A resumed run ends exactly as an uninterrupted one:
     saving draws no random number and changes no float operation.
+    ``compute`` (``videoda.utils.device.Runtime``, with ``model`` already on its device): each batch is moved to
+    its device and the forward pass and the losses run under its autocast (backward outside it, as torch
+    advises); None: batches as ``batches`` gives them, no autocast (for the CPU in fp32 the two are the
+    same computation).
+
     Returns ``{"seconds", "final", "rows"}``. The seconds are for the caller to print, never to write into an
     output: a DVC-tracked file must not change when only the run time does.
     """
@@ -76,12 +84,13 @@ def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, 
         task = progress.add_task(description, total=iterations, loss="", completed=first)
         for step in range(first, iterations):
             poly_lr_(optimizer, step, iterations, power)
-            batch = batches.sample()
-            outputs = forward(model, batch)
-            losses = {}
-            for term in loss_terms:
-                losses.update(term(outputs, batch))
-            total = sum(losses.values())
+            batch = batches.sample() if compute is None else compute.batch(batches.sample())
+            with contextlib.nullcontext() if compute is None else compute.autocast():
+                outputs = forward(model, batch)
+                losses = {}
+                for term in loss_terms:
+                    losses.update(term(outputs, batch))
+                total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()

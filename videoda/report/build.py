@@ -33,6 +33,7 @@ from videoda.model import load_checkpoint
 from videoda.report.charts import class_legend, confusion_chart, fmt, iou_bars, ordered_models, save_png
 from videoda.report.pseudo_figure import pseudo_figure, refined_labels, select_frames
 from videoda.report.video import video_frame, write_video
+from videoda.utils.device import CPU
 from videoda.utils.io import atomic_path
 
 
@@ -139,8 +140,9 @@ def model_name(path):
 
 
 def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseudo_root, data_root, flow_path,
-                 baseline_path, model_path, cfg, progress=lambda xs, **_: xs):
-    """Write the report folder ``out`` (atomically: on any error nothing is left there)."""
+                 baseline_path, model_path, cfg, progress=lambda xs, **_: xs, compute=None):
+    """Write the report folder ``out`` (atomically: on any error nothing is left there). The two models predict on
+    ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32)."""
     _require(metrics_path, "metrics file", "evaluate")
     _require(confusion_path, "confusion-matrix file", "evaluate")
     _require(pseudo_report_path, "pseudo-label report", "pseudo_labels")
@@ -158,8 +160,9 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
     if cfg.video_clip >= len(val):
         raise ParamError(f"params.yaml: report.video_clip = {cfg.video_clip} is out of range [0, {len(val) - 1}] "
                          f"({len(val)} target-val clips)")
-    baseline, _ = load_checkpoint(baseline_path)
-    model, _ = load_checkpoint(model_path)
+    compute = compute or CPU
+    baseline, model = (compute.module(load_checkpoint(p, map_location=compute.device)[0])
+                       for p in (baseline_path, model_path))
     names = (model_name(baseline_path), model_name(model_path))
 
     picks = select_frames(train, cfg.pseudo_frames, cfg.tau)
@@ -172,7 +175,8 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
                          "gt": clip.labels[t], "caption": f"clip {clip.name}, frame t = {t} ({clip.frame_names[t]})"})
 
     clip = val[cfg.video_clip]
-    preds = [predict(m, clip.images, PREDICT_BATCH_SIZE) for m in (baseline, model)]
+    with compute.autocast():
+        preds = [predict(m, clip.images, PREDICT_BATCH_SIZE) for m in (baseline, model)]
     titles = lambda i: [f"input {i + 1}/{len(clip)}", names[0], names[1]]   # noqa: E731
     frames = [video_frame(clip.images[i], [p[i] for p in preds], titles(i), cfg.video_scale)
               for i in progress(range(len(clip)), description="report: video")]
