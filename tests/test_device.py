@@ -210,7 +210,7 @@ def batches(seed, source=True):
             batch["labeled"] = torch.ones(1, 2, dtype=torch.bool)
             batch["target_images"] = torch.randint(0, 256, (1, 2, H, W, 3), dtype=torch.uint8, generator=g)
         return batch
-    return sample
+    return SimpleNamespace(sample=sample, skip=None)      # train()'s batch stream (nothing resumes here)
 
 
 def training_run(compute=None, steps=2):
@@ -232,7 +232,7 @@ def training_run(compute=None, steps=2):
     opt = make_optimizer(model.param_groups(1e-3), "sgd", 1e-3, weight_decay=5e-4)
     vst = train(model, opt, batches(2, source=False), vst_forward, vst_losses("entropy", 0.1, 0.0), steps, None,
                 log_every=1, **kw)
-    images = batches(3, source=False)()["images"][0].numpy()
+    images = batches(3, source=False).sample()["images"][0].numpy()
     with nullcontext() if compute is None else compute.autocast():
         probs = predict_probs(model, images)
     with tempfile.TemporaryDirectory() as tmp:
