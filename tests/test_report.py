@@ -68,7 +68,7 @@ def inputs(tmp_path_factory):
     val = [make_clip(rng, f"va{i}", T_VAL, [0, 2]) for i in range(2)]
     for split, clips in (("target_train", train), ("target_val", val)):
         for c in clips:
-            save_clip(root / "data/prepared" / split / f"{c.name}.npz", c)
+            save_clip(root / "data/prepared" / split / c.name, c)
     flow_path = root / "data/flow/target_train.h5"
     flow_path.parent.mkdir(parents=True)
     with FlowWriter(flow_path, [1], H, W, "test") as writer:

@@ -144,7 +144,8 @@ def aggregate_clip(probs, images, flow, alpha, threshold):
     backward-warps frame b onto a).  Returns (T, C, H, W) on the device of ``probs``.
     """
     t_len, device = probs.shape[0], probs.device
-    frames = torch.as_tensor(images).to(device).permute(0, 3, 1, 2)
+    # np.asarray: a clip's lazy FrameArray too
+    frames = torch.as_tensor(np.asarray(images)).to(device).permute(0, 3, 1, 2)
     num, den = probs.clone(), torch.ones(t_len, 1, *probs.shape[2:], device=device)
     for step in (-1, 1):
         ref = list(range(max(0, -step), t_len - max(0, step)))      # frames i that have neighbour i + step

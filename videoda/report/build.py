@@ -32,6 +32,7 @@ from videoda.model import load_checkpoint
 from videoda.report.charts import class_legend, confusion_chart, fmt, iou_bars, ordered_models, save_png
 from videoda.report.pseudo_figure import pseudo_figure, refined_labels, select_frames
 from videoda.report.video import MP4V_MAX_SIDE, fitting_video_scale, video_frame, video_frame_size, write_video
+from videoda.utils.device import CPU
 from videoda.utils.io import atomic_path
 
 
@@ -141,13 +142,13 @@ def model_name(path):
 
 
 def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseudo_root, data_root, flow_path,
-                 baseline_path, model_path, cfg, device=None, progress=lambda xs, **_: xs):
-    """Write the report folder ``out`` (atomically: on any error nothing is left there).
+                 baseline_path, model_path, cfg, progress=lambda xs, **_: xs, compute=None):
+    """Write the report folder ``out`` (atomically: on any error nothing is left there). The two models predict on
+    ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32).
 
     Reads only what it draws: the annotated flags of the target-train clips, the frames of the pseudo-label
     figure and the one target-val clip of the video, one clip at a time. The video's scale is lowered (with a
-    note) until its frames fit the mp4v writer, before anything is computed. ``device``: where the two models
-    predict the video (default: the CPU, where ``load_checkpoint`` puts them).
+    note) until its frames fit the mp4v writer, before anything is computed.
     """
     _require(metrics_path, "metrics file", "evaluate")
     _require(confusion_path, "confusion-matrix file", "evaluate")
@@ -172,11 +173,9 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
         size = "x".join(map(str, video_frame_size(*clip.images.shape[1:3], cfg.video_scale, VIDEO_PANELS)[::-1]))
         print(f"note: report.video_scale = {cfg.video_scale} makes {size} video frames, over the "
               f"{MP4V_MAX_SIDE}-pixel side OpenCV's mp4v writer takes: the video uses scale {scale}")
-    baseline, _ = load_checkpoint(baseline_path)
-    model, _ = load_checkpoint(model_path)
-    if device is not None:
-        baseline.to(device)
-        model.to(device)
+    compute = compute or CPU
+    baseline, model = (compute.module(load_checkpoint(p, map_location=compute.device)[0])
+                       for p in (baseline_path, model_path))
     names = (model_name(baseline_path), model_name(model_path))
 
     # the candidates' flags clip by clip (a clip is dropped once read), then the drawn frames alone
@@ -193,7 +192,8 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
                          "gt": train_clip.labels[t],
                          "caption": f"clip {train_clip.name}, frame t = {t} ({train_clip.frame_names[t]})"})
 
-    preds = [predict(m, clip.images, PREDICT_BATCH_SIZE) for m in (baseline, model)]
+    with compute.autocast():
+        preds = [predict(m, clip.images, PREDICT_BATCH_SIZE) for m in (baseline, model)]
     titles = lambda i: [f"input {i + 1}/{len(clip)}", names[0], names[1]]   # noqa: E731
     middle = len(clip) // 2
 
