@@ -23,8 +23,8 @@ from videoda.data.classes import NUM_CLASSES
 from videoda.domain_adaptation.train import (forward_pairs, make_optimizer, poly_lr_, segmentation_loss,
                                              supervised_forward)
 from videoda.model.discriminator import Discriminator
-from videoda.domain_adaptation.losses import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map, single_frame_dice_loss,
-                                tube_dice_loss)
+from videoda.domain_adaptation.losses import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map,
+                                              full_precision, single_frame_dice_loss, tube_dice_loss)
 
 DISCRIMINATORS = ("none", "image", "sequence")
 DISC_INPUTS = ("softmax", "entropy")
@@ -68,7 +68,7 @@ def adversarial_forward(model, batch):
 def discriminator_input(logits, kind):
     """(B, T, C, H, W) logits -> what D sees: the softmax of *each frame* over its C classes (never a joint
     softmax over the T*C stacked channels), or ADVENT's entropy map of it; float32 whatever the logits' dtype."""
-    probs = logits.float().softmax(dim=2)
+    probs = full_precision(logits).softmax(dim=2)
     return entropy_map(probs) if kind == "entropy" else probs
 
 
@@ -86,7 +86,7 @@ class DiceTerm:
         self.weight = weight
 
     def __call__(self, outputs, batch):
-        return {"dice": self.weight * self.loss(outputs["logits"].float().softmax(dim=2), batch["labels"],
+        return {"dice": self.weight * self.loss(full_precision(outputs["logits"]).softmax(dim=2), batch["labels"],
                                                 labeled=batch.get("labeled"))}
 
 

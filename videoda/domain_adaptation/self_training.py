@@ -11,6 +11,8 @@ pair at a time); their online refinement (Eq. 12/14) runs on each whole batch on
 import contextlib
 import dataclasses
 import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,8 +21,9 @@ from PIL import Image
 from videoda.data.classes import IGNORE_ID
 from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
-from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, generate_pseudo_labels,
-                                                     pseudo_label_path, read_pseudo_label)
+from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, iter_pseudo_labels,
+                                                     pseudo_label_path, read_pseudo_label,
+                                                     write_clip_pseudo_labels)
 from videoda.domain_adaptation.train import forward_pairs, segmentation_optimizer, train
 from videoda.errors import DataError
 from videoda.flow.store import FlowStore
@@ -189,6 +192,15 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
 
 
+def regenerate_pseudo_labels(model, clips, store, cfg, folder, progress=lambda xs, **_: xs):
+    """A later VST round's pseudo labels from the current model: written clip by clip as label PNGs under
+    ``folder`` (as stage ``pseudo_labels`` writes them), read back a pair at a time (``PseudoLabelFiles``), so no
+    round holds the whole split's labels in memory. PNGs are lossless: the labels are the generated ones."""
+    for clip, labels, _ in iter_pseudo_labels(model, clips, store, cfg, progress, spill_root=folder.parent):
+        write_clip_pseudo_labels(folder, clip, labels.cpu().numpy())
+    return PseudoLabelFiles(folder, clips)
+
+
 def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, workers=0,
                snapshot=None, compute=None):
     """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
@@ -215,13 +227,15 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
         source.skip(first_round * train_cfg.iterations)      # the source stream runs on across rounds
     for r in range(first_round, cfg.rounds):
         context = {"round": r + 1, "rows": rows}          # counted from 1, as in the curve
+        round_files = contextlib.ExitStack()
         if r > 0:
             if resume is not None and r == first_round:
                 model.load_state_dict(resume["context"]["round_start"])
             if snapshot is not None and snapshot.every > 0:
                 context["round_start"] = {k: v.clone() for k, v in model.state_dict().items()}
+            folder = Path(round_files.enter_context(tempfile.TemporaryDirectory(prefix="vst-round-"))) / "labels"
             with contextlib.nullcontext() if compute is None else compute.autocast():
-                pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
+                pseudo = regenerate_pseudo_labels(model, clips, store, cfg.labels, folder, progress)
         pairs = PseudoLabelPairs(clips, cfg.tau, pseudo, cfg.refine, store.path if cfg.refine != "none" else None)
         with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip, workers=workers,
                         device=device) as target:
@@ -235,6 +249,7 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
                            snapshot=snapshot, resume=resume if r == first_round else None,
                            compute=compute)
         pairs.close()
+        round_files.close()
         rows = rows + [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1}
                        for row in result["rows"]]      # a new list: the snapshots' context keeps the old one
     if source is not None:
