@@ -1,9 +1,9 @@
 """Every stage's config by stage name, and the resolved params file of each (``data/params/<stage>.json``).
 
-Stage ``resolve_params`` writes, for each stage, the keys its config reads (``stage_keys``) with the ``method``
-preset applied, and the stage reads its config from that file alone. So DVC reruns a stage when its *effective*
-values change, and methods that share a phase (e.g. AdaptSegNet's warm-up under CBST*, CRST* and IAST) share its
-run in DVC's run cache.
+Stage ``resolve_params`` writes, for each stage, the keys its config reads (``stage_keys``) with the ``profile``
+and the ``method`` preset applied, and the stage reads its config from that file alone. So DVC reruns a stage when
+its *effective* values change, and methods that share a phase (e.g. AdaptSegNet's warm-up under CBST*, CRST* and
+IAST) share its run in DVC's run cache.
 """
 
 import json
