@@ -22,3 +22,13 @@ class Flow:
     epe: bool = flag()
     gt_root: str = text()
     compare: tuple = str_list()
+
+
+@dataclass(frozen=True)
+class FlowGroundTruth:
+    """Stage ``flow_gt``: whether stage ``flow`` reads ground-truth flow (``epe``, or the ``gt`` backend), and
+    from where (``videoda.flow.ground_truth``)."""
+    SECTION: ClassVar[str] = "flow"
+    method: str = text()
+    epe: bool = flag()
+    gt_root: str = text()

@@ -11,7 +11,7 @@ import json
 from videoda.config.data import Prepare, Synth
 from videoda.config.evaluation import Evaluate, Report
 from videoda.config.fields import config_keys, lookup, read_config
-from videoda.config.flow import Flow
+from videoda.config.flow import Flow, FlowGroundTruth
 from videoda.config.self_training import VST, PseudoLabelStage
 from videoda.config.training import Supervised
 from videoda.config.vat import VAT
@@ -24,6 +24,7 @@ STAGES = {
     "train_source": (Supervised, "train_source"),
     "train_oracle": (Supervised, "train_oracle"),
     "vat": (VAT, VAT.SECTION),
+    "flow_gt": (FlowGroundTruth, FlowGroundTruth.SECTION),
     "flow": (Flow, Flow.SECTION),
     "pseudo_labels": (PseudoLabelStage, PseudoLabelStage.SECTION),
     "vst": (VST, VST.SECTION),

@@ -5,7 +5,6 @@ truncated (``num_layers``) so the same code runs a tiny ResNet-18 on a 2-core CP
 dilated ResNet-50/101 (output stride 8) on a GPU.
 """
 
-import hashlib
 import io
 import os
 import re
@@ -20,7 +19,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import FrozenBatchNorm2d
 
-from videoda.utils.io import write_bytes
+from videoda.utils.io import sha256_file, write_bytes
 
 BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 NORMS = ("batch", "frozen_batch", "group")
@@ -166,12 +165,9 @@ def imagenet_weights_file(backbone):
             f"not found: download {weights.url} into {path.parent} ($TORCH_HOME/hub/checkpoints/; $TORCH_HOME "
             f"defaults to ~/.cache/torch), or set model.pretrained to the file's path")
     prefix = re.search(r"-([0-9a-f]{8,})\.", name)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if prefix and not digest.hexdigest().startswith(prefix.group(1)):
-        raise ValueError(f"model.pretrained: {path}: its sha256 starts {digest.hexdigest()[:len(prefix.group(1))]}, "
+    digest = sha256_file(path)
+    if prefix and not digest.startswith(prefix.group(1)):
+        raise ValueError(f"model.pretrained: {path}: its sha256 starts {digest[:len(prefix.group(1))]}, "
                          f"its name says {prefix.group(1)}: a partial or corrupt download of {weights.url}")
     return path
 
