@@ -434,8 +434,8 @@ def test_flow_gt_manifest_lists_the_ground_truth_only_when_flow_reads_it(flow_be
         return json.loads(manifest.read_text())
 
     used = run_gt(method="dis", epe=True, gt_root=str(gt_root))
-    assert used == {"used": True, "root": str(gt_root),
-                    "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(gt_root.glob("*.npy"))}}
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(gt_root.glob("*.npy"))}
+    assert used == {"used": True, "root": str(gt_root), "files": files}
     assert sorted(used["files"]) == ["0001.npy", "0002.npy"]
     assert run_gt(method="gt", epe=False) == used
     assert run_gt(method="dis", epe=False, gt_root=str(tmp_path / "nowhere")) == {"used": False}
