@@ -143,7 +143,7 @@ def work_items(name, argv, n, args, log_text):
         return (int(found.group(1)), "flow", float(found.group(2))) if found else (None, "flow", None)
     per_stage = {"synth": (sum(frames.values()), "frame"), "prepare": (sum(frames.values()), "frame"),
                  "pseudo_labels": (frames["target_train"], "frame"),
-                 "evaluate": (frames["target_val"] * argv.count("--model"), "frame x model")}
+                 "evaluate": (frames["target_val"] * argv.count("--model"), "model-frame")}
     items, unit = per_stage.get(name, (None, None))
     return items, unit, None
 
@@ -202,32 +202,34 @@ def machine():
 
 
 def print_table(report):
-    sizes = report["sizes"]
-    table = Table(title=f"stages at {report['settings']['height']} x {report['settings']['width']}, "
-                        f"{report['settings']['frames']} frames a clip (clips = source = target-train)")
+    sizes, settings = report["sizes"], report["settings"]
+    table = Table(title=f"peak RSS (MiB) and rate of each stage at {settings['height']} x {settings['width']}, "
+                        f"{settings['frames']} frames a clip; clips = source sequences = target-train clips")
     table.add_column("stage")
+    table.add_column("rate unit")
     for s in sizes:
-        table.add_column(f"{s['clips']} clips\nRSS MiB", justify="right")
+        table.add_column(f"{s['clips']} clips\nRSS", justify="right")
         table.add_column("rate", justify="right")
-    table.add_column("RSS last /\nfirst", justify="right")
-    table.add_column("marginal rate,\nlast sizes", justify="right")
+    table.add_column("RSS last\n/ first", justify="right")
+    table.add_column("marginal\nrate", justify="right")
     names = list(dict.fromkeys(name for s in sizes for name in s["stages"]))
     for name in names:
-        row, rss = [name], []
-        for s in sizes:
-            e = s["stages"].get(name)
+        entries = [s["stages"].get(name) for s in sizes]
+        first = next(e for e in entries if e)
+        unit = ("s / iteration" if "s_per_iteration" in first else f"{first['unit']}s / s" if first.get("unit")
+                else "wall s")
+        row, rss = [name, unit], []
+        for e in entries:
             if e is None:
                 row += ["-", "-"]
                 continue
             rss.append(e["peak_rss_mib"])
-            rate = (f"{e['s_per_iteration']:.3g} s/it" if "s_per_iteration" in e else
-                    f"{e['per_second']:.3g} {e['unit']}/s" if "per_second" in e else f"{e['wall_s']:.1f} s")
-            row += [f"{e['peak_rss_mib']:.0f}", rate]
-        row.append(f"{rss[-1] / rss[0]:.2f}" if len(rss) > 1 else "-")
+            rate = e.get("s_per_iteration", e.get("per_second", e["wall_s"]))
+            row += [f"{e['peak_rss_mib']:.0f}", f"{rate:.3g}"]
         marginal = (report["marginal_per_second"].get(name) or [None])[-1]
-        row.append(f"{marginal:.3g}/s" if marginal else "-")
+        row += [f"{rss[-1] / rss[0]:.2f}" if len(rss) > 1 else "-", f"{marginal:.3g}" if marginal else "-"]
         table.add_row(*row)
-    Console().print(table)
+    Console(width=max(120, 40 + 16 * len(sizes))).print(table)
 
 
 def main():
