@@ -30,7 +30,7 @@ def test_scale_benchmark_measures_every_stage_at_the_tiniest_size(tmp_path):
     assert size["stages"]["flow"]["items"] == 2 * 2 * 5 and size["stages"]["flow"]["per_second"] > 0
     assert size["stages"]["prepare"]["outputs_mib"] > 0 and size["stages"]["train_source"]["outputs_mib"] > 0
     assert not (tmp_path / "work/clips_2").exists()          # each size's folder goes once measured
-    assert "RSS MiB" in r.stdout                                   # the table
+    assert "peak RSS (MiB)" in r.stdout                            # the table
 
 
 def test_scale_benchmark_refuses_the_repository_as_its_work_folder():
