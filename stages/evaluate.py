@@ -40,11 +40,12 @@ def main():
     ap.add_argument("--figures", default="reports/figures")
     args = ap.parse_args()
     cfg = read_stage_config(Evaluate, args.params)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     clips = load_split(args.data, "target_val")
     with atomic_path(args.predictions) as pred_root, atomic_path(args.figures) as fig_root:
         fig_root.mkdir()
-        metrics = evaluate_models(args.model, clips, pred_root, fig_root, cfg)
+        metrics = evaluate_models(args.model, clips, pred_root, fig_root, cfg, compute)
     write_json(args.metrics, metrics)
     write_json(args.scores, headline_scores(metrics))
 

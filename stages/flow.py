@@ -35,12 +35,14 @@ def main():
     cfg = read_stage_config(Flow, args.params)
     if args.gt_manifest:
         check_manifest(args.gt_manifest, cfg.gt_root, reads_ground_truth(cfg.method, cfg.epe))
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
     report, seconds = compute_flows(
         args.data, args.out, method=cfg.method, tau=cfg.tau, alpha=cfg.occlusion.alpha,
         threshold=cfg.occlusion.threshold, dis_preset=cfg.dis_preset, ckpt=cfg.ckpt, batch_size=cfg.batch_size,
-        score=cfg.epe, gt_root=cfg.gt_root, compare=list(cfg.compare) if cfg.epe else [], progress=track)
+        score=cfg.epe, gt_root=cfg.gt_root, compare=list(cfg.compare) if cfg.epe else [], progress=track,
+        compute=compute)
     write_json(args.report, report)
     print(f"flow: {report['pairs']} flows of {report['clips']} clips with {cfg.method} in {seconds:.1f} s "
           f"({1000 * seconds / max(report['pairs'], 1):.1f} ms per flow)")

@@ -1,7 +1,9 @@
-"""Stage `prepare`: turn the source and target datasets into the internal clip format at training resolution.
+"""Stage `prepare`: turn the source and target datasets into the internal clip format, each at its own training
+resolution (``prepare.source.height``/``width``, ``prepare.target.height``/``width``).
 
-Later stages read ``data/prepared/{source,target_train,target_val}/*.npz`` and never know which dataset they
-came from (VIPER or the embedded benchmark as source, Cityscapes-VPS or the embedded benchmark as target).
+Later stages read the clip folders ``data/prepared/{source,target_train,target_val}/<clip>/`` and never know
+which dataset they came from (VIPER or the embedded benchmark as source, Cityscapes-VPS or the embedded benchmark
+as target).
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -23,15 +25,16 @@ def main():
     cfg = read_stage_config(Prepare, args.params)
     src, tgt = cfg.source, cfg.target
     selection = {"conditions": src.conditions, "sequences": src.sequences}
-    jobs = [("source", src.dataset, src.root, src.split, selection),
-            ("target_train", tgt.dataset, tgt.root, tgt.train_split, {}),
-            ("target_val", tgt.dataset, tgt.root, tgt.val_split, {})]
+    jobs = [("source", src.dataset, src.root, src.split, (src.height, src.width), selection),
+            ("target_train", tgt.dataset, tgt.root, tgt.train_split, (tgt.height, tgt.width), {}),
+            ("target_val", tgt.dataset, tgt.root, tgt.val_split, (tgt.height, tgt.width), {})]
     # Every split of both datasets is listed and checked (roots, split folders, file names, lengths) before any
     # frame is decoded: a bad target root fails at once, not after the whole source has been converted.
-    specs = [list_split(dataset, root, split, cfg.min_frames, **options) for _, dataset, root, split, options in jobs]
+    specs = [list_split(dataset, root, split, cfg.min_frames, **options)
+             for _, dataset, root, split, _, options in jobs]
     # Each split is its own DVC output, written atomically by prepare_split.
-    for (name, dataset, root, split, _), split_specs in zip(jobs, specs):
-        prepare_split(dataset, root, split, Path(args.out) / name, (cfg.height, cfg.width),
+    for (name, dataset, root, split, size, _), split_specs in zip(jobs, specs):
+        prepare_split(dataset, root, split, Path(args.out) / name, size,
                       min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle, specs=split_specs)
 
 

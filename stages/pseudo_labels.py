@@ -18,8 +18,7 @@ from rich.progress import track
 from videoda.config.fields import read_stage_config
 from videoda.config.self_training import PseudoLabelStage
 from videoda.data.pairs import load_split
-from videoda.domain_adaptation.pseudo_label_analysis import pseudo_labels_report, pseudo_labels_summary
-from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, write_pseudo_labels
+from videoda.domain_adaptation.pseudo_label_analysis import make_pseudo_labels, pseudo_labels_summary
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
@@ -37,15 +36,16 @@ def main():
     ap.add_argument("--summary", default="reports/p_miou.json", help="the headline: P-mIoU, proportion, Table 7")
     args = ap.parse_args()
     cfg = read_stage_config(PseudoLabelStage, args.params)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model, _ = load_checkpoint(args.model)
+    model = compute.module(load_checkpoint(args.model, map_location=compute.device)[0])
     clips = load_split(args.data, "target_train")
-    with FlowStore(args.flow) as store:
-        labels, theta = generate_pseudo_labels(model, clips, store, cfg.labels, progress=track)
-        report = pseudo_labels_report(model, clips, store, labels, theta, cfg.labels, cfg.tau, progress=track)
-    with atomic_path(args.out) as out:
-        write_pseudo_labels(out, clips, labels)
+    # prediction, aggregation and thresholds on the model's device, in compute's precision (the softmax maps come
+    # back as float32); each clip's labels written as they are made
+    with FlowStore(args.flow) as store, compute.autocast(), atomic_path(args.out) as out:
+        report = make_pseudo_labels(model, clips, store, cfg.labels, cfg.tau, out, device=compute.device,
+                                    progress=track)
     write_json(args.report, report)
     write_json(args.summary, pseudo_labels_summary(report))
 

@@ -35,11 +35,13 @@ def main(argv=None):
     ap.add_argument("--out", default="reports/visual")
     args = ap.parse_args(argv)
     cfg = read_stage_config(Report, args.params)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
     build_report(args.out, metrics_path=args.metrics, confusion_path=args.confusion,
                  pseudo_report_path=args.pseudo_report, pseudo_root=args.pseudo, data_root=args.data,
-                 flow_path=args.flow, baseline_path=args.baseline, model_path=args.model, cfg=cfg, progress=track)
+                 flow_path=args.flow, baseline_path=args.baseline, model_path=args.model, cfg=cfg, progress=track,
+                 compute=compute)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import torch
 
 from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
-from videoda.data.pairs import PairSampler, load_split
+from videoda.data.pairs import PairDataset, PairLoader, load_split
+from videoda.domain_adaptation.snapshot import Snapshot
 from videoda.domain_adaptation.train import (seed_everything, segmentation_loss, segmentation_optimizer,
                                              supervised_forward, timing_line, train)
 from videoda.errors import run_stage
@@ -29,18 +30,26 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--curve", required=True)
     args = ap.parse_args()
-    cfg = read_stage_config(Supervised, args.params or f"data/params/{args.stage}.json", section=args.stage)
-    seed_everything(cfg.seed)
+    params = args.params or f"data/params/{args.stage}.json"
+    cfg = read_stage_config(Supervised, params, section=args.stage)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
+    seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
-    model = build_model(cfg.model)
+    model = compute.module(build_model(cfg.model))       # initialised on the CPU, then moved: device-independent
     optimizer = segmentation_optimizer(model, cfg.train.optim)
     # Frame t of every pair is labelled: VIPER may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5.
-    sampler = PairSampler(load_split(args.data, args.split), cfg.tau, cfg.train.batch_size, cfg.seed,
-                          require_label=True, hflip=cfg.train.hflip)
-    result = train(model, optimizer, sampler.sample, supervised_forward, [segmentation_loss], cfg.train.iterations,
-                   args.curve, power=cfg.train.optim.poly_power, description=args.stage)
+    pairs = PairDataset(load_split(args.data, args.split), cfg.tau, require_label=True)
+    batches = PairLoader(pairs, cfg.train.batch_size, cfg.seed, hflip=cfg.train.hflip, workers=compute.workers,
+                         device=compute.device)
+    snapshot = Snapshot.for_stage(args.stage, args.out, cfg.train.snapshot_every, params, __file__,
+                                  data=[f"{args.data}/{args.split}"])
+    result = train(model, optimizer, batches, supervised_forward, [segmentation_loss], cfg.train.iterations,
+                   args.curve, power=cfg.train.optim.poly_power, description=args.stage, snapshot=snapshot,
+                   resume=snapshot.load(), compute=compute)
+    batches.close()
     save_checkpoint(args.out, model, {"stage": args.stage})
-    print(timing_line(args.stage, cfg.train.iterations, result["seconds"]))
+    snapshot.remove()
+    print(timing_line(args.stage, cfg.train.iterations, result["seconds"]) + f" on {compute.describe()}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ import torch
 
 from videoda.config.fields import read_stage_config
 from videoda.config.vat import VAT
-from videoda.data.pairs import PairSampler, load_split
+from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
+from videoda.domain_adaptation.snapshot import Snapshot
 from videoda.domain_adaptation.train import (seed_everything, segmentation_optimizer, timing_line, train,
                                              write_curve)
 from videoda.errors import run_stage
@@ -31,29 +32,37 @@ def main():
     ap.add_argument("--curve", default="reports/curves/vat.tsv")
     args = ap.parse_args()
     cfg = read_stage_config(VAT, args.params)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     if not cfg.enabled:      # a method without an adversarial phase (videoda/presets.py)
         model, _ = load_checkpoint(args.init)
         write_curve(args.curve, [])
         save_checkpoint(args.out, model, {"stage": "vat", "enabled": False, "init": str(args.init)})
         return
-    seed_everything(cfg.seed)
+    seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
-    model, _ = load_checkpoint(args.init)
+    model = compute.module(load_checkpoint(args.init, map_location=compute.device)[0])
     t = cfg.train
     optimizer = segmentation_optimizer(model, t.optim)
-    batches = VATBatches(PairSampler(load_split(args.data, "source"), cfg.tau, t.batch_size, cfg.seed,
-                                     require_label=True, hflip=t.hflip),       # source frame t is labelled
-                         PairSampler(load_split(args.data, "target_train"), cfg.tau, t.batch_size, cfg.seed + 1,
-                                     hflip=t.hflip))
+    source = PairDataset(load_split(args.data, "source"), cfg.tau, require_label=True)   # frame t labelled
+    target = PairDataset(load_split(args.data, "target_train"), cfg.tau, labels=False)   # unsupervised
+    loaders = [PairLoader(pairs, t.batch_size, seed, hflip=t.hflip, workers=compute.workers, device=compute.device)
+               for pairs, seed in ((source, cfg.seed), (target, cfg.seed + 1))]
+    batches = VATBatches(*loaders)
     objective = vat_objective(discriminator=cfg.discriminator, disc_input=cfg.disc_input, dice=cfg.dice,
                               lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
                               optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
-                              iterations=t.iterations, poly_power=t.optim.poly_power)
-    result = train(model, optimizer, batches.sample, objective.forward, objective.terms, t.iterations, args.curve,
-                   power=t.optim.poly_power, extra_step=objective.extra_step, description="vat")
+                              iterations=t.iterations, poly_power=t.optim.poly_power, compute=compute)
+    snapshot = Snapshot.for_stage("vat", args.out, t.snapshot_every, args.params, __file__, init=args.init,
+                                  data=[f"{args.data}/source", f"{args.data}/target_train"])
+    result = train(model, optimizer, batches, objective.forward, objective.terms, t.iterations, args.curve,
+                   power=t.optim.poly_power, extra_step=objective.extra_step, description="vat", snapshot=snapshot,
+                   resume=snapshot.load(), compute=compute)
+    for loader in loaders:
+        loader.close()
     save_checkpoint(args.out, model, {"stage": "vat", "init": str(args.init), "discriminator": cfg.discriminator,
                                       "disc_input": cfg.disc_input, "dice": cfg.dice})
-    print(timing_line("vat", t.iterations, result["seconds"]))
+    snapshot.remove()
+    print(timing_line("vat", t.iterations, result["seconds"]) + f" on {compute.describe()}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from rich.progress import track
 from videoda.config.fields import read_stage_config
 from videoda.config.self_training import VST
 from videoda.data.pairs import load_split
-from videoda.domain_adaptation.pseudo_labels import read_pseudo_labels
-from videoda.domain_adaptation.self_training import self_train, unlabelled_clips
+from videoda.domain_adaptation.self_training import PseudoLabelFiles, self_train, unlabelled_clips
+from videoda.domain_adaptation.snapshot import Snapshot
 from videoda.domain_adaptation.train import seed_everything, timing_line, write_curve
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
@@ -33,25 +33,32 @@ def main():
     ap.add_argument("--curve", required=True)
     args = ap.parse_args()
     cfg = read_stage_config(VST, args.params)
-    seed_everything(cfg.seed)
+    compute = cfg.compute.runtime()          # a missing device: an error before anything is written
+    seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
-    model, _ = load_checkpoint(args.init)
+    model = compute.module(load_checkpoint(args.init, map_location=compute.device)[0])
     if not cfg.enabled:              # a method without self-training (videoda/presets.py)
         write_curve(args.curve, [])
         save_checkpoint(args.out, model, {"stage": "vst", "enabled": False, "init": str(args.init)})
         return
     clips = unlabelled_clips(load_split(args.data, "target_train"))
-    pseudo = read_pseudo_labels(args.pseudo, clips)
+    pseudo = PseudoLabelFiles(args.pseudo, clips)       # read a pair at a time
     source = load_split(args.data, "source") if cfg.lambda_source > 0 else None
     with FlowStore(args.flow) as store:
         for c in clips:
             store.check_clip(c.name, len(c), *c.images.shape[1:3])
+        data = [f"{args.data}/target_train", args.pseudo, args.flow]
+        data += [f"{args.data}/source"] if cfg.lambda_source > 0 else []
+        snapshot = Snapshot.for_stage("vst", args.out, cfg.train.snapshot_every, args.params, __file__,
+                                      init=args.init, data=data)
         start = time.perf_counter()
-        rows = self_train(model, clips, pseudo, store, cfg, source, progress=track)
+        rows = self_train(model, clips, pseudo, store, cfg, source, progress=track, workers=compute.workers,
+                          snapshot=snapshot, compute=compute)
         seconds = time.perf_counter() - start      # all rounds, with the pseudo labels regenerated between them
     write_curve(args.curve, rows)
     save_checkpoint(args.out, model, {"stage": "vst", "rounds": cfg.rounds})
-    print(timing_line("vst", cfg.rounds * cfg.train.iterations, seconds))
+    snapshot.remove()
+    print(timing_line("vst", cfg.rounds * cfg.train.iterations, seconds) + f" on {compute.describe()}")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ def test_config_values_are_the_params_values():
 
 def test_stage_keys_are_what_the_stage_reads():
     assert stage_keys("report") == sorted(
-        ["flow.alpha", "flow.occlusion_threshold", "flow.tau", "report.figure_scale", "report.fps",
-         "report.pseudo_frames", "report.threads", "report.video_clip", "report.video_scale"])
+        ["compute.device", "compute.precision", "compute.workers", "flow.alpha", "flow.occlusion_threshold",
+         "flow.tau", "report.figure_scale", "report.fps", "report.pseudo_frames", "report.threads",
+         "report.video_clip", "report.video_scale"])
     assert "model.backbone" in stage_keys("train_source") and "seed" in stage_keys("vat")
     assert not any(k.startswith("flow.method") for k in stage_keys("vst"))   # the flow file is its input
 
@@ -166,19 +167,19 @@ def test_resolve_params_stage_writes_effective_values_or_nothing(tmp_path):
 
 def test_config_is_the_only_reader_of_params():
     """Nothing but the config layer parses params.yaml or walks params by hand: stages read their resolved file,
-    and only resolve_params, the paper-tables tool and the VST, cross-CPU and scale benchmarks load params.yaml,
-    through the config layer. (benchmarks/vst_screen.py parses a command-line value as YAML, benchmarks/scale.py
-    dvc.yaml for the stages' commands.)"""
+    and only resolve_params, the paper-tables tool and the VST, cross-CPU, GPU-check and scale benchmarks load
+    params.yaml, through the config layer. (benchmarks/vst_screen.py parses a command-line value as YAML,
+    benchmarks/gpu_check.py and benchmarks/scale.py read dvc.yaml's stage commands.)"""
     loaders = {"stages/resolve_params.py", "videoda/paper_tables.py", "benchmarks/vst_screen.py",
-               "benchmarks/cross_cpu.py", "benchmarks/scale.py"}
-    yaml_parsers = {"benchmarks/vst_screen.py", "benchmarks/scale.py"}
+               "benchmarks/cross_cpu.py", "benchmarks/gpu_check.py", "benchmarks/scale.py"}
+    yaml_readers = {"benchmarks/vst_screen.py", "benchmarks/gpu_check.py", "benchmarks/scale.py"}
     offenders = []
     for path in sorted([*REPO.glob("videoda/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("benchmarks/*.py")]):
         name = path.relative_to(REPO).as_posix()
         if name.startswith("videoda/config/") or name == "videoda/presets.py":
             continue
         source = path.read_text()
-        if ("safe_load(" in source and name not in yaml_parsers) or "Section(" in source \
+        if ("safe_load(" in source and name not in yaml_readers) or "Section(" in source \
                 or 'params["' in source or (re.search(r"\b(load|read)_params\(", source) and name not in loaders):
             offenders.append(name)
     assert offenders == []

@@ -108,8 +108,8 @@ def test_viper_round_trip(viper_root, tmp_path):
 
     out = tmp_path / "source"
     paths = prepare_split("viper", viper_root, "train", out, SIZE, min_frames=6)
-    assert sorted(p.name for p in out.iterdir()) == ["001.npz", "002.npz", "003.npz"] == [p.name for p in paths]
-    clip = load_clip(out / "002.npz")
+    assert sorted(p.name for p in out.iterdir()) == ["001", "002", "003"] == [p.name for p in paths]
+    clip = load_clip(out / "002")
     assert clip.images.shape == (6, H, W, 3) and clip.images.dtype == np.uint8
     assert clip.labeled.all()
     for t, index in enumerate(range(10, 16)):
@@ -198,7 +198,7 @@ def test_cityscapes_round_trip(cs_root, tmp_path):
     assert [s.name for s in specs] == ["0001", "0002", "0003"]
     out = tmp_path / "target_val"
     prepare_split("cityscapes_vps", cs_root, "val", out, SIZE, min_frames=10)
-    clip = load_clip(out / "0002.npz")
+    clip = load_clip(out / "0002")
     assert clip.labeled.tolist() == [t % 5 == 4 for t in range(10)]
     for t in range(10):
         np.testing.assert_array_equal(clip.images[t], image(200 + t))

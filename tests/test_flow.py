@@ -302,7 +302,7 @@ def test_flow_stage_dis_writes_every_pair_and_scores(flow_bench, monkeypatch, tm
     with FlowStore(cwd / "data/flow/target_train.h5") as store:
         assert store.clips == ["0001", "0002"] and store.method == "dis"
         assert store.attrs["dis_preset"] == "medium" and (store.height, store.width) == (16, 32)
-        clip = load_clip(cwd / "data/prepared/target_train/0001.npz")
+        clip = load_clip(cwd / "data/prepared/target_train/0001")
         store.check_clip("0001", len(clip), 16, 32)
         assert store.flow("0001", 5, 3).shape == (16, 32, 2)
 

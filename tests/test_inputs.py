@@ -64,14 +64,16 @@ def test_training_twice_gives_byte_identical_checkpoints(synth_and_prepared, tmp
 
 # ---------------------------------------------------------------- bad inputs: one line, exit 2, no output
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
-def test_corrupt_clip_file_names_it(synth_and_prepared, tmp_path, damage):
+@pytest.mark.parametrize("damage,member", [("truncated", "images.npy"), ("empty", "images.npy"),
+                                           ("garbage", "images.npy"), ("truncated", "labels.npy"),
+                                           ("empty", "labeled.npy"), ("garbage", "frame_names.npy")])
+def test_corrupt_clip_file_names_it(synth_and_prepared, tmp_path, damage, member):
     data = tmp_path / "prepared"
     shutil.copytree(synth_and_prepared / "data/prepared", data)
-    clip = sorted((data / "source").glob("*.npz"))[-1]
+    clip = sorted((data / "source").iterdir())[-1] / member
     content = clip.read_bytes()
     clip.write_bytes({"truncated": content[:len(content) // 2], "empty": b"",
-                      "garbage": b"PK\x03\x04" + bytes(range(256)) * 8}[damage])
+                      "garbage": b"\x93NUMPY" + bytes(range(256)) * 8}[damage])
     write_params(tmp_path, tiny_params())
     r = stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source", "--data", str(data),
               "--out", "models/m.pt", "--curve", "curves/m.tsv")

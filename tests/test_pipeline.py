@@ -20,7 +20,8 @@ def tiny_params():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synth"].update(height=24, width=48, frames_per_clip=10, source_sequences=2, target_train_clips=2,
                            target_val_clips=2)
-    params["prepare"].update(height=16, width=32)
+    for side in ("source", "target"):
+        params["prepare"][side].update(height=16, width=32)
     for s in ("train_source", "train_oracle"):
         params[s].update(iterations=3, batch_size=2)
     params["evaluate"]["strip_rows"] = 2

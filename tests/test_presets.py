@@ -65,19 +65,6 @@ def test_bad_method_and_missing_key_name_the_key():
 
 # --- profiles: the scale of a run (`profile`), applied before the method preset ------------------------------
 
-# The per-dataset resolution (prepare.{source,target}.{height,width}) comes with another change of the config
-# layer; until it is in params.yaml, the tests of the paper profile add the four keys.
-SPLIT_RESOLUTION = ("prepare.source.height", "prepare.source.width", "prepare.target.height", "prepare.target.width")
-
-
-def params_with_split_resolution():
-    params = raw_params()
-    for key in SPLIT_RESOLUTION:
-        section, dataset, dim = key.split(".")
-        params[section][dataset].setdefault(dim, params[section].get(dim, 64))
-    return params
-
-
 def test_embedded_profile_is_params_yaml_as_it_is():
     """The default profile changes nothing: every stage's resolved params are those of params.yaml without a
     profile (the pipeline's outputs before profiles existed)."""
@@ -91,7 +78,7 @@ def test_embedded_profile_is_params_yaml_as_it_is():
 
 
 def test_paper_profile_sets_every_key_it_lists(capsys):
-    params = params_with_split_resolution()
+    params = raw_params()
     params["profile"] = "paper"
     out = apply_profile(params)
     for key, value in PAPER.items():
@@ -116,13 +103,13 @@ def test_paper_profile_sets_every_key_it_lists(capsys):
 def test_every_key_a_profile_sets_reaches_a_stage():
     read = {k for stage in STAGES for k in stage_keys(stage)}
     for name, keys in PROFILES.items():
-        assert set(keys) - read <= set(SPLIT_RESOLUTION), name
+        assert set(keys) <= read, (name, set(keys) - read)
 
 
 def test_profile_applies_before_the_method_preset(monkeypatch, tmp_path):
     """A preset fixes what defines a method: under any profile, method advent keeps ADVENT's lambda_v."""
     monkeypatch.setitem(PROFILES, "paper", {**PAPER, "vat.lambda_v": 0.5})
-    params = params_with_split_resolution()
+    params = raw_params()
     params.update(profile="paper", method="advent")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     effective = load_params(tmp_path / "params.yaml", verbose=False)
@@ -140,7 +127,7 @@ def test_bad_profile_and_missing_key_name_the_key(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "profile": "huge"}))
     with pytest.raises(ParamError, match="profile = 'huge'"):
         load_params(tmp_path / "params.yaml")
-    broken = params_with_split_resolution()
+    broken = raw_params()
     broken["profile"] = "paper"
     del broken["vat"]["lr_d"]
     with pytest.raises(ParamError, match=r"vat\.lr_d is missing \(profile 'paper' sets it\)"):

@@ -12,7 +12,7 @@ from videoda.domain_adaptation.pseudo_labels import (CLASS_BALANCED, CLIP, GENER
                                                      Generator, adaptive_thresholds,
                                                      class_balanced_thresholds, class_quantile,
                                                      generate_pseudo_labels, label_maxima, label_with_thresholds,
-                                                     labels_at_proportion, table7_p_miou)
+                                                     knob_at_proportion, table7_p_miou)
 from videoda.config.stages import stage_config
 from videoda.errors import ParamError
 
@@ -153,15 +153,16 @@ def test_labels_at_proportion_bisects_the_knob_by_hand():
     conf = np.linspace(0.05, 0.95, 10, dtype=np.float32).reshape(1, 2, 5)
     pred = np.zeros((1, 2, 5), np.uint8)
     cfg = label_config(kind="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
-    labels, alpha, reached = labels_at_proportion("clip", [("a", (conf, pred))], cfg, 0.3)
+    alpha, reached = knob_at_proportion("clip", [("a", (conf, pred))], cfg, 0.3)
     assert reached == pytest.approx(0.3) and 0.3 <= alpha < 0.4
+    labels, _ = label_maxima("clip", [("a", (conf, pred))], dataclasses.replace(cfg, alpha=alpha))
     kept = labels["a"] != IGNORE_ID
     assert kept.sum() == 3 and np.all(conf[kept] > 0.65)
-    _, portion, reached = labels_at_proportion("cbst", [("a", (conf, pred))], cfg, 0.6)
+    portion, reached = knob_at_proportion("cbst", [("a", (conf, pred))], cfg, 0.6)
     assert reached == pytest.approx(0.6) and 0.6 <= portion < 0.7
     # Out of reach (all confidences equal: nothing is strictly above the threshold): the nearest end.
     flat = np.full((1, 2, 5), 0.5, np.float32)
-    _, _, reached = labels_at_proportion("clip", [("a", (flat, pred))], cfg, 0.3)
+    _, reached = knob_at_proportion("clip", [("a", (flat, pred))], cfg, 0.3)
     assert reached == 0.0
 
 
@@ -234,8 +235,11 @@ def test_generate_pseudo_labels_aggregates_only_for_aggregating_entries(kind, mo
 
     monkeypatch.setattr(pl, "clip_maxima", fake_maxima)
     clips = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
-    labels, theta = generate_pseudo_labels(None, clips, None, label_config(kind=kind))
+    import torch
+
+    model = torch.nn.Linear(1, 1)                # only its device is asked for
+    labels, theta = generate_pseudo_labels(model, clips, None, label_config(kind=kind))
     assert calls == [("a", GENERATORS[kind].aggregate), ("b", GENERATORS[kind].aggregate)]
     assert set(labels) == {"a", "b"} and theta.shape == (NUM_CLASSES,)
     with pytest.raises(ValueError, match="must be one of"):
-        generate_pseudo_labels(None, clips, None, label_config(kind="nope"))
+        generate_pseudo_labels(model, clips, None, label_config(kind="nope"))

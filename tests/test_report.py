@@ -68,7 +68,7 @@ def inputs(tmp_path_factory):
     val = [make_clip(rng, f"va{i}", T_VAL, [0, 2]) for i in range(2)]
     for split, clips in (("target_train", train), ("target_val", val)):
         for c in clips:
-            save_clip(root / "data/prepared" / split / f"{c.name}.npz", c)
+            save_clip(root / "data/prepared" / split / c.name, c)
     flow_path = root / "data/flow/target_train.h5"
     flow_path.parent.mkdir(parents=True)
     with FlowWriter(flow_path, [1], H, W, "test") as writer:
@@ -177,6 +177,33 @@ def test_video_has_every_frame_and_the_still_its_size(report, inputs):
     # The input panel of the still is the middle frame, upscaled without interpolation.
     panel = still[-(H * VIDEO_SCALE + GAP):-GAP, GAP:GAP + W * VIDEO_SCALE]
     np.testing.assert_array_equal(panel, upscale(clip.images[len(clip) // 2][..., ::-1], VIDEO_SCALE))
+
+
+def test_video_size_rule_fits_the_mp4v_writer(tmp_path):
+    from videoda.report.video import MP4V_MAX_SIDE, fitting_video_scale, video_frame_size, write_video
+
+    assert video_frame_size(512, 1024, 4, 3) == (2080, 12312)          # the paper's frames at the default scale
+    assert fitting_video_scale(512, 1024, 4, 3) == 2 and max(video_frame_size(512, 1024, 2, 3)) <= MP4V_MAX_SIDE
+    assert fitting_video_scale(H, W, 16, 3) == 16 and fitting_video_scale(64, 128, 4, 3) == 4
+    with pytest.raises(ParamError, match="report.video_scale = 2: 64 x 4096 frames make 96 x 12312"):
+        fitting_video_scale(64, 4096, 2, 3)
+    # The limit is the writer's own: the largest even side it takes opens and plays back, the next does not.
+    ok = np.zeros((64, MP4V_MAX_SIDE - 1, 3), np.uint8)
+    write_video(tmp_path / "ok.mp4", iter([ok, ok]), 5)
+    assert cv2.VideoCapture(str(tmp_path / "ok.mp4")).read()[1].shape == ok.shape
+    with pytest.raises(DataError, match="cannot write an mp4v video of 64 x 8192"):
+        write_video(tmp_path / "tall.mp4", [np.zeros((8192, 64, 3), np.uint8)], 5)
+
+
+def test_report_lowers_the_video_scale_to_what_the_writer_takes(inputs, monkeypatch, capsys):
+    import videoda.report.video as video
+
+    monkeypatch.setattr(video, "MP4V_MAX_SIDE", 250)       # frames 3 x 32 x s + 24 wide: scale 2 fits, 3 not
+    out = run_report(inputs["root"], "reports/visual_small", monkeypatch)
+    assert "report.video_scale = 3 makes 312x80 video frames" in capsys.readouterr().out
+    still = read(out / "predictions_middle.png")
+    assert still.shape[:2] == (26 + 2 * H + GAP, 3 * 2 * W + 4 * GAP)
+    assert "fps, x2): input" in (out / "index.md").read_text()
 
 
 def test_other_figures_and_determinism(report, inputs, monkeypatch):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from videoda.data.clips import Clip
-from videoda.data.pairs import PairSampler
+from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.domain_adaptation.train import make_optimizer, poly_lr_
 from videoda.errors import DataError
@@ -32,7 +32,7 @@ def test_poly_schedule_updates_every_param_group():
 
 
 def test_pairs_are_tau_apart_and_flipped_together():
-    s = PairSampler([clip(8)], tau=3, batch_size=16, seed=0, hflip=True)
+    s = PairLoader(PairDataset([clip(8)], tau=3), batch_size=16, seed=0, hflip=True)
     batch = s.sample()
     assert batch["images"].shape == (16, 2, 4, 6, 3) and batch["labels"].shape == (16, 2, 4, 6)
     images, labels = batch["images"][..., 0].long(), batch["labels"]         # (B, 2, H, W)
@@ -51,24 +51,24 @@ def test_pairs_are_tau_apart_and_flipped_together():
     flipped = [fi[0] for fi in image_flipped]
     assert all(fi[0] == fi[1] == fl[0] == fl[1] for fi, fl in zip(image_flipped, label_flipped))
     assert any(flipped) and not all(flipped)            # both cases occur with hflip=True
-    unflipped = PairSampler([clip(8)], tau=3, batch_size=16, seed=0, hflip=False).sample()
+    unflipped = PairLoader(PairDataset([clip(8)], tau=3), batch_size=16, seed=0, hflip=False).sample()
     assert torch.equal(unflipped["labels"] - 3, ramp.expand(16, 2, 4, 6))
 
 
 def test_oracle_pairs_have_a_labelled_frame_t():
-    s = PairSampler([clip(10, labeled_every=5)], tau=1, batch_size=32, seed=0, require_label=True)
+    s = PairLoader(PairDataset([clip(10, labeled_every=5)], tau=1, require_label=True), batch_size=32, seed=0)
     labels = s.sample()["labels"]
     assert torch.all(labels[:, 1] != 255) and torch.all(labels[:, 0] == 255)
 
 
 def test_too_short_clip_is_an_error_naming_it():
     with pytest.raises(DataError, match="'short'.*too short"):
-        PairSampler([clip(2, name="short")], tau=2, batch_size=1, seed=0)
+        PairDataset([clip(2, name="short")], tau=2)
 
 
 def test_sampler_is_deterministic():
-    a = PairSampler([clip(9), clip(7, name="d")], 1, 4, seed=7).sample()
-    b = PairSampler([clip(9), clip(7, name="d")], 1, 4, seed=7).sample()
+    a = PairLoader(PairDataset([clip(9), clip(7, name="d")], 1), 4, seed=7).sample()
+    b = PairLoader(PairDataset([clip(9), clip(7, name="d")], 1), 4, seed=7).sample()
     assert torch.equal(a["images"], b["images"])
 
 

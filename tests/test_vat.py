@@ -11,11 +11,12 @@ import yaml
 from videoda.config.stages import stage_keys
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
 from videoda.data.clips import Clip
-from videoda.data.pairs import PairSampler
+from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiceTerm, DiscriminatorStep, VATBatches,
                                                    adversarial_forward, discriminator_input, vat_objective)
 from videoda.domain_adaptation.losses import entropy_map, single_frame_dice_loss, tube_dice_loss
-from videoda.domain_adaptation.train import make_optimizer, segmentation_loss, supervised_forward, train
+from videoda.domain_adaptation.train import (forward_pairs, make_optimizer, segmentation_loss, supervised_forward,
+                                             train)
 from videoda.model import DeepLabV2, load_checkpoint
 from videoda.model.discriminator import Discriminator
 
@@ -129,6 +130,22 @@ def test_adversarial_gradient_reaches_the_segmentation_network_and_not_the_discr
         assert all(p.grad is None for p in disc.parameters())    # D is frozen during the generator step
 
 
+def test_domains_at_different_resolutions_take_two_passes():
+    """Source and target prepared at different sizes (prepare.source/target.height, width): segmented and judged
+    in a pass each; at one size the joint pass gives the same numbers as two (GroupNorm: no batch statistics)."""
+    model, disc = tiny_model(), Discriminator(NUM_CLASSES, "image", base_channels=4)
+    opt = make_optimizer([{"params": list(disc.parameters()), "lr": 1e-3}], "adam", 1e-3, weight_decay=0.0)
+    src, tgt = (torch.randint(0, 256, (1, 2, h, w, 3), dtype=torch.uint8) for h, w in ((32, 56), (32, 64)))
+    outputs = adversarial_forward(model, {"images": src, "target_images": tgt})
+    assert outputs["logits"].shape[3:] == (32, 56) and outputs["target_logits"].shape[3:] == (32, 64)
+    out = DiscriminatorStep(disc, opt, "softmax", iterations=2)(outputs, {}, 0)
+    assert torch.isfinite(out["d_src"]) and torch.isfinite(out["d_tgt"])
+    joint = adversarial_forward(model, {"images": tgt[:, :, :, :56], "target_images": src})
+    with torch.no_grad():
+        alone = forward_pairs(model, tgt[:, :, :, :56])
+    assert torch.allclose(joint["logits"], alone, atol=1e-5)
+
+
 def test_discriminator_learns_separable_inputs_alone():
     torch.manual_seed(0)
     disc = Discriminator(NUM_CLASSES, "sequence", base_channels=16)
@@ -172,9 +189,10 @@ def _train_vat(target_clips, tmp_path):
     model, disc = tiny_model(), Discriminator(NUM_CLASSES, "sequence", base_channels=8)
     opt = make_optimizer(model.param_groups(1e-3), "adam", 1e-3, weight_decay=0.0)
     d_opt = make_optimizer([{"params": list(disc.parameters()), "lr": 1e-3}], "adam", 1e-3, weight_decay=0.0)
-    batches = VATBatches(PairSampler(_clips(True, 0), 1, 2, 0), PairSampler(target_clips, 1, 2, 1))
+    batches = VATBatches(PairLoader(PairDataset(_clips(True, 0), 1), 2, 0),
+                         PairLoader(PairDataset(target_clips, 1), 2, 1))
     terms = [segmentation_loss, DiceTerm("tube"), AdversarialTerm(disc, "softmax", 0.1)]
-    train(model, opt, batches.sample, adversarial_forward, terms, 2, tmp_path / "c.tsv",
+    train(model, opt, batches, adversarial_forward, terms, 2, tmp_path / "c.tsv",
           extra_step=DiscriminatorStep(disc, d_opt, "softmax", 2))
     return model.state_dict()
 
@@ -182,7 +200,8 @@ def _train_vat(target_clips, tmp_path):
 def test_target_labels_never_reach_a_loss(tmp_path):
     labelled, unlabelled = _clips(True, 1), _clips(False, 1)
     assert torch.equal(torch.from_numpy(labelled[0].images), torch.from_numpy(unlabelled[0].images))
-    batch = VATBatches(PairSampler(_clips(True, 0), 1, 2, 0), PairSampler(labelled, 1, 2, 1)).sample()
+    batch = VATBatches(PairLoader(PairDataset(_clips(True, 0), 1), 2, 0),
+                       PairLoader(PairDataset(labelled, 1), 2, 1)).sample()
     assert set(batch) == {"images", "labels", "labeled", "target_images"}
     a, b = _train_vat(labelled, tmp_path), _train_vat(unlabelled, tmp_path)
     assert all(torch.equal(a[k], b[k]) for k in a)      # the target labels change nothing
@@ -194,7 +213,8 @@ def test_target_labels_never_reach_a_loss(tmp_path):
 def vat_dir(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("vat")
     params = tiny_params()
-    params["prepare"].update(height=32, width=64)
+    for side in ("source", "target"):
+        params["prepare"][side].update(height=32, width=64)
     params["vat"].update(iterations=2, batch_size=2, threads=1)
     params["train_source"].update(threads=1)
     with pytest.MonkeyPatch.context() as mp:
@@ -263,7 +283,7 @@ def test_dvc_vat_stage_reads_only_its_own_params():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     # vat reads its effective params (method preset applied) from the file stage resolve_params writes.
     assert "params" not in stages["vat"] and "data/params/vat.json" in stages["vat"]["deps"]
-    assert {k.split(".")[0] for k in stage_keys("vat")} == {"seed", "vat"}
+    assert {k.split(".")[0] for k in stage_keys("vat")} == {"seed", "vat", "compute"}
     assert "models/source_only.pt" in stages["vat"]["deps"] and "models/vat.pt" in stages["vat"]["outs"]
     readers = {name for name, s in stages.items() if "vat" in s.get("params", [])}
     assert readers == {"resolve_params"}

@@ -13,7 +13,7 @@ from videoda.config.fields import load_params, read_config
 from videoda.data import viper
 from videoda.data.classes import IGNORE_ID, VIPER_CLASSES
 from videoda.data.clips import load_clip
-from videoda.data.pairs import PairSampler, load_split
+from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.data.prepare import prepare_split
 from videoda.domain_adaptation.adversarial import DiceTerm
 from videoda.domain_adaptation.losses import single_frame_dice_loss, tube_dice_loss
@@ -58,7 +58,7 @@ def test_labels_on_every_10th_frame_and_jpeg_frames(tmp_path):
     root = write_viper(tmp_path / "viper")
     out = tmp_path / "prepared" / "source"
     prepare_split("viper", root, "train", out, (H, W), min_frames=2)
-    clip = load_clip(out / "002.npz")
+    clip = load_clip(out / "002")
     assert len(clip) == 21 and list(clip.frame_names[:2]) == ["002_00000", "002_00001"]
     np.testing.assert_array_equal(np.flatnonzero(clip.labeled), [0, 10, 20])
     assert (clip.labels[~clip.labeled] == IGNORE_ID).all()           # unlabelled frames are void
@@ -71,8 +71,8 @@ def test_pairs_always_have_a_labelled_frame_t(tmp_path):
     prepare_split("viper", root, "train", tmp_path / "p" / "source", (H, W))
     clips = load_split(tmp_path / "p", "source")
     for tau in (1, 3, 10):
-        sampler = PairSampler(clips, tau, batch_size=16, seed=tau, require_label=True)
-        assert {t for _, t in sampler.index} == {10, 20}
+        sampler = PairLoader(PairDataset(clips, tau, require_label=True), batch_size=16, seed=tau)
+        assert {t for _, t in sampler.dataset.index} == {10, 20}
         for _ in range(5):
             batch = sampler.sample()
             assert batch["labeled"][:, 1].all()                       # frame t is labelled
@@ -84,8 +84,8 @@ def test_every_frame_labelled_draws_the_same_pairs_as_before(tmp_path):
     root = write_viper(tmp_path / "viper", label_every=1)
     prepare_split("viper", root, "train", tmp_path / "p" / "source", (H, W))
     clips = load_split(tmp_path / "p", "source")
-    a = PairSampler(clips, 1, 8, seed=3, require_label=True).sample()
-    b = PairSampler(clips, 1, 8, seed=3).sample()
+    a = PairLoader(PairDataset(clips, 1, require_label=True), 8, seed=3).sample()
+    b = PairLoader(PairDataset(clips, 1), 8, seed=3).sample()
     assert all(torch.equal(a[k], b[k]) for k in a) and a["labeled"].all()
 
 
@@ -105,7 +105,7 @@ def test_conditions_file_selects_sequences(tmp_path):
         viper.list_sequences(root, "train", conditions=("rain",))
     out = tmp_path / "prepared"
     prepare_split("viper", root, "train", out, (H, W), conditions=("day",))
-    assert sorted(p.name for p in out.iterdir()) == ["001.npz", "003.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["001", "003"]
 
 
 def test_conditions_file_absent_needs_an_explicit_list(tmp_path):

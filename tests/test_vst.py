@@ -1,4 +1,4 @@
-"""VST pieces: the regularisers' values, pseudo-label PNGs, online refinement inside the pair sampler."""
+"""VST pieces: the regularisers' values, pseudo-label PNGs, online refinement of a batch of pairs."""
 
 import math
 from pathlib import Path
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from videoda.data.clips import Clip
-from videoda.data.pairs import PairSampler
+from videoda.data.pairs import PairLoader
 from videoda.domain_adaptation.losses import ignored_entropy_loss, kld_regulariser
-from videoda.domain_adaptation.self_training import refined_pair_labels, vst_losses
+from videoda.domain_adaptation.self_training import PseudoLabelPairs, VSTBatches, vst_losses
+from videoda.flow.store import FlowWriter
 from videoda.utils.images import read_label_png, write_ids
 
 
@@ -50,28 +51,30 @@ def test_pseudo_label_pngs_round_trip(tmp_path):
     np.testing.assert_array_equal(read_label_png(tmp_path / "f.png"), labels)
 
 
-class ShiftStore:
-    """Flows of a clip whose content moves one pixel right per frame: F_{a->b} = (b - a, 0)."""
+def shift_store(path):
+    """A flow store of a clip "c" of 2 frames of 1 x 5 whose content moves one pixel right per frame:
+    F_{a->b} = (b - a, 0)."""
+    flows = {(a, b): np.tile(np.array([b - a, 0], np.float32), (1, 5, 1)) for a, b in ((0, 1), (1, 0))}
+    with FlowWriter(path, [1], 1, 5, "gt") as writer:
+        writer.add_clip("c", 2, flows)
+    return path
 
-    def flow(self, clip, a, b):
-        f = np.zeros((1, 5, 2), np.float32)
-        f[..., 0] = b - a
-        return f
 
-
-def test_sampler_applies_cutout_to_both_frames_before_flipping():
+def test_refinement_applies_cutout_to_both_frames_before_flipping(tmp_path):
     pseudo = {"c": np.array([[[1, 2, 2, 3, 3]], [[9, 1, 2, 4, 3]]], np.uint8)}   # frame 1 = frame 0 moved right
     clip = Clip("c", np.zeros((2, 1, 5, 3), np.uint8), np.full((2, 1, 5), 255, np.uint8), np.zeros(2, bool),
                 np.array(["a", "b"]))
-    sampler = PairSampler([clip], 1, 1, seed=0, hflip=False,
-                          pair_labels=refined_pair_labels(pseudo, ShiftStore(), "cutout"))
-    labels = sampler.sample()["labels"][0].tolist()
+    pairs = PseudoLabelPairs([clip], 1, pseudo, "cutout", shift_store(tmp_path / "f.h5"))
+    labels = VSTBatches(PairLoader(pairs, 1, seed=0, hflip=False), "cutout", 2.0, 0.7).sample()["labels"][0]
     # frame 1 reads frame 0 one pixel to the left: [out, 1, 2, 2, 3] -> keep 1, 2, 3 at x = 1, 2, 4
-    assert labels[1] == [[255, 1, 2, 255, 3]]
+    assert labels[1].tolist() == [[255, 1, 2, 255, 3]]
     # frame 0 reads frame 1 one pixel to the right: [1, 2, 4, 3, out] -> keep x = 0, 1 and 3
-    assert labels[0] == [[1, 2, 255, 3, 255]]
-    none = PairSampler([clip], 1, 1, seed=0, hflip=False, pair_labels=refined_pair_labels(pseudo, None, "none"))
-    assert none.sample()["labels"][0].tolist() == pseudo["c"].tolist()
+    assert labels[0].tolist() == [[1, 2, 255, 3, 255]]
+    none = PairLoader(PseudoLabelPairs([clip], 1, pseudo, "none"), 1, seed=0, hflip=False)
+    assert VSTBatches(none, "none", 2.0, 0.7).sample()["labels"][0].tolist() == pseudo["c"].tolist()
+    # flipped (seed 2 flips its one pair): the refined labels, mirrored
+    flipped = VSTBatches(PairLoader(pairs, 1, seed=2, hflip=True), "cutout", 2.0, 0.7).sample()["labels"][0]
+    assert flipped.tolist() == labels.flip(-1).tolist()
 
 
 def test_vst_config_reads_params_and_names_a_bad_key():

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from videoda.data.classes import CLASSES
-from videoda.errors import DataError
+from videoda.errors import DataError, ParamError
 from videoda.eval_folder import evaluate_folder
 from videoda.utils.io import write_json
 
@@ -50,7 +50,8 @@ def cmd_segment(args):
     torch.set_num_threads(args.threads)
     report = segment_video(args.input, args.model, args.out, height=args.height, width=args.width,
                            alpha=args.alpha, batch_size=args.batch_size, max_frames=args.max_frames,
-                           dis_preset=args.dis_preset, json_path=args.json)
+                           dis_preset=args.dis_preset, json_path=args.json, device=args.device,
+                           precision=args.precision)
     tc = report["temporal_consistency"]
     h, w = report["frame_size"]
     mh, mw = report["model_size"]
@@ -59,7 +60,8 @@ def cmd_segment(args):
                                       f"{tc:.2f} % of {report['counted_pixels']} pixels agree with the previous "
                                       f"frame's label carried along the optical flow"))
     fps = report["frames_per_second"]
-    print(f"{report['seconds']:.1f} s, {fps if fps is not None else '-'} frames/s")
+    print(f"{report['seconds']:.1f} s, {fps if fps is not None else '-'} frames/s on {report['device']} "
+          f"({report['precision']})")
     return 0
 
 
@@ -112,6 +114,7 @@ def fraction(text):
 
 # videoda.flow.backends.DIS_PRESETS' names, spelled out so that the parser does not import torch
 DIS_PRESET_NAMES = ("ultrafast", "fast", "medium")
+PRECISION_NAMES = ("fp32", "bf16")     # videoda.utils.device.PRECISIONS, likewise
 
 
 def build_parser():
@@ -136,12 +139,16 @@ def build_parser():
     p.add_argument("--height", type=positive_int, default=None,
                    help="height frames are segmented at (default: the checkpoint's 'height' entry if it has "
                         "one, which the pipeline's checkpoints do not, else 64, the pipeline's training "
-                        "resolution prepare.height)")
+                        "resolution prepare.target.height)")
     p.add_argument("--width", type=positive_int, default=None,
                    help="width frames are segmented at (default: the checkpoint's 'width' entry, else 128)")
     p.add_argument("--alpha", type=fraction, default=0.5, help="opacity of the colourised labels (default 0.5)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="frames per forward pass (default 8)")
     p.add_argument("--threads", type=positive_int, default=2, help="torch threads (default 2)")
+    p.add_argument("--device", default="auto", help="auto (CUDA device 0 if there is one, else the CPU) | cpu | cuda "
+                                                     "| cuda:N (default auto)")
+    p.add_argument("--precision", choices=PRECISION_NAMES, default="fp32",
+                   help="fp32 | bf16 (autocast; needs an Ampere or later GPU, or the CPU) (default fp32)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="segment only the first N frames")
     p.add_argument("--dis-preset", choices=DIS_PRESET_NAMES, default="medium",
                    help="OpenCV DIS optical flow preset for the consistency score (default medium)")
@@ -179,6 +186,6 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except DataError as e:
+    except (DataError, ParamError) as e:     # ParamError: a bad --device or --precision of `segment`
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -7,19 +7,22 @@ from rich.progress import track
 from videoda.data.classes import colorize
 from videoda.metrics import score_clips
 from videoda.model import load_checkpoint, normalize
+from videoda.utils.device import CPU
 from videoda.utils.images import write_ids, write_rgb
 
 PREDICT_BATCH_SIZE = 16      # frames per forward pass when predicting (memory, not a hyperparameter)
 
 
 @torch.no_grad()
-def predict_probs(model, images, batch_size=PREDICT_BATCH_SIZE):
-    """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor on the CPU (the model runs on its
-    own device)."""
+def predict_probs(model, images, batch_size=PREDICT_BATCH_SIZE, on_device=False):
+    """uint8 frames (N, H, W, 3) -> softmax maps (N, C, H, W), float32 tensor on the CPU, or on the model's
+    device with ``on_device`` (the model runs on its own device, under the caller's autocast if any:
+    ``Runtime.autocast``; the softmax is taken in float32)."""
     model.eval()
     device = next(model.parameters()).device
+    out = torch.device("cpu") if not on_device else device
     return torch.cat([model(normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device)))
-                      .softmax(1).cpu() for i in range(0, len(images), batch_size)])
+                      .float().softmax(1).to(out) for i in range(0, len(images), batch_size)])
 
 
 def predict(model, images, batch_size=PREDICT_BATCH_SIZE):
@@ -27,16 +30,27 @@ def predict(model, images, batch_size=PREDICT_BATCH_SIZE):
     return predict_probs(model, images, batch_size).argmax(1).to(torch.uint8).numpy()
 
 
+def predict_frames(model, images, frames, batch_size=PREDICT_BATCH_SIZE):
+    """Predicted train ids (N, H, W) uint8 of ``images[frames]`` (a clip's frames, e.g. a lazy ``FrameArray``),
+    reading ``batch_size`` frames at a time: the same forward passes as ``predict(model, images[frames])``."""
+    frames = np.asarray(frames, np.int64)
+    if not len(frames):
+        return np.zeros((0, *images.shape[1:3]), np.uint8)
+    return np.concatenate([predict(model, images[frames[i:i + batch_size]], batch_size)
+                           for i in range(0, len(frames), batch_size)])
+
+
 def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pred_dir=None, description="evaluate"):
     """Score a model on the annotated frames of each clip; optionally write the predictions as PNGs.
 
-    Returns the report ``{"miou", "iou", "vpq"}`` and the confusion matrix (rows: ground truth), from
-    ``videoda.metrics.score_clips`` as ``videoda eval`` scores prediction PNGs.
+    Clips are read one at a time, their frames ``batch_size`` at a time. Returns the report ``{"miou", "iou",
+    "vpq"}`` and the confusion matrix (rows: ground truth), from ``videoda.metrics.score_clips`` as ``videoda
+    eval`` scores prediction PNGs.
     """
     def predicted():
         for clip in track(clips, description=description):
             idx = np.flatnonzero(clip.labeled)
-            preds = predict(model, clip.images[idx], batch_size)
+            preds = predict_frames(model, clip.images, idx, batch_size)
             yield preds, clip.labels[idx]
             if pred_dir is not None:
                 for name, pred in zip(clip.frame_names[idx], preds):
@@ -55,19 +69,23 @@ def qualitative_strip(model, clips, n_rows):
     return np.concatenate(rows, axis=0)
 
 
-def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg):
-    """Score each ``(name, checkpoint path)`` on ``clips`` with ``cfg`` (``videoda.config.Evaluate``): writes each
+def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None):
+    """Score each ``(name, checkpoint path)`` on ``clips`` with ``cfg`` (``videoda.config.Evaluate``), predicting on
+    ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32): writes each
     model's predictions as ``pred_root/<name>/<frame>.png``, its qualitative strip ``fig_root/<name>_strip.png``
     and every confusion matrix to ``fig_root/confusion.npz`` (the folders must exist). Returns {name: report}
     with ``final``, the selected method's model (``videoda/presets.py``), when it was evaluated."""
+    compute = compute or CPU
     metrics, confusion = {}, {}
     for name, path in checkpoints:
-        model, _ = load_checkpoint(path)
+        model = compute.module(load_checkpoint(path, map_location=compute.device)[0])
         pred_dir = pred_root / name
         pred_dir.mkdir(parents=True)
-        metrics[name], confusion[name] = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size, pred_dir,
-                                                        description=f"evaluate {name}")
-        write_rgb(fig_root / f"{name}_strip.png", qualitative_strip(model, clips, cfg.strip_rows))
+        with compute.autocast():
+            metrics[name], confusion[name] = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size,
+                                                            pred_dir, description=f"evaluate {name}")
+            strip = qualitative_strip(model, clips, cfg.strip_rows)
+        write_rgb(fig_root / f"{name}_strip.png", strip)
     np.savez(fig_root / "confusion.npz", **confusion)
     if cfg.final_model in metrics:
         metrics["final"] = metrics[cfg.final_model]

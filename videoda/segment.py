@@ -1,7 +1,8 @@
 """Segment any video with a trained model: a colourised overlay video and a temporal-consistency score.
 
-Used by ``videoda segment`` (see ``videoda.cli``). Every frame is resized to the model's resolution, segmented,
-and the prediction is resized back (nearest) and blended over the frame. The **temporal consistency** is the
+Used by ``videoda segment`` (see ``videoda.cli``). Every frame is resized to the model's resolution, segmented
+(on the chosen device, in the chosen precision: ``videoda.utils.device``), and the prediction is resized back
+(nearest) and blended over the frame. The **temporal consistency** is the
 share of pixels whose label agrees with the previous frame's label carried along the optical flow: for each
 pair (t - 1, t), at the model's resolution, OpenCV's DIS flow ``F_{t->t-1}`` (on frame t's grid, the
 ``dis`` backend of ``videoda.flow.backends``) backward-warps the prediction of frame t - 1 onto frame t
@@ -25,9 +26,10 @@ from videoda.evaluate import predict
 from videoda.flow.backends import DisFlow
 from videoda.flow.warp import flow_to_tensor, warp_labels
 from videoda.model import load_checkpoint
+from videoda.utils.device import resolve_runtime
 from videoda.utils.io import atomic_path, write_json
 
-# The training resolution of the pipeline (params.yaml: prepare.height / prepare.width), used when neither the
+# The training resolution of the pipeline (params.yaml: prepare.target.height / width), used when neither the
 # options nor the checkpoint give one (save_checkpoint stores no resolution; a checkpoint may hold "height" and
 # "width" entries).
 DEFAULT_SIZE = (64, 128)
@@ -95,15 +97,16 @@ def iter_frames(video: Video, max_frames=None):
             frame = None
 
 
-def load_segmentation_model(path):
-    """``load_checkpoint`` for a videoda segmentation model: returns (model in eval mode, checkpoint dict).
+def load_segmentation_model(path, map_location=None):
+    """``load_checkpoint`` for a videoda segmentation model: returns (model in eval mode on ``map_location``, None:
+    the CPU, and the checkpoint dict).
 
     A missing file, a file that is not a checkpoint, a checkpoint of another network, or a model whose number of
     output classes is not ``NUM_CLASSES`` is a DataError naming the file.
     """
     path = Path(path)
     try:
-        model, meta = load_checkpoint(path)
+        model, meta = load_checkpoint(path, map_location=map_location)
     except FileNotFoundError:
         raise DataError(f"{path}: model checkpoint not found") from None
     except ValueError as e:   # not a checkpoint, or one of another network
@@ -189,17 +192,21 @@ def _progress():
 
 
 def segment_video(input_path, model_path, out_path, height=None, width=None, alpha=0.5, batch_size=8,
-                  max_frames=None, dis_preset="medium", json_path=None):
-    """Segment every frame of ``input_path`` with the checkpoint ``model_path``; write the overlay video to
-    ``out_path`` (atomically: nothing is left behind on failure) and, if given, the report to ``json_path``.
+                  max_frames=None, dis_preset="medium", json_path=None, device="auto", precision="fp32"):
+    """Segment every frame of ``input_path`` with the checkpoint ``model_path`` on ``device`` (auto | cpu | cuda |
+    cuda:N) in ``precision`` (fp32 | bf16); write the overlay video to ``out_path`` (atomically: nothing is left
+    behind on failure) and, if given, the report to ``json_path``. A device that is not here, or bf16 where it
+    is not supported, is a ParamError naming ``--device`` or ``--precision``, before anything is read.
 
     Returns the report: frames, frame and model sizes, input fps, the temporal consistency (percent, None for a
     single frame) with its pixel counts, seconds and frames per second of processing.
     """
     start = time.time()
+    compute = resolve_runtime(device, precision, device_key="--device", precision_key="--precision")
     video = open_video(input_path)
     try:
-        model, meta = load_segmentation_model(model_path)
+        model, meta = load_segmentation_model(model_path, map_location=compute.device)
+        model = compute.module(model)
         size = model_size(meta, height, width)
         dis = DisFlow(dis_preset)
         frame_h, frame_w = video.size
@@ -218,7 +225,8 @@ def segment_video(input_path, model_path, out_path, height=None, width=None, alp
                     task = progress.add_task("segment", total=total or None)
                     for batch in _batches(iter_frames(video, max_frames), batch_size):
                         images = np.stack([to_model_input(f, size) for f in batch])
-                        preds = predict(model, images, batch_size)
+                        with compute.autocast():
+                            preds = predict(model, images, batch_size)
                         preds_all = preds
                         if prev_pred is not None:   # the last frame of the previous batch pairs with the first
                             images = np.concatenate([prev_image[None], images])
@@ -240,6 +248,7 @@ def segment_video(input_path, model_path, out_path, height=None, width=None, alp
     report = {
         "input": str(input_path), "model": str(model_path), "out": str(out_path),
         "frames": n, "frame_size": [frame_h, frame_w], "model_size": list(size), "input_fps": video.fps,
+        "device": str(compute.device), "precision": compute.precision,
         "temporal_consistency": consistency_percent(agreeing, counted),
         "consistent_pixels": agreeing, "counted_pixels": counted,
         "seconds": round(seconds, 3), "frames_per_second": round(n / seconds, 2) if seconds > 0 else None,

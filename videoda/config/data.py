@@ -1,4 +1,4 @@
-"""The configs of stages ``synth`` (the embedded benchmark) and ``prepare`` (the datasets, the resolution)."""
+"""The configs of stages ``synth`` (the embedded benchmark) and ``prepare`` (the datasets, their resolutions)."""
 
 from dataclasses import dataclass
 from typing import ClassVar
@@ -34,6 +34,8 @@ class SourceDataset:
     ignore_ego_vehicle: bool = flag()
     conditions: tuple = choice_list(VIPER_CONDITIONS)    # sequences recorded under these conditions (conditions.csv)
     sequences: object = names_or_file()                  # or exactly these sequences (ids, or a file of ids)
+    height: int = integer(lo=8)                          # the resolution source frames are trained at
+    width: int = integer(lo=8)
 
 
 @dataclass(frozen=True)
@@ -42,14 +44,14 @@ class TargetDataset:
     root: str = text()
     train_split: str = text()
     val_split: str = text()
+    height: int = integer(lo=8)                          # the resolution target frames are trained at
+    width: int = integer(lo=8)
 
 
 @dataclass(frozen=True)
 class Prepare:
-    """The datasets and the training resolution (stage ``prepare``)."""
+    """The datasets and their training resolutions (stage ``prepare``)."""
     SECTION: ClassVar[str] = "prepare"
     source: SourceDataset = part("prepare.source")
     target: TargetDataset = part("prepare.target")
-    height: int = integer(lo=8)
-    width: int = integer(lo=8)
     min_frames: int = integer(lo=2)

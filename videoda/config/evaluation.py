@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from videoda.config.common import Occlusion, flow_tau_param
+from videoda.config.compute import Compute
 from videoda.config.fields import choice, integer, part
 from videoda.presets import PRESETS, final_model
 
@@ -17,6 +18,7 @@ class Evaluate:
     batch_size: int = integer(lo=1)
     strip_rows: int = integer(lo=1)
     threads: int = integer(lo=1)
+    compute: Compute = part("compute")
 
     @property
     def final_model(self):
@@ -35,3 +37,4 @@ class Report:
     threads: int = integer(lo=1)
     tau: int = flow_tau_param()
     occlusion: Occlusion = part()
+    compute: Compute = part("compute")

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from videoda.config.common import Occlusion, flow_tau_param
+from videoda.config.compute import Compute
 from videoda.config.fields import choice, flag, integer, part, str_list, text
 from videoda.flow.backends import DIS_PRESETS
 
@@ -22,6 +23,7 @@ class Flow:
     epe: bool = flag()
     gt_root: str = text()
     compare: tuple = str_list()
+    compute: Compute = part("compute")      # ptlflow models on the device; DIS and gt flows on the CPU
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from videoda.config.common import Occlusion, flow_tau_param, seed_param
+from videoda.config.compute import Compute
 from videoda.config.fields import choice, flag, integer, number, number_list, part
 from videoda.config.training import Training
 from videoda.domain_adaptation.pseudo_labels import GENERATORS
@@ -33,6 +34,7 @@ class PseudoLabelStage:
     tau: int = flow_tau_param()
     threads: int = integer(lo=1, key="vst.threads")
     labels: PseudoLabels = part("vst")
+    compute: Compute = part("compute")
 
 
 @dataclass(frozen=True)
@@ -49,3 +51,4 @@ class VST:
     rounds: int = integer(lo=1)
     train: Training = part()
     labels: PseudoLabels = part()          # the generator of every round after the first
+    compute: Compute = part("compute")

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from videoda.config.common import seed_param
+from videoda.config.compute import Compute
 from videoda.config.fields import choice, flag, int_list, integer, number, part, text
 from videoda.domain_adaptation.train import OPTIMIZERS
 from videoda.model.deeplabv2 import BACKBONES, NORMS
@@ -34,11 +35,13 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class Training:
-    """The training loop of a phase: steps, frame pairs per step, horizontal flips, CPU threads."""
+    """The training loop of a phase: steps, frame pairs per step, horizontal flips, CPU threads, and how often a
+    snapshot to resume from is written (``videoda.domain_adaptation.snapshot``; 0: never)."""
     iterations: int = integer(lo=1)
     batch_size: int = integer(lo=1)
     hflip: bool = flag()
     threads: int = integer(lo=1)
+    snapshot_every: int = integer(lo=0)
     optim: Optimizer = part()
 
 
@@ -50,3 +53,4 @@ class Supervised:
     model: Model = part("model")
     tau: int = integer(lo=1)
     train: Training = part()
+    compute: Compute = part("compute")

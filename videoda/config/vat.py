@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from videoda.config.common import seed_param
+from videoda.config.compute import Compute
 from videoda.config.fields import choice, flag, integer, number, part
 from videoda.config.training import Training
 from videoda.domain_adaptation.adversarial import DICE_MODES, DISC_INPUTS, DISCRIMINATORS
@@ -26,3 +27,4 @@ class VAT:
     lr_d: float = number(lo=0.0)
     tau: int = integer(lo=1)
     train: Training = part()
+    compute: Compute = part("compute")

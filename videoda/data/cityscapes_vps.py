@@ -26,7 +26,7 @@ import numpy as np
 
 from videoda.data.classes import CITYSCAPES_PALETTE, CITYSCAPES_TO_TRAIN, IGNORE_ID
 from videoda.data.clips import Clip
-from videoda.data.video import VideoSpec, colors_to_ids, load_video, lookup
+from videoda.data.video import VideoSpec, colors_to_ids, load_video, lookup, read_frames
 from videoda.errors import DataError
 from videoda.utils.images import read_png, write_ids, write_rgb
 
@@ -153,6 +153,12 @@ def read_label(path) -> np.ndarray:
     return lookup(ids, CITYSCAPES_TO_TRAIN, path)
 
 
+def clip_frames(spec: VideoSpec, size):
+    """Yield a clip's (image, labels) frame by frame at ``size`` = (H, W); unannotated frames get IGNORE_ID
+    labels (``spec.labeled`` False)."""
+    return read_frames(spec, size, read_label)
+
+
 def load_clip(spec: VideoSpec, size) -> Clip:
-    """Read a clip at ``size`` = (H, W); unannotated frames get IGNORE_ID labels and ``labeled`` False."""
+    """A whole clip in memory (``clip_frames`` stacked into a Clip)."""
     return load_video(spec, size, read_label)

@@ -1,11 +1,12 @@
-"""The ``prepare`` stage: convert a dataset in its published layout into one ``.npz`` clip per video."""
+"""The ``prepare`` stage: convert a dataset in its published layout into one clip folder per video
+(``videoda.data.clips``), streamed frame by frame: one frame is in memory at a time, whatever a video's length."""
 
 from pathlib import Path
 
 from rich.progress import track
 
 from videoda.data import cityscapes_vps, viper
-from videoda.data.clips import save_clip
+from videoda.data.clips import write_clip
 from videoda.errors import DataError
 from videoda.utils.io import atomic_path
 
@@ -32,28 +33,28 @@ def list_split(dataset: str, root, split: str, min_frames: int = 1, conditions=N
 
 def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int = 1, ignore_ego_vehicle=True,
                   specs=None, **selection):
-    """Convert every video of ``root/split`` into ``out_dir/<name>.npz``; returns the written paths.
+    """Convert every video of ``root/split`` into the clip folder ``out_dir/<name>``; returns the written paths.
 
-    ``ignore_ego_vehicle`` (VIPER only): void the car region under the camera, as on real VIPER data.
-    ``specs``: the split's ``list_split`` result, when the caller has listed it already (it is listed here
-    otherwise, with ``selection``: ``conditions`` / ``sequences``). ``out_dir`` appears complete or not at all: it
-    is built in a temporary folder and renamed at the end.
+    ``size`` = (H, W): the resolution frames are resized to. ``ignore_ego_vehicle`` (VIPER only): void the car
+    region under the camera, as on real VIPER data. ``specs``: the split's ``list_split`` result, when the caller
+    has listed it already (it is listed here otherwise, with ``selection``: ``conditions`` / ``sequences``).
+    ``out_dir`` appears complete or not at all: it is built in a temporary folder and renamed at the end.
     """
-    def load_viper(spec, size):
-        return viper.load_sequence(spec, size, ignore_ego_vehicle=ignore_ego_vehicle)
+    def viper_frames(spec, size):
+        return viper.sequence_frames(spec, size, ignore_ego_vehicle=ignore_ego_vehicle)
 
-    loaders = {"viper": load_viper, "cityscapes_vps": cityscapes_vps.load_clip}
-    if dataset not in loaders:
-        raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(loaders)})")
+    readers = {"viper": viper_frames, "cityscapes_vps": cityscapes_vps.clip_frames}
+    if dataset not in readers:
+        raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(readers)})")
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
         raise DataError(f"size: expected (H, W) with positive entries, got {size}")
     if specs is None:
         specs = list_split(dataset, root, split, min_frames, **selection)
-    load = loaders[dataset]
+    frames = readers[dataset]
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for spec in track(specs, description=f"prepare {dataset}/{split}"):
-            save_clip(tmp / f"{spec.name}.npz", load(spec, size))
-    return [out_dir / f"{spec.name}.npz" for spec in specs]
+            write_clip(tmp / spec.name, frames(spec, size), spec.labeled, spec.frame_names, size)
+    return [out_dir / spec.name for spec in specs]

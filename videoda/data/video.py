@@ -1,6 +1,6 @@
 """The frame-level helpers the dataset readers (``viper``, ``cityscapes_vps``) share: a video as found on disk,
-id mapping, resizing, and reading a whole video into a ``Clip``, so that every bad input is reported the same
-way: a ``DataError`` that names the file.
+id mapping, resizing, and reading a video frame by frame (``read_frames``, what ``prepare`` streams into
+``write_clip``), so that every bad input is reported the same way: a ``DataError`` that names the file.
 """
 
 from dataclasses import dataclass
@@ -24,6 +24,11 @@ class VideoSpec:
 
     def __len__(self):
         return len(self.images)
+
+    @property
+    def labeled(self) -> np.ndarray:
+        """bool (T,): True where the frame has a label file."""
+        return np.array([p is not None for p in self.labels], bool)
 
 
 def lookup(ids: np.ndarray, table: dict, path) -> np.ndarray:
@@ -62,9 +67,10 @@ def resize_frame(image: np.ndarray, labels: np.ndarray, size):
     return image, labels
 
 
-def load_video(spec: VideoSpec, size, read_label) -> Clip:
-    """Read, check and resize every frame of ``spec``; ``read_label(path) -> train ids at full resolution``."""
-    images, labels = [], []
+def read_frames(spec: VideoSpec, size, read_label):
+    """Yield (image, labels) for each frame of ``spec`` in order: read, checked and resized to ``size`` = (H, W),
+    one frame at a time; ``read_label(path) -> train ids at full resolution``, IGNORE_ID where a frame has no
+    label file."""
     for image_path, label_path in zip(spec.images, spec.labels):
         image = read_rgb(image_path)
         if label_path is None:
@@ -75,7 +81,14 @@ def load_video(spec: VideoSpec, size, read_label) -> Clip:
                 raise DataError(f"{label_path}: label size {label.shape} differs from image {image_path} "
                                 f"size {image.shape[:2]}")
         image, label = resize_frame(image, label, size)
+        yield image, label
+        del image, label    # one frame in memory: this one is freed before the next is decoded
+
+
+def load_video(spec: VideoSpec, size, read_label) -> Clip:
+    """The whole video in memory as a ``Clip`` (tests, small videos; ``prepare`` streams ``read_frames``)."""
+    images, labels = [], []
+    for image, label in read_frames(spec, size, read_label):
         images.append(image)
         labels.append(label)
-    labeled = np.array([p is not None for p in spec.labels], bool)
-    return Clip(spec.name, np.stack(images), np.stack(labels), labeled, np.array(spec.frame_names, str))
+    return Clip(spec.name, np.stack(images), np.stack(labels), spec.labeled, np.array(spec.frame_names, str))

@@ -29,7 +29,7 @@ import numpy as np
 
 from videoda.data.classes import VIPER_CLASSES, VIPER_CONDITIONS, VIPER_PALETTE, VIPER_TO_TRAIN
 from videoda.data.clips import Clip
-from videoda.data.video import VideoSpec, colors_to_ids, load_video, lookup
+from videoda.data.video import VideoSpec, colors_to_ids, load_video, lookup, read_frames
 from videoda.errors import DataError
 from videoda.utils.images import read_png, write_ids, write_rgb
 
@@ -210,7 +210,12 @@ def _drop_ego_vehicle(ids):
     return np.where(components == components[h - 1, w // 2], 0, ids)
 
 
+def sequence_frames(spec: VideoSpec, size, ignore_ego_vehicle=True):
+    """Yield a sequence's (image, labels) frame by frame at ``size`` = (H, W): RGB uint8 (INTER_AREA), train ids
+    (INTER_NEAREST); frames without a label file are void (``spec.labeled`` False)."""
+    return read_frames(spec, size, partial(read_label, ignore_ego_vehicle=ignore_ego_vehicle))
+
+
 def load_sequence(spec: VideoSpec, size, ignore_ego_vehicle=True) -> Clip:
-    """Read a sequence at ``size`` = (H, W): RGB uint8 (INTER_AREA), train ids (INTER_NEAREST); frames without a
-    label file are void and ``labeled`` False."""
+    """A whole sequence in memory (``sequence_frames`` stacked into a Clip)."""
     return load_video(spec, size, partial(read_label, ignore_ego_vehicle=ignore_ego_vehicle))

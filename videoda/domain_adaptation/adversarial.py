@@ -14,6 +14,7 @@ The variants of Table 3 and the baselines are combinations: discriminator none |
 discriminator input softmax (AdaptSegNet) | entropy (ADVENT), Dice none | single | tube.
 """
 
+import contextlib
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -37,10 +38,11 @@ def unlabelled(batch):
 
 class VATBatches:
     """Joint batches: source ``images``/``labels`` (B, 2, ...) with their ``labeled`` flags (B, 2) and
-    ``target_images`` (B, 2, H, W, 3), no labels."""
+    ``target_images`` (B, 2, H, W, 3), no labels. ``source``, ``target``: ``PairLoader``s (or anything with
+    ``sample()`` and ``skip(n)``); ``skip(n)`` moves both streams on by n batches."""
 
-    def __init__(self, source_sampler, target_sampler):
-        self.source, self.target = source_sampler, target_sampler
+    def __init__(self, source, target):
+        self.source, self.target = source, target
 
     def sample(self):
         src = self.source.sample()
@@ -48,25 +50,32 @@ class VATBatches:
         return {"images": src["images"], "labels": src["labels"], "labeled": src["labeled"],
                 "target_images": tgt["images"]}
 
+    def skip(self, n):
+        self.source.skip(n)
+        self.target.skip(n)
+
 
 def adversarial_forward(model, batch):
-    """Segment source and target pairs in one pass -> ``logits`` (source) and ``target_logits``, (B, 2, C, H, W)."""
+    """Segment source and target pairs in one pass -> ``logits`` (source) and ``target_logits``, (B, 2, C, H, W);
+    in two passes when the domains were prepared at different resolutions (``prepare.source``/``target``)."""
     src, tgt = batch["images"], batch["target_images"]
+    if src.shape[2:] != tgt.shape[2:]:
+        return {"logits": forward_pairs(model, src), "target_logits": forward_pairs(model, tgt)}
     logits = forward_pairs(model, torch.cat([src, tgt]))
     return {"logits": logits[:len(src)], "target_logits": logits[len(src):]}
 
 
 def discriminator_input(logits, kind):
     """(B, T, C, H, W) logits -> what D sees: the softmax of *each frame* over its C classes (never a joint
-    softmax over the T*C stacked channels), or ADVENT's entropy map of it."""
-    probs = logits.softmax(dim=2)
+    softmax over the T*C stacked channels), or ADVENT's entropy map of it; float32 whatever the logits' dtype."""
+    probs = logits.float().softmax(dim=2)
     return entropy_map(probs) if kind == "entropy" else probs
 
 
 class DiceTerm:
     """``weight`` times the tube matching loss (``mode="tube"``) or its single-frame version, on source pairs.
 
-    With the batch's ``labeled`` flags (``PairSampler``), the tube loss counts only pairs whose two frames are
+    With the batch's ``labeled`` flags (``PairDataset``), the tube loss counts only pairs whose two frames are
     labelled (the single-frame loss only labelled frames): with VIPER labelled on a subset of frames a pair may
     hold an unlabelled frame t - tau. Every frame labelled (the paper's setting): the plain batch mean."""
 
@@ -77,7 +86,7 @@ class DiceTerm:
         self.weight = weight
 
     def __call__(self, outputs, batch):
-        return {"dice": self.weight * self.loss(outputs["logits"].softmax(dim=2), batch["labels"],
+        return {"dice": self.weight * self.loss(outputs["logits"].float().softmax(dim=2), batch["labels"],
                                                 labeled=batch.get("labeled"))}
 
 
@@ -101,24 +110,39 @@ class DiscriminatorStep:
     """The discriminator's half of the alternating optimisation (``extra_step`` of the training loop).
 
     Trains D to tell source (label 1) from target (label 0) on the detached predictions of this step, with its
-    own optimiser whose every param group follows the poly schedule over ``iterations``.
+    own optimiser whose every param group follows the poly schedule over ``iterations``. ``autocast`` makes the
+    context of D's forward pass and losses (``videoda.utils.device.Runtime.autocast``; None: none); the backward
+    runs outside it.
     """
 
-    def __init__(self, discriminator, optimizer, disc_input, iterations, power=0.9):
+    def __init__(self, discriminator, optimizer, disc_input, iterations, power=0.9, autocast=None):
         self.discriminator, self.optimizer, self.disc_input = discriminator, optimizer, disc_input
         self.iterations, self.power = iterations, power
+        self.autocast = autocast or contextlib.nullcontext
 
     def __call__(self, outputs, batch, step):
         poly_lr_(self.optimizer, step, self.iterations, self.power)
         self.discriminator.requires_grad_(True)
         src, tgt = outputs["logits"].detach(), outputs["target_logits"].detach()
-        d_out = self.discriminator(discriminator_input(torch.cat([src, tgt]), self.disc_input))   # one pass
-        d_src, d_tgt = d_out[:len(src)], d_out[len(src):]
-        loss_src, loss_tgt = adversarial_bce(d_src, SOURCE_LABEL), adversarial_bce(d_tgt, TARGET_LABEL)
+        with self.autocast():
+            if src.shape[3:] == tgt.shape[3:]:
+                d_out = self.discriminator(discriminator_input(torch.cat([src, tgt]), self.disc_input))   # one pass
+                d_src, d_tgt = d_out[:len(src)], d_out[len(src):]
+            else:      # domains at different resolutions
+                d_src, d_tgt = (self.discriminator(discriminator_input(x, self.disc_input)) for x in (src, tgt))
+            loss_src, loss_tgt = adversarial_bce(d_src, SOURCE_LABEL), adversarial_bce(d_tgt, TARGET_LABEL)
         self.optimizer.zero_grad(set_to_none=True)
         ((loss_src + loss_tgt) / 2).backward()
         self.optimizer.step()
         return {"d_src": loss_src.detach(), "d_tgt": loss_tgt.detach()}
+
+    def state_dict(self):
+        """D's weights and its optimiser's state, for a training snapshot."""
+        return {"discriminator": self.discriminator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class VATObjective(NamedTuple):
@@ -130,7 +154,7 @@ class VATObjective(NamedTuple):
 
 
 def vat_objective(*, discriminator, disc_input, dice, lambda_v, lambda_dice, disc_channels, optimizer_d, lr_d,
-                  momentum, iterations, poly_power):
+                  momentum, iterations, poly_power, compute=None):
     """VAT's objective (Eq. 9) or one of its baselines / Table 3 variants from the ``vat`` settings.
 
     Terms: per-frame cross-entropy on source, + ``lambda_dice`` x the Dice loss (``dice`` single | tube; none:
@@ -139,16 +163,20 @@ def vat_objective(*, discriminator, disc_input, dice, lambda_v, lambda_dice, dis
     only: the target images are unused) reading ``disc_input`` (softmax | entropy). The discriminator gets its own
     optimiser ``optimizer_d`` (sgd | adam, learning rate ``lr_d``, ``momentum``, no weight decay) on the poly
     schedule over ``iterations`` with ``poly_power``. Draws the discriminator's random initialisation from torch's
-    global generator.
+    global generator (on the CPU, so the weights do not depend on the device), then moves it to ``compute``'s
+    device (``videoda.utils.device.Runtime``; None: the CPU), whose autocast its step runs under.
     """
     terms, extra_step = [segmentation_loss], None
     if dice != "none":
         terms.append(DiceTerm(dice, lambda_dice))
     if discriminator != "none":
         disc = Discriminator(NUM_CLASSES, discriminator, base_channels=disc_channels)
+        if compute is not None:
+            disc = compute.module(disc)
         d_optimizer = make_optimizer([{"params": list(disc.parameters()), "lr": lr_d}], optimizer_d, lr_d,
                                      momentum, weight_decay=0.0)
         terms.append(AdversarialTerm(disc, disc_input, lambda_v))
-        extra_step = DiscriminatorStep(disc, d_optimizer, disc_input, iterations, poly_power)
+        extra_step = DiscriminatorStep(disc, d_optimizer, disc_input, iterations, poly_power,
+                                       autocast=None if compute is None else compute.autocast)
     forward = supervised_forward if discriminator == "none" else adversarial_forward    # no D: targets unused
     return VATObjective(terms, forward, extra_step)

@@ -1,4 +1,9 @@
-"""Losses shared by every method."""
+"""Losses shared by every method.
+
+Each loss computes in float32 whatever its input's dtype: under bf16 autocast the network's logits are bf16, and
+a softmax, a log or a sum over a frame in bf16 loses the small probabilities and the low bits of the total
+(``.float()`` of a float32 tensor is the tensor itself, so fp32 runs compute exactly as before).
+"""
 
 import math
 
@@ -14,8 +19,8 @@ def cross_entropy_2d(logits, labels):
     Returns 0 (with a gradient path) when a batch has no labelled pixel, e.g. an unlabelled target frame.
     """
     if (labels != IGNORE_ID).any():
-        return F.cross_entropy(logits, labels, ignore_index=IGNORE_ID)
-    return logits.sum() * 0.0
+        return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_ID)
+    return logits.float().sum() * 0.0
 
 
 # --- Video adversarial training (VAT, Sec. 4.3): the tube matching loss, its single-frame degradation,
@@ -31,6 +36,7 @@ def _soft_dice_loss(probs, labels, dims, eps):
     Returns one loss per remaining leading index (summed over classes).
     """
     num_classes = probs.shape[-3]
+    probs = probs.float()
     valid = (labels != IGNORE_ID).unsqueeze(-3).to(probs.dtype)                # (..., 1, H, W)
     onehot = F.one_hot(labels.clamp(max=num_classes - 1).long(), num_classes).movedim(-1, -3).to(probs.dtype)
     p, q = probs * valid, onehot * valid
@@ -88,6 +94,7 @@ def _check_video(probs, labels):
 def entropy_map(probs):
     """ADVENT's weighted self-information map -p log p / log C, per class channel; same shape as ``probs``."""
     num_classes = probs.shape[-3]
+    probs = probs.float()
     return -probs * torch.log(probs.clamp_min(1e-30)) / math.log(num_classes)
 
 
@@ -96,6 +103,7 @@ SOURCE_LABEL, TARGET_LABEL = 1.0, 0.0     # Eq. 1/8: D(source) -> 1, D(target) -
 
 def adversarial_bce(d_logits, domain_label):
     """Binary cross-entropy of discriminator logits against a constant domain label (1 source, 0 target)."""
+    d_logits = d_logits.float()
     return F.binary_cross_entropy_with_logits(d_logits, torch.full_like(d_logits, float(domain_label)))
 
 
@@ -105,6 +113,7 @@ def ignored_entropy_loss(logits, labels):
     """IAST's regulariser: mean entropy -sum_k p_k log p_k of the predictions on pixels *without* a pseudo label
     (labels == IGNORE_ID), so the model also learns, confidently, where no label was kept; 0 if there are none."""
     ignored = labels == IGNORE_ID
+    logits = logits.float()
     if not ignored.any():
         return logits.sum() * 0.0
     logp = F.log_softmax(logits, dim=1)
@@ -116,6 +125,7 @@ def kld_regulariser(logits, labels):
     """CRST's confidence regulariser on pixels *with* a pseudo label: KL(uniform || p) = -log K - mean_k log p_k,
     which keeps the predictions from collapsing onto (possibly wrong) one-hot pseudo labels; 0 if none."""
     labelled = labels != IGNORE_ID
+    logits = logits.float()
     if not labelled.any():
         return logits.sum() * 0.0
     logp = F.log_softmax(logits, dim=1)

@@ -1,73 +1,150 @@
-"""What stage `pseudo_labels` reports about its labels (``reports/pseudo_labels.json``, Sec. 4.4.1, Table 7).
+"""Stage `pseudo_labels`'s work: label the target clips one at a time, write each clip's labels as it is made,
+and report on them (``reports/pseudo_labels.json``, Sec. 4.4.1, Table 7).
 
-The proportion labelled and P-mIoU, the final thresholds, P-mIoU of single-frame vs aggregated predictions at
-equal proportion, the precision of the labels that online cut-out refinement (Eq. 12) keeps and, with
-``equal_proportions``, Table 7: P-mIoU of CB, IA and ours, each tuned to the same proportions.
+The report holds the proportion labelled and P-mIoU, the final thresholds, P-mIoU of single-frame vs aggregated
+predictions at equal proportion, the precision of the labels that online cut-out refinement (Eq. 12) keeps and,
+with ``equal_proportions``, Table 7: P-mIoU of CB, IA and ours, each tuned to the same proportions.
+
+Memory holds one clip: its frames, softmax maps (single and aggregated) and labels. What reads the whole set
+more than once (CBST's thresholds, P-mIoU at equal proportion, Table 7's search) reads it back from a spill on
+disk (``spill.py``), one clip at a time, through histograms of O(classes x 2^16) counts (``order_statistics``).
 """
 
-import numpy as np
-import torch
+import tempfile
+from pathlib import Path
 
-from videoda.data.classes import CLASSES
-from videoda.domain_adaptation.pseudo_labels import (aggregate_predictions, cutout_refine, label_precision,
-                                                     miou_at_proportion, pseudo_label_report, table7_p_miou)
-from videoda.evaluate import predict_probs
+import numpy as np
+
+from videoda.data.classes import CLASSES, IGNORE_ID
+from videoda.domain_adaptation.pseudo_labels import (LabelStats, aggregate_predictions, annotated_labels,
+                                                     clip_frames, clip_predictions, cutout_refine, generator,
+                                                     label_stream, maxima_of, miou_at_proportion, model_device,
+                                                     table7_p_miou, write_clip_pseudo_labels)
+from videoda.domain_adaptation.spill import Spill, to_numpy
 from videoda.flow.warp import flow_to_tensor
 
 
-def analyse(model, clips, store, labels, cfg, tau, progress=lambda xs, **_: xs):
-    """Equal-proportion comparisons (Table 7) and the precision of cut-out refinement, on labelled frames."""
-    single, aggregated, gts, generated = [], [], [], []
-    before, after = [], []
-    every_frame = {"single": [], "aggregated": []}     # Table 7 needs every frame's maxima (thresholds use them)
-    for clip in progress(clips, description="pseudo labels (analysis)"):
-        idx = np.flatnonzero(clip.labeled)
-        probs = predict_probs(model, clip.images, cfg.batch_size)
-        for out, key, p in ((single, "single", probs),
-                            (aggregated, "aggregated", aggregate_predictions(probs, clip, store, cfg))):
-            conf, pred = p.max(1)
-            conf, pred = conf.numpy(), pred.numpy().astype(np.uint8)
-            out.append((conf[idx], pred[idx]))
-            if cfg.equal_proportions:
-                every_frame[key].append((clip.name, (conf, pred)))
-        gts.append(clip.labels[idx])
-        generated.append(labels[clip.name][idx])
-        t = idx[idx >= tau]
+class Precision:
+    """``label_precision`` accumulated over label maps: matching and kept (both labelled) pixels."""
+
+    def __init__(self):
+        self.matches, self.kept = 0, 0
+
+    def add(self, labels, gt):
+        kept = (labels != IGNORE_ID) & (gt != IGNORE_ID)
+        self.kept += int(kept.sum())
+        self.matches += int((labels[kept] == gt[kept]).sum())
+
+    def result(self):
+        """(share of the kept labels that match, or NaN; kept pixels), as ``label_precision`` returns them."""
+        return (self.matches / self.kept if self.kept else float("nan")), self.kept
+
+
+class Analysis:
+    """The comparisons of ``analyse`` accumulated clip by clip on the annotated frames: the share of their
+    pixels labelled, and the precision of the labels before and after cut-out refinement (Eq. 12, reference
+    frame t - tau)."""
+
+    def __init__(self, store, tau):
+        self.store, self.tau = store, tau
+        self.labelled, self.annotated = np.int64(0), np.int64(0)
+        self.before, self.after = Precision(), Precision()
+
+    def add(self, clip, labels, annotated):
+        """labels: the clip's (T, H, W) uint8 tensor (on the device the refinement runs on); annotated:
+        ``annotated_labels(clip)``."""
+        idx, gt = annotated
+        generated = to_numpy(labels[idx.tolist()]) if len(idx) else np.zeros_like(gt)
+        self.labelled += ((generated != IGNORE_ID) & (gt != IGNORE_ID)).sum()
+        self.annotated += (gt != IGNORE_ID).sum()
+        refined_frames = idx >= self.tau
+        t = idx[refined_frames]
         if len(t):
-            flow = flow_to_tensor(np.stack([store.flow(clip.name, i, i - tau) for i in t]))
-            refined = cutout_refine(torch.from_numpy(labels[clip.name][t]).long(),
-                                    torch.from_numpy(labels[clip.name][t - tau]).long(), flow).numpy()
-            before.append((labels[clip.name][t], clip.labels[t]))
-            after.append((refined, clip.labels[t]))
-    gt = np.concatenate([g.ravel() for g in gts])
-    gen = np.concatenate([g.ravel() for g in generated])
-    proportion = float(((gen != 255) & (gt != 255)).sum() / (gt != 255).sum())
-    cat = lambda pairs, i: np.concatenate([p[i].ravel() for p in pairs])  # noqa: E731
-    result = {"equal_proportion": {
-        "proportion": round(100 * proportion, 4),
-        "single_frame_p_miou": miou_at_proportion(cat(single, 0), cat(single, 1), gt, proportion),
-        "aggregated_p_miou": miou_at_proportion(cat(aggregated, 0), cat(aggregated, 1), gt, proportion)}}
-    prec_b, n_b = label_precision(cat(before, 0), cat(before, 1))
-    prec_a, n_a = label_precision(cat(after, 0), cat(after, 1))
-    result["cutout_refinement"] = {"precision_before": round(100 * prec_b, 4), "pixels_before": n_b,
-                                   "precision_after": round(100 * prec_a, 4), "pixels_after": n_a}
-    if cfg.equal_proportions:
-        result["table7"] = table7_p_miou(every_frame["single"], every_frame["aggregated"], clips, cfg,
-                                         cfg.equal_proportions)
-    return result
+            flow = flow_to_tensor(np.stack([self.store.flow(clip.name, i, i - self.tau) for i in t]))
+            refined = cutout_refine(labels[t.tolist()].long(), labels[(t - self.tau).tolist()].long(),
+                                    flow.to(labels.device))
+            self.before.add(generated[refined_frames], gt[refined_frames])
+            self.after.add(to_numpy(refined), gt[refined_frames])
+
+    def proportion(self):
+        """The share of the annotated pixels that got a pseudo label, where P-mIoU is compared."""
+        return float(self.labelled / self.annotated)
 
 
-def pseudo_labels_report(model, clips, store, labels, theta, cfg, tau, progress=lambda xs, **_: xs):
-    """The stage's report on ``labels`` ({clip: (T, H, W)}) and the final thresholds ``theta`` of generator
-    ``cfg.kind``: the generator, proportion and P-mIoU (``pseudo_label_report``), the thresholds per class, and
-    ``analyse``'s comparisons (``tau``: the pair distance of cut-out refinement)."""
-    return {"generator": cfg.kind, **pseudo_label_report(labels, clips),
-            "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, theta)},
-            **analyse(model, clips, store, labels, cfg, tau, progress)}
+def annotated_maxima(annotated, single, aggregated):
+    """The spill of an annotated clip's pixels: single and aggregated (confidence, argmax) and the ground truth
+    where it exists, each 1-D in pixel order (frames in order, then rows)."""
+    idx, gt = annotated
+    valid = gt != IGNORE_ID
+    out = {"annotated_gt": gt[valid]}
+    for key, (conf, pred) in (("single", single), ("aggregated", aggregated)):
+        frames = idx.tolist()
+        out[f"annotated_{key}_conf"] = to_numpy(conf[frames])[valid]
+        out[f"annotated_{key}_pred"] = to_numpy(pred[frames])[valid]
+    return out
+
+
+def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress=lambda xs, **_: xs):
+    """Label ``clips`` with generator ``cfg.kind`` (``videoda.config.PseudoLabels``), writing each clip's labels
+    under ``out`` (``<out>/<clip>/<frame>.png``, ``write_clip_pseudo_labels``) as it is made, and return the
+    stage's report (see the module's docstring; ``tau``: the pair distance of cut-out refinement).
+
+    Prediction, aggregation (Eq. 10), thresholds and the refinement run on ``device`` (default: the model's;
+    the model is moved there). Each clip is predicted once: its single-frame and aggregated maxima serve the
+    generator and the comparisons. The spill lives in a temporary folder next to ``out`` (inside the atomic
+    output's temporary folder when ``out`` is one), removed at the end.
+    """
+    gen = generator(cfg.kind)
+    device = model_device(model, device)
+    stats, analysis = LabelStats(), Analysis(store, tau)
+    with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=".maxima-") as folder:
+        spill = Spill(folder)
+
+        def maxima():
+            for clip in progress(clips, description="pseudo labels"):
+                images = clip_frames(clip)
+                probs = clip_predictions(model, clip, store, cfg, False, images)
+                single = maxima_of(probs)
+                aggregated = maxima_of(aggregate_predictions(probs, clip, store, cfg, images))
+                del probs                   # one clip's softmax maps at a time
+                every_frame = {}
+                if cfg.equal_proportions:   # Table 7's thresholds use every frame
+                    every_frame = {"single_conf": single[0], "single_pred": single[1],
+                                   "agg_conf": aggregated[0], "agg_pred": aggregated[1]}
+                spill.append(clip.name, **annotated_maxima(annotated_labels(clip), single, aggregated),
+                             **every_frame)
+                yield clip.name, aggregated if gen.aggregate else single
+
+        theta = None
+        for clip, (name, labels, theta) in zip(clips, label_stream(cfg.kind, maxima(), cfg, device, folder)):
+            host_labels = labels.cpu().numpy()
+            write_clip_pseudo_labels(out, clip, host_labels)
+            annotated = annotated_labels(clip)
+            stats.add(clip, host_labels, annotated)
+            analysis.add(clip, labels, annotated)
+        proportion = analysis.proportion()
+        report = {"generator": cfg.kind, **stats.result(),
+                  "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, theta)},
+                  "equal_proportion": {
+                      "proportion": round(100 * proportion, 4),
+                      "single_frame_p_miou": miou_at_proportion(spill.chunks(
+                          "annotated_single_conf", "annotated_single_pred", "annotated_gt"), proportion, device),
+                      "aggregated_p_miou": miou_at_proportion(spill.chunks(
+                          "annotated_aggregated_conf", "annotated_aggregated_pred", "annotated_gt"), proportion,
+                          device)}}
+        prec_b, n_b = analysis.before.result()
+        prec_a, n_a = analysis.after.result()
+        report["cutout_refinement"] = {"precision_before": round(100 * prec_b, 4), "pixels_before": n_b,
+                                       "precision_after": round(100 * prec_a, 4), "pixels_after": n_a}
+        if cfg.equal_proportions:
+            report["table7"] = table7_p_miou(spill.view("single_conf", "single_pred"),
+                                             spill.view("agg_conf", "agg_pred"), clips, cfg,
+                                             cfg.equal_proportions, device)
+    return report
 
 
 def pseudo_labels_summary(report):
-    """The headline of ``pseudo_labels_report``: P-mIoU and the proportion labelled, and Table 7 when it was
-    asked for (``reports/p_miou.json``, the columns ``dvc exp show`` leads with)."""
+    """The headline of ``make_pseudo_labels``' report: P-mIoU and the proportion labelled, and Table 7 when it
+    was asked for (``reports/p_miou.json``, the columns ``dvc exp show`` leads with)."""
     keys = ("p_miou", "proportion", "table7")
     return {k: report[k] for k in keys if k in report}

@@ -5,6 +5,7 @@ applied to — one image (IAST, Eq. 4), one clip (ours, Eq. 11) — and whether 
 aggregated first (Eq. 10).  CBST's class-balanced thresholds are the fixed-portion quantile over the whole set.
 """
 
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import numpy as np
 import torch
 
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
+from videoda.domain_adaptation.order_statistics import RadixSelect, kth_largest
+from videoda.domain_adaptation.spill import Spill
 from videoda.errors import DataError
 from videoda.evaluate import predict_probs
 from videoda.flow.warp import flow_to_tensor, non_occluded, warp_labels, warp_probs
@@ -22,23 +25,56 @@ from videoda.utils.images import read_label_png, write_ids
 def class_quantile(conf, pred, k, portion):
     """The confidence at the top ``portion`` fraction of the pixels predicted as class ``k``, or None if absent.
 
-    Uses a partition (O(n)), not a full sort: this runs once per class per instance.
+    conf, pred: numpy arrays or tensors on any device (the work runs there). A selection (O(n)), not a full
+    sort: this runs once per class per instance.
     """
-    values = conf[pred == k]
-    if values.size == 0:
+    if on_accelerator(conf):
+        values = conf[torch.as_tensor(pred, device=conf.device) == k]
+        n = values.numel()
+    else:          # numpy: on the CPU its partition is faster than torch's kthvalue, and selects the same value
+        conf, pred = host_array(conf), host_array(pred)
+        values = conf[pred == k]
+        n = values.size
+    if n == 0:
         return None
     # Index of the portion-th largest value, as IAST computes it: sorted descending, index floor(portion * n).
-    idx = min(int(np.floor(portion * values.size)), values.size - 1)
-    return float(np.partition(values, values.size - 1 - idx)[values.size - 1 - idx])
+    idx = descending_index(portion, n)
+    if torch.is_tensor(values):
+        return float(torch.kthvalue(values, n - idx).values)         # the (n - idx)-th smallest
+    return float(np.partition(values, n - 1 - idx)[n - 1 - idx])
+
+
+def on_accelerator(array):
+    """Whether ``array`` is a tensor on another device than the CPU (then the work stays there)."""
+    return torch.is_tensor(array) and array.device.type != "cpu"
+
+
+def host_array(array):
+    """A numpy array of a tensor (no copy on the CPU), or the array itself."""
+    return array.cpu().numpy() if torch.is_tensor(array) else np.asarray(array)
+
+
+def placed(array, device=None):
+    """``array`` where the thresholds work on it: on the CPU a numpy array (numpy's partition and comparisons
+    are faster there than torch's, and select and compare the same values), elsewhere a tensor on ``device``.
+    device None: where the array is."""
+    if device is None:
+        device = array.device if torch.is_tensor(array) else "cpu"
+    return host_array(array) if torch.device(device).type == "cpu" else torch.as_tensor(array, device=device)
+
+
+def descending_index(portion, count):
+    """The index, in descending order, of the value at the top ``portion`` of ``count`` values (IAST's rule)."""
+    return min(int(np.floor(portion * count)), count - 1)
 
 
 def adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, num_classes, max_theta=0.999):
     """One step of the instance-adaptive EMA thresholds (Eq. 4 / Eq. 11, Algorithm 1 lines 7-12).
 
-    conf, pred: the max softmax value and its argmax over the whole instance (an image or a clip).
-    theta: (K,) thresholds of the previous instance.  For each class present, Psi is the confidence at the top
-    alpha * theta^gamma fraction (hard classes with low theta get a smaller share), and
-    theta <- beta * theta + (1 - beta) * Psi.  A class absent from the instance keeps its threshold.
+    conf, pred: the max softmax value and its argmax over the whole instance (an image or a clip), numpy arrays
+    or tensors on any device. theta: (K,) thresholds of the previous instance.  For each class present, Psi is
+    the confidence at the top alpha * theta^gamma fraction (hard classes with low theta get a smaller share),
+    and theta <- beta * theta + (1 - beta) * Psi.  A class absent from the instance keeps its threshold.
     """
     theta = np.asarray(theta, np.float64)
     new = theta.copy()
@@ -50,7 +86,8 @@ def adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, num_classes, max_
 
 
 def class_balanced_thresholds(conf, pred, portion, num_classes):
-    """CBST: per class, the confidence at the top ``portion`` fraction over the whole target set."""
+    """CBST: per class, the confidence at the top ``portion`` fraction over the whole target set, given in
+    memory (``streamed_class_balanced_thresholds`` reads the set clip by clip)."""
     theta = np.ones(num_classes)
     for k in range(num_classes):
         psi = class_quantile(conf, pred, k, portion)
@@ -59,26 +96,61 @@ def class_balanced_thresholds(conf, pred, portion, num_classes):
     return theta
 
 
+def streamed_class_balanced_thresholds(maxima, portion, num_classes, device=None):
+    """``class_balanced_thresholds`` over a set read clip by clip, the same values bit for bit.
+
+    maxima: a re-iterable of (name, (conf, pred)) (a list, a ``Spill`` view), read ``bits / 16`` times (2 for
+    float32 confidences) by ``order_statistics.RadixSelect``; memory O(classes x 2^16), not O(set).
+    """
+    selector = RadixSelect(maxima_chunks(maxima), num_classes, device)
+    return class_balanced_selection(selector, portion)[0]
+
+
+def maxima_chunks(maxima):
+    """``RadixSelect``'s stream of a re-iterable of (name, (conf, pred)): the confidences grouped by class."""
+    return lambda: (conf_pred for _, conf_pred in maxima)
+
+
+def class_balanced_selection(selector, portion):
+    """CBST's thresholds from a ``RadixSelect`` over (confidence, class) for ``portion``: (thresholds (K,),
+    pixels labelled). An absent class gets threshold 1 (never labelled); a present one the value at
+    ``descending_index(portion, n)``, and the pixels strictly above it are labelled."""
+    counts = selector.counts
+    values, above, _ = selector.select([descending_index(portion, int(n)) if n else None for n in counts])
+    return np.where(counts > 0, values, 1.0), int(above.sum())
+
+
 def label_with_thresholds(conf, pred, theta):
-    """Eq. 3: keep the argmax where its confidence exceeds the class threshold, else IGNORE_ID."""
-    keep = conf > np.asarray(theta)[pred]
-    return np.where(keep, pred, IGNORE_ID).astype(np.uint8)
+    """Eq. 3: keep the argmax where its confidence exceeds the class threshold, else IGNORE_ID.
+
+    conf, pred: numpy arrays (-> a uint8 numpy array) or tensors (-> a uint8 tensor on their device)."""
+    theta = np.asarray(theta, np.float64)   # float32 confidences are compared in float64, on either path
+    if on_accelerator(conf):
+        pred = torch.as_tensor(pred, device=conf.device).long()
+        keep = conf > torch.as_tensor(theta, device=conf.device)[pred]
+        return torch.where(keep, pred, IGNORE_ID).to(torch.uint8)
+    as_tensor = torch.is_tensor(conf)
+    conf, pred = host_array(conf), host_array(pred)
+    labels = np.where(conf > theta[pred], pred, IGNORE_ID).astype(np.uint8)
+    return torch.from_numpy(labels) if as_tensor else labels
 
 
 def aggregate_clip(probs, images, flow, alpha, threshold):
     """Eq. 10: average each frame's softmax with its neighbours i-1 and i+1, warped onto frame i by flow and
     counted only where not occluded.
 
-    probs: float (T, C, H, W); images: uint8 (T, H, W, 3); ``flow(a, b)`` returns F_{a->b} as (H, W, 2) (the
-    flow from the reference frame a, which backward-warps frame b onto a).  Returns (T, C, H, W).
+    probs: float (T, C, H, W) tensor, on any device (the work runs there); images: uint8 (T, H, W, 3) array
+    or tensor; ``flow(a, b)`` returns F_{a->b} as (H, W, 2) (the flow from the reference frame a, which
+    backward-warps frame b onto a).  Returns (T, C, H, W) on the device of ``probs``.
     """
-    t_len = probs.shape[0]
-    frames = torch.as_tensor(images).permute(0, 3, 1, 2)
-    num, den = probs.clone(), torch.ones(t_len, 1, *probs.shape[2:])
+    t_len, device = probs.shape[0], probs.device
+    # np.asarray: a clip's lazy FrameArray too
+    frames = torch.as_tensor(np.asarray(images)).to(device).permute(0, 3, 1, 2)
+    num, den = probs.clone(), torch.ones(t_len, 1, *probs.shape[2:], device=device)
     for step in (-1, 1):
         ref = list(range(max(0, -step), t_len - max(0, step)))      # frames i that have neighbour i + step
         nbr = [i + step for i in ref]
-        flows = flow_to_tensor(np.stack([flow(i, j) for i, j in zip(ref, nbr)]))
+        flows = flow_to_tensor(np.stack([flow(i, j) for i, j in zip(ref, nbr)])).to(device)
         warped, _ = warp_probs(probs[nbr], flows)
         keep = non_occluded(frames[ref], frames[nbr], flows, alpha, threshold)[:, None].float()
         num[ref] += keep * warped
@@ -91,14 +163,16 @@ def generate_clip_labels(instance, conf, pred, theta, alpha, beta, gamma):
 
     instance ``IMAGE``: an instance is one image, thresholds updated frame by frame (Eq. 4);
     instance ``CLIP``: an instance is the whole clip, one threshold per class for all its frames (Eq. 11).
-    ``conf``, ``pred``: (T, H, W) max and argmax of the (possibly aggregated) softmax maps.
+    ``conf``, ``pred``: (T, H, W) max and argmax of the (possibly aggregated) softmax maps, numpy arrays
+    (-> uint8 numpy labels) or tensors (-> a uint8 tensor on their device).
     """
     if instance not in (IMAGE, CLIP):
         raise ValueError(f"instance must be {IMAGE!r} or {CLIP!r}, got {instance!r}")
     if instance == CLIP:
         theta = adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, NUM_CLASSES)
         return label_with_thresholds(conf, pred, theta), theta
-    labels = np.empty(pred.shape, np.uint8)
+    labels = (torch.empty(pred.shape, dtype=torch.uint8, device=pred.device) if torch.is_tensor(pred)
+              else np.empty(pred.shape, np.uint8))
     for t in range(len(pred)):
         theta = adaptive_thresholds(conf[t], pred[t], theta, alpha, beta, gamma, NUM_CLASSES)
         labels[t] = label_with_thresholds(conf[t], pred[t], theta)
@@ -145,7 +219,7 @@ class Generator:
 
     @property
     def needs_whole_set(self):
-        """Class-balanced thresholds come from every clip at once: the set's maxima are kept in memory first."""
+        """Class-balanced thresholds come from every clip at once: the set's maxima are parked on disk first."""
         return self.thresholds == CLASS_BALANCED
 
     @property
@@ -170,54 +244,123 @@ def generator(name):
     return GENERATORS[name]
 
 
-def clip_predictions(model, clip, store, cfg, aggregate):
-    """Softmax maps of every frame of a clip, temporally aggregated (Eq. 10) when ``aggregate``."""
-    probs = predict_probs(model, clip.images, cfg.batch_size)
-    return aggregate_predictions(probs, clip, store, cfg) if aggregate else probs
+def model_device(model, device=None):
+    """Where prediction, aggregation and thresholding run: ``device`` when given (the model is moved there),
+    else the device of the model's parameters."""
+    if device is None:
+        return next(model.parameters()).device
+    model.to(device)
+    return torch.device(device)
 
 
-def aggregate_predictions(probs, clip, store, cfg):
-    """Eq. 10 on one clip's softmax maps, with the clip's stored flows."""
-    store.check_clip(clip.name, len(clip), *clip.images.shape[1:3])
-    return aggregate_clip(probs, clip.images, lambda a, b: store.flow(clip.name, a, b), cfg.occlusion.alpha,
+def clip_frames(clip):
+    """Every frame of a clip, uint8 (T, H, W, 3), read once (a lazy clip reads them from disk here)."""
+    return np.asarray(clip.images[0:len(clip)])
+
+
+def clip_predictions(model, clip, store, cfg, aggregate, images=None):
+    """Softmax maps (T, C, H, W) of every frame of a clip on the model's device, temporally aggregated (Eq. 10)
+    when ``aggregate``; ``images``: the clip's frames when the caller already read them."""
+    images = clip_frames(clip) if images is None else images
+    probs = predict_probs(model, images, cfg.batch_size, on_device=True)
+    return aggregate_predictions(probs, clip, store, cfg, images) if aggregate else probs
+
+
+def aggregate_predictions(probs, clip, store, cfg, images=None):
+    """Eq. 10 on one clip's softmax maps, with the clip's stored flows, on the device of ``probs``."""
+    images = clip_frames(clip) if images is None else images
+    store.check_clip(clip.name, len(clip), *images.shape[1:3])
+    return aggregate_clip(probs, images, lambda a, b: store.flow(clip.name, a, b), cfg.occlusion.alpha,
                           cfg.occlusion.threshold)
 
 
-def generate_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs):
-    """Algorithm 1 (and the baselines' generators) over the target clips: ({clip name: labels (T, H, W) uint8},
-    the final thresholds).
-
-    Clips are processed one at a time, in order; the adaptive thresholds carry over from clip to clip.
-    CBST needs the whole set first, so it keeps every clip's (confidence, argmax) in memory.
-    """
-    gen = generator(cfg.kind)
-    maxima = ((clip.name, clip_maxima(model, clip, store, cfg, gen.aggregate))
-              for clip in progress(clips, description="pseudo labels"))
-    if gen.needs_whole_set:
-        maxima = list(maxima)
-    return label_maxima(cfg.kind, maxima, cfg)
+def maxima_of(probs):
+    """(confidence float32, argmax uint8) maps (T, H, W) of softmax maps (T, C, H, W), on their device."""
+    conf, pred = probs.max(1)
+    return conf, pred.to(torch.uint8)
 
 
 def clip_maxima(model, clip, store, cfg, aggregate):
-    """(confidence, argmax) maps (T, H, W) of a clip's softmax, temporally aggregated (Eq. 10) when asked."""
-    conf, pred = clip_predictions(model, clip, store, cfg, aggregate).max(1)
-    return conf.numpy(), pred.numpy().astype(np.uint8)
+    """(confidence, argmax) maps (T, H, W) of a clip's softmax on the model's device, temporally aggregated
+    (Eq. 10) when asked."""
+    return maxima_of(clip_predictions(model, clip, store, cfg, aggregate))
 
 
-def label_maxima(kind, maxima, cfg):
-    """Threshold (clip name, (conf, pred)) items in order with the threshold rule of generator ``kind`` (a name in
-    GENERATORS): ({name: labels}, theta). Whether the maxima are aggregated is the caller's business.
-    CBST's thresholds come from all clips at once (Eq. 2's class-balanced portion ``cfg.portion``)."""
+def initial_thresholds(kind, cfg):
+    """The thresholds before any clip: CBST's are 1 (never labelled) until the set is seen, the adaptive ones
+    start at ``cfg.init_theta``."""
+    return np.ones(NUM_CLASSES) if generator(kind).thresholds == CLASS_BALANCED else np.full(NUM_CLASSES,
+                                                                                               cfg.init_theta)
+
+
+def label_stream(kind, maxima, cfg, device=None, spill_root=None):
+    """Threshold (name, (conf, pred)) items in order with the threshold rule of generator ``kind`` (a name in
+    GENERATORS): yields (name, labels, theta) for each item as soon as it is labelled, labels (T, H, W) a uint8
+    tensor on ``device`` (default: where the maxima are; numpy maxima: the CPU), theta the thresholds after it.
+    Whether the maxima are aggregated is the caller's business.
+
+    The adaptive rules carry their thresholds from item to item (Algorithm 1), so one item is in memory at a
+    time. CBST's thresholds come from all items at once (Eq. 2's class-balanced portion ``cfg.portion``): a
+    re-iterable ``maxima`` (a list, a ``Spill`` view) is read for them (``streamed_class_balanced_thresholds``),
+    then again to label; a one-shot iterator is first written to a spill on disk in a temporary folder under
+    ``spill_root`` (default: the system's), removed after.
+    """
     rule = generator(kind).thresholds
+
+    def on_device(conf, pred):
+        return placed(conf, device), placed(pred, device)
+
     if rule == CLASS_BALANCED:
-        maxima = list(maxima)
-        conf_all = np.concatenate([c.ravel() for _, (c, _) in maxima])
-        pred_all = np.concatenate([p.ravel() for _, (_, p) in maxima])
-        theta = class_balanced_thresholds(conf_all, pred_all, cfg.portion, NUM_CLASSES)
-        return {name: label_with_thresholds(c, p, theta) for name, (c, p) in maxima}, theta
-    out, theta = {}, np.full(NUM_CLASSES, cfg.init_theta)
+        if iter(maxima) is maxima:
+            with tempfile.TemporaryDirectory(dir=spill_root, prefix=".cbst-maxima-") as folder:
+                spill = Spill(folder)
+                for name, (conf, pred) in maxima:
+                    spill.append(name, conf=conf, pred=pred)
+                yield from label_stream(kind, spill.view("conf", "pred"), cfg, device)
+            return
+        theta = streamed_class_balanced_thresholds(maxima, cfg.portion, NUM_CLASSES, device)
+        for name, (conf, pred) in maxima:
+            yield name, torch.as_tensor(label_with_thresholds(*on_device(conf, pred), theta)), theta
+        return
+    theta = initial_thresholds(kind, cfg)
     for name, (conf, pred) in maxima:
-        out[name], theta = generate_clip_labels(rule, conf, pred, theta, cfg.alpha, cfg.beta, cfg.gamma)
+        labels, theta = generate_clip_labels(rule, *on_device(conf, pred), theta, cfg.alpha, cfg.beta, cfg.gamma)
+        yield name, torch.as_tensor(labels), theta
+
+
+def label_maxima(kind, maxima, cfg, device=None):
+    """``label_stream`` collected: ({name: labels (T, H, W) uint8 numpy}, the final thresholds). Holds every
+    item's labels: for tests and small sets; the stages stream."""
+    out, theta = {}, initial_thresholds(kind, cfg)
+    for name, labels, theta in label_stream(kind, maxima, cfg, device):
+        out[name] = labels.cpu().numpy()
+    return out, theta
+
+
+def iter_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, device=None, spill_root=None):
+    """Algorithm 1 (and the baselines' generators) over the target clips, clip by clip in order: yields
+    (clip, labels (T, H, W) uint8 tensor on the device, thresholds after it).
+
+    Prediction, aggregation (Eq. 10) and thresholds run on ``device`` (default: the model's; the model is
+    moved there). The adaptive thresholds carry over from clip to clip and one clip is in memory at a time;
+    CBST first parks every clip's (confidence, argmax) on disk under ``spill_root`` (``label_stream``).
+    """
+    gen = generator(cfg.kind)
+    device = model_device(model, device)
+    maxima = ((clip.name, clip_maxima(model, clip, store, cfg, gen.aggregate))
+              for clip in progress(clips, description="pseudo labels"))
+    for clip, (name, labels, theta) in zip(clips, label_stream(cfg.kind, maxima, cfg, device, spill_root)):
+        yield clip, labels, theta
+
+
+def generate_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, device=None):
+    """``iter_pseudo_labels`` collected: ({clip name: labels (T, H, W) uint8 numpy}, the final thresholds).
+    Holds every clip's labels (VST's later rounds train on them); stage ``pseudo_labels`` writes them clip by
+    clip instead (``write_clip_pseudo_labels``)."""
+    generator(cfg.kind)
+    out, theta = {}, initial_thresholds(cfg.kind, cfg)
+    for clip, labels, theta in iter_pseudo_labels(model, clips, store, cfg, progress, device):
+        out[clip.name] = labels.cpu().numpy()
     return out, theta
 
 
@@ -227,74 +370,134 @@ def label_maxima(kind, maxima, cfg):
 TABLE7_GENERATORS = {"cb": "cbst", "ia": "iast", "ours": "clip_agg"}
 
 
-def labels_at_proportion(kind, maxima, cfg, proportion, steps=16):
+def knob_at_proportion(kind, maxima, cfg, proportion, steps=16, device=None):
     """Bisect the generator's proportion knob (CBST's portion, else alpha; Table 7 "tune alpha ... to have the
     same proportion") until the share of labelled pixels over all frames is closest to ``proportion``.
-    Returns (labels by clip, knob value, proportion reached). Labelling grows with the knob, so bisection
-    applies; a proportion out of reach ends at the nearest end of [0, 1]."""
-    total = sum(c.size for _, (c, _) in maxima)
+    Returns (knob value, proportion reached); ``label_stream`` with that knob gives the labels again.
+    Labelling grows with the knob, so bisection applies; a proportion out of reach ends at the nearest end of
+    [0, 1]. maxima: a re-iterable of (name, (conf, pred)), read once per step, one item at a time (CBST: once
+    per step after a first pass, the labelled count being the count above each class's threshold)."""
     knob = generator(kind).knob
+    if generator(kind).thresholds == CLASS_BALANCED:
+        selector = RadixSelect(maxima_chunks(maxima), NUM_CLASSES, device)
 
-    def run(value):
-        labels, _ = label_maxima(kind, maxima, replace(cfg, **{knob: value}))
-        return labels, sum(int((lab != IGNORE_ID).sum()) for lab in labels.values()) / total
+        def run(value):
+            return class_balanced_selection(selector, value)[1] / int(selector.counts.sum())
+    else:
+        def run(value):
+            labelled = total = 0
+            for _, labels, _ in label_stream(kind, maxima, replace(cfg, **{knob: value}), device):
+                labelled += int(torch.count_nonzero(labels != IGNORE_ID))
+                total += labels.numel()
+            return labelled / total
 
     lo, hi = 0.0, 1.0
     best = None
     for _ in range(steps):
         mid = (lo + hi) / 2
-        labels, reached = run(mid)
-        if best is None or abs(reached - proportion) < abs(best[2] - proportion):
-            best = (labels, mid, reached)
+        reached = run(mid)
+        if best is None or abs(reached - proportion) < abs(best[1] - proportion):
+            best = (mid, reached)
         lo, hi = (mid, hi) if reached < proportion else (lo, mid)
     return best
 
 
-def table7_p_miou(single, aggregated, clips, cfg, proportions):
+def table7_p_miou(single, aggregated, clips, cfg, proportions, device=None):
     """Table 7: P-mIoU of CB, IA and ours, each tuned to the same proportions of labelled pixels.
 
-    single, aggregated: [(clip name, (conf, pred))] of every target-train frame, in clip order. The thresholds
-    use every frame; P-mIoU is scored on the annotated ones. Returns {proportion: {generator: {knob,
-    proportion (%), p_miou}}}."""
+    single, aggregated: re-iterables of (clip name, (conf, pred)) of every target-train frame, in the order of
+    ``clips`` (lists, or ``Spill`` views read from disk one clip at a time). The thresholds use every frame;
+    P-mIoU is scored on the annotated ones. Returns {proportion: {generator: {knob, proportion (%), p_miou}}}."""
     out = {}
     for proportion in proportions:
         row = {}
         for name, kind in TABLE7_GENERATORS.items():
             maxima = aggregated if GENERATORS[kind].aggregate else single
-            labels, knob, reached = labels_at_proportion(kind, maxima, cfg, proportion)
+            knob, reached = knob_at_proportion(kind, maxima, cfg, proportion, device=device)
+            stats = LabelStats()
+            tuned = replace(cfg, **{GENERATORS[kind].knob: knob})
+            for clip, (label_name, labels, _) in zip(clips, label_stream(kind, maxima, tuned, device)):
+                if label_name != clip.name:
+                    raise ValueError(f"maxima of clip '{label_name}' where clip '{clip.name}' was expected")
+                stats.add(clip, labels.cpu().numpy())
             row[name] = {"knob": round(knob, 6), "proportion": round(100 * reached, 4),
-                         "p_miou": pseudo_label_report(labels, clips)["p_miou"]}
+                         "p_miou": stats.result()["p_miou"]}
         out[f"{proportion:g}"] = row
     return out
+
+
+def annotated_labels(clip):
+    """(indices of the annotated frames, their ground truth (F, H, W)), reading only those frames."""
+    idx = np.flatnonzero(clip.labeled)
+    return idx, np.asarray(clip.labels[idx.tolist()]) if len(idx) else np.zeros((0,) + clip.labels.shape[1:],
+                                                                                 np.uint8)
+
+
+class LabelStats:
+    """``pseudo_label_report`` accumulated clip by clip: ``add(clip, labels)`` for each clip, then ``result()``.
+    Memory: the class counts and a confusion matrix."""
+
+    def __init__(self):
+        self.counts, self.total = np.zeros(NUM_CLASSES, np.int64), 0
+        self.cm = ConfusionMatrix(NUM_CLASSES)
+
+    def add(self, clip, labels, annotated=None):
+        """labels: the clip's (T, H, W) uint8 numpy labels; annotated: ``annotated_labels(clip)`` if read."""
+        self.counts += np.bincount(labels[labels != IGNORE_ID], minlength=NUM_CLASSES)[:NUM_CLASSES]
+        self.total += labels.size
+        idx, gt = annotated_labels(clip) if annotated is None else annotated
+        kept = labels[idx] != IGNORE_ID
+        self.cm.update(labels[idx][kept], gt[kept])
+
+    def result(self):
+        scores = self.cm.to_dict()
+        return {"proportion": round(100 * self.counts.sum() / self.total, 4),
+                "proportion_per_class": {c: round(100 * n / self.total, 4) for c, n in zip(CLASSES, self.counts)},
+                "p_miou": scores["miou"], "p_iou": scores["iou"]}
 
 
 def pseudo_label_report(labels_by_clip, clips):
     """Proportion of pixels labelled (overall, and the share of each class), and P-mIoU: the mIoU of the pseudo
     labels against the ground truth where both exist (the paper's Table 7)."""
-    counts, total = np.zeros(NUM_CLASSES, np.int64), 0
-    cm = ConfusionMatrix(NUM_CLASSES)
+    stats = LabelStats()
     for clip in clips:
-        labels = labels_by_clip[clip.name]
-        counts += np.bincount(labels[labels != IGNORE_ID], minlength=NUM_CLASSES)[:NUM_CLASSES]
-        total += labels.size
-        idx = np.flatnonzero(clip.labeled)
-        kept = labels[idx] != IGNORE_ID
-        cm.update(labels[idx][kept], clip.labels[idx][kept])
-    scores = cm.to_dict()
-    return {"proportion": round(100 * counts.sum() / total, 4),
-            "proportion_per_class": {c: round(100 * n / total, 4) for c, n in zip(CLASSES, counts)},
-            "p_miou": scores["miou"], "p_iou": scores["iou"]}
+        stats.add(clip, labels_by_clip[clip.name])
+    return stats.result()
 
 
-def miou_at_proportion(conf, pred, gt, proportion):
+def miou_at_proportion(chunks, proportion, device=None):
     """P-mIoU of the most confident ``proportion`` of the ground-truth-labelled pixels (Table 7's comparison of
-    label generators at equal proportion)."""
-    valid = gt != IGNORE_ID
-    conf, pred, gt = conf[valid], pred[valid], gt[valid]
-    n = int(round(proportion * conf.size))
-    keep = np.argsort(-conf, kind="stable")[:n]
+    label generators at equal proportion), exactly as a stable sort of all of them would pick them.
+
+    chunks: a function returning a fresh iterator of (conf, pred, gt) arrays or tensors, the pixels in one
+    fixed order (ties in confidence go to the earlier pixel); read three times (``kth_largest``'s two passes,
+    then the confusion matrix), one chunk at a time: memory O(2^16 + chunk), not O(pixels)."""
+    def labelled():
+        for conf, pred, gt in chunks():
+            conf, pred, gt = (torch.as_tensor(a, device=device) for a in (conf, pred, gt))
+            valid = gt != IGNORE_ID
+            yield conf[valid], pred[valid], gt[valid]
+
+    wanted = {}
+
+    def ranks(counts):
+        wanted["n"], wanted["total"] = int(round(proportion * int(counts[0]))), int(counts[0])
+        return [wanted["n"] - 1 if 0 < wanted["n"] < wanted["total"] else None]
+
+    value, above, _, _ = kth_largest(lambda: ((c, torch.zeros(c.shape, dtype=torch.int64, device=c.device))
+                                              for c, _, _ in labelled()), 1, ranks, device)
+    n, total = wanted.get("n", 0), wanted.get("total", 0)
     cm = ConfusionMatrix(NUM_CLASSES)
-    cm.update(pred[keep], gt[keep])
+    if n == 0:
+        return cm.to_dict()["miou"]
+    ties_left = n - int(above[0])             # of the pixels equal to the n-th value, the first ones are kept
+    for conf, pred, gt in labelled():
+        if n < total:
+            tie = conf == float(value[0])
+            keep = (conf > float(value[0])) | (tie & (torch.cumsum(tie.long(), 0) <= ties_left))
+            ties_left -= int(tie.sum())
+            pred, gt = pred[keep], gt[keep]
+        cm.update(pred, gt)
     return cm.to_dict()["miou"]
 
 
@@ -324,9 +527,15 @@ def read_pseudo_labels(root, clips):
     return {clip.name: np.stack([read_pseudo_label(root, clip, t) for t in range(len(clip))]) for clip in clips}
 
 
+def write_clip_pseudo_labels(root, clip, labels):
+    """One clip's pseudo labels (T, H, W) as label PNGs ``<root>/<clip>/<frame>.png`` (the clip's folder must
+    not exist yet)."""
+    (Path(root) / clip.name).mkdir(parents=True)
+    for name, frame_labels in zip(clip.frame_names, labels):
+        write_ids(pseudo_label_path(root, clip.name, name), frame_labels)
+
+
 def write_pseudo_labels(root, clips, labels_by_clip):
     """Every clip's pseudo labels as label PNGs ``<root>/<clip>/<frame>.png`` (``root`` must not exist yet)."""
     for clip in clips:
-        (Path(root) / clip.name).mkdir(parents=True)
-        for name, labels in zip(clip.frame_names, labels_by_clip[clip.name]):
-            write_ids(pseudo_label_path(root, clip.name, name), labels)
+        write_clip_pseudo_labels(root, clip, labels_by_clip[clip.name])

@@ -3,18 +3,27 @@
 The training itself is the shared loop (``train.train``) with these loss terms: the cross-entropy of Eq. 13
 on both frames against the refined pseudo labels, a regulariser (IAST's entropy on ignored pixels or CRST's
 confidence-regularising KLD on labelled pixels), and optionally the source cross-entropy (CBST/CRST-style).
+The target pairs stream through a ``PairLoader`` (``PseudoLabelPairs``: images, pseudo labels and flows read a
+pair at a time); their online refinement (Eq. 12/14) runs on each whole batch on the training device
+(``refine_pairs``).
 """
 
+import contextlib
 import dataclasses
+import os
 
 import numpy as np
 import torch
+from PIL import Image
 
 from videoda.data.classes import IGNORE_ID
-from videoda.data.pairs import PairSampler
+from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
-from videoda.domain_adaptation.pseudo_labels import cutout_refine, fillin_refine, generate_pseudo_labels
+from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, generate_pseudo_labels,
+                                                     pseudo_label_path, read_pseudo_label)
 from videoda.domain_adaptation.train import forward_pairs, segmentation_optimizer, train
+from videoda.errors import DataError
+from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
 
 REFINEMENTS = ("none", "cutout", "fillin")
@@ -22,31 +31,135 @@ REGULARISERS = ("none", "entropy", "kld")
 
 
 def unlabelled_clips(clips):
-    """The target clips with their ground truth dropped (every label IGNORE_ID, no frame annotated), so that
-    nothing in self-training can train on it: VST is unsupervised."""
-    return [dataclasses.replace(c, labels=np.full_like(c.labels, IGNORE_ID), labeled=np.zeros_like(c.labeled))
-            for c in clips]
+    """The target clips with their ground truth hidden (every label reads IGNORE_ID, no frame annotated), so
+    that nothing in self-training can train on it: VST is unsupervised. Views, nothing is copied or read: the
+    labels are a zero-stride broadcast of IGNORE_ID of the clip's label shape."""
+    return [dataclasses.replace(c, labels=np.broadcast_to(np.uint8(IGNORE_ID), c.labels.shape),
+                                labeled=np.zeros(np.shape(c.labeled), bool)) for c in clips]
 
 
-def refined_pair_labels(pseudo, store, refine, occ_alpha=2.0, occ_threshold=0.7):
-    """``pair_labels`` for ``PairSampler``: a pair's pseudo labels, each frame refined against the other.
+class PseudoLabelFiles:
+    """Stage ``pseudo_labels``' PNGs as ``{clip name: frames}``, read a pair at a time, never a whole split:
+    ``files[name][[a, b]]`` is uint8 (2, H, W). Every frame's file is checked when this is made (its PNG header:
+    present, and of the clip's size), so that a missing or wrong file stops the stage before any training."""
+
+    def __init__(self, root, clips):
+        self.root, self.clips = root, {c.name: c for c in clips}
+        for clip in clips:
+            for t in range(len(clip)):
+                path = pseudo_label_path(root, clip.name, clip.frame_names[t])
+                try:
+                    with Image.open(path) as image:
+                        size = image.size[::-1]
+                except (OSError, ValueError) as e:      # missing, not an image (UnidentifiedImageError)
+                    raise DataError(f"{path}: unreadable pseudo label ({e}); rerun the pseudo_labels stage") from e
+                if size != tuple(clip.labels.shape[1:]):
+                    raise DataError(f"{path}: pseudo label of size {size}, the frame is "
+                                    f"{tuple(clip.labels.shape[1:])} (rerun the pseudo_labels stage)")
+
+    def __getitem__(self, name):
+        return _PseudoLabelFrames(self.root, self.clips[name])
+
+
+class _PseudoLabelFrames:
+    def __init__(self, root, clip):
+        self.root, self.clip = root, clip
+
+    def __getitem__(self, frames):
+        return np.stack([read_pseudo_label(self.root, self.clip, t) for t in frames])
+
+
+class PseudoLabelPairs(PairDataset):
+    """VST's target pairs (t - tau, t) of ``clips`` with their pseudo labels, for ``refine_pairs``.
+
+    ``pseudo``: ``{clip name: frames}`` with ``frames[[a, b]]`` -> (2, H, W) (arrays, or ``PseudoLabelFiles``).
+    Item ``(k, flip)``: uint8 ``images`` (2, H, W, 3), uint8 ``labels`` (2, H, W) (the pseudo labels), bool
+    ``labeled`` (2,) and bool ``flip``, all *unflipped* (the refinement needs the frames as the flows see them),
+    and for a refinement float32 ``flows`` (2, H, W, 2): F_{t-tau -> t} (frame t - tau's reference is frame t)
+    and F_{t -> t-tau}, from the flow store at ``flow_path``. Each process that reads opens the store itself:
+    an HDF5 handle must not cross a fork into the loader's workers.
+    """
+
+    def __init__(self, clips, tau, pseudo, refine, flow_path=None):
+        super().__init__(clips, tau)
+        if refine not in REFINEMENTS:
+            raise ValueError(f"refine must be one of {REFINEMENTS}, got {refine!r}")
+        if refine != "none" and flow_path is None:
+            raise ValueError(f"refinement {refine!r} needs the flow store")
+        self.pseudo, self.refine, self.flow_path = pseudo, refine, flow_path
+        self.store, self.store_pid = None, None
+
+    def flow_store(self):
+        if self.store_pid != os.getpid():
+            self.store, self.store_pid = FlowStore(self.flow_path), os.getpid()
+        return self.store
+
+    def __getstate__(self):       # pickled (spawned workers): the handle stays behind
+        return {**self.__dict__, "store": None, "store_pid": None}
+
+    def __getitem__(self, item):
+        k, flip = item
+        clip, frames = self.pair(k)
+        t_ref, t = frames
+        pair = {"images": np.ascontiguousarray(clip.images[frames]),
+                "labels": np.ascontiguousarray(self.pseudo[clip.name][frames], np.uint8),
+                "labeled": np.asarray(clip.labeled, bool)[frames], "flip": np.bool_(flip)}
+        if self.refine != "none":
+            store = self.flow_store()
+            pair["flows"] = np.stack([store.flow(clip.name, t_ref, t), store.flow(clip.name, t, t_ref)])
+        return pair
+
+    def close(self):
+        if self.store is not None and self.store_pid == os.getpid():
+            self.store.close()
+        self.store = self.store_pid = None
+
+
+def refine_pairs(batch, refine, occ_alpha=2.0, occ_threshold=0.7):
+    """A batch of ``PseudoLabelPairs`` -> the training batch: the pseudo labels of every pair refined, each
+    frame against the other (Eq. 12 cut-out, Eq. 14 fill-in, or none), then images and labels flipped where
+    ``flip``. Runs on the batch's device, the whole batch at once: every operation is per pixel, so on the CPU
+    it gives the pair-by-pair refinement's labels bit for bit (tests/test_pair_loader.py).
 
     Eq. 13 sums over both frames l = t, t - tau, so frame t is checked against the warped t - tau (flow
     F_{t -> t-tau}) and frame t - tau against the warped t (flow F_{t-tau -> t}).
     """
-    def pair_labels(clip, t_ref, t):
-        labels = torch.from_numpy(pseudo[clip.name][[t_ref, t]]).long()
-        if refine == "none":
-            return labels.numpy()
-        flows = flow_to_tensor(np.stack([store.flow(clip.name, t_ref, t), store.flow(clip.name, t, t_ref)]))
-        other = labels.flip(0)                   # each frame's reference: the other frame of the pair
+    images, labels = batch["images"], batch["labels"].long()
+    if refine != "none":
+        flows = flow_to_tensor(batch["flows"].flatten(0, 1))           # (2B, 2, H, W)
+        own, other = labels.flatten(0, 1), labels.flip(1).flatten(0, 1)  # each frame's reference: the other
         if refine == "cutout":
-            out = cutout_refine(labels, other, flows)
+            refined = cutout_refine(own, other, flows)
         else:
-            images = torch.from_numpy(clip.images[[t_ref, t]]).permute(0, 3, 1, 2)
-            out = fillin_refine(labels, other, flows, images, images.flip(0), occ_alpha, occ_threshold)
-        return out.numpy()
-    return pair_labels
+            frames = images.flatten(0, 1).permute(0, 3, 1, 2)
+            ref_frames = images.flip(1).flatten(0, 1).permute(0, 3, 1, 2)
+            refined = fillin_refine(own, other, flows, frames, ref_frames, occ_alpha, occ_threshold)
+        labels = refined.view_as(labels)
+    flip = batch["flip"]
+    return {"images": torch.where(flip[:, None, None, None, None], images.flip(3), images),
+            "labels": torch.where(flip[:, None, None, None], labels.flip(3), labels),
+            "labeled": batch["labeled"]}
+
+
+class VSTBatches:
+    """VST's training batches: ``refine_pairs`` of the target loader's batches (``images``, ``labels``,
+    ``labeled``), with ``source_images``/``source_labels`` from ``source`` (a ``PairLoader``) when given."""
+
+    def __init__(self, target, refine, occ_alpha, occ_threshold, source=None):
+        self.target, self.source = target, source
+        self.refine, self.occ_alpha, self.occ_threshold = refine, occ_alpha, occ_threshold
+
+    def sample(self):
+        batch = refine_pairs(self.target.sample(), self.refine, self.occ_alpha, self.occ_threshold)
+        if self.source is not None:
+            s = self.source.sample()
+            batch.update(source_images=s["images"], source_labels=s["labels"])
+        return batch
+
+    def skip(self, n):
+        self.target.skip(n)
+        if self.source is not None:
+            self.source.skip(n)
 
 
 def vst_forward(model, batch):
@@ -76,35 +189,54 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
 
 
-def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs):
+def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, workers=0,
+               snapshot=None, compute=None):
     """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
-    pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: (T, H, W)}), each
-    further round regenerates them with the current model and ``cfg.labels`` (the same generator). ``clips``
-    must carry no ground truth. Trains on the model's device. Returns the training curve's rows (step counted
-    across rounds, with the round number).
+    pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: frames}, e.g. arrays
+    (T, H, W) or ``PseudoLabelFiles``), each further round regenerates them with the current model and
+    ``cfg.labels`` (the same generator). ``clips`` must carry no ground truth (``unlabelled_clips``). ``store``:
+    the open ``FlowStore`` (its file is reopened by the loader's readers). Pairs are read by ``workers``
+    processes; training and the refinement run on the model's device, under ``compute``'s autocast
+    (``train``'s; the regenerated pseudo labels' predictions too). Returns the training curve's rows (step
+    counted across rounds, with the round number).
+
+    ``snapshot`` (``snapshot.Snapshot``): saved during every round with the round, the rows of the rounds before
+    and, after round 1, the weights the round's pseudo labels were generated from; a run resumed from it
+    regenerates them from those weights (deterministic) instead of storing every label map.
     """
     device = next(model.parameters()).device
     train_cfg, occlusion = cfg.train, cfg.labels.occlusion
-    source = (PairSampler(source_clips, cfg.tau, train_cfg.batch_size, cfg.seed + 1, require_label=True)
+    resume = snapshot.load() if snapshot is not None else None
+    first_round, rows = (resume["context"]["round"] - 1, resume["context"]["rows"]) if resume is not None else (0, [])
+    source = (PairLoader(PairDataset(source_clips, cfg.tau, require_label=True), train_cfg.batch_size,
+                         cfg.seed + 1, workers=workers, device=device)
               if cfg.lambda_source > 0 else None)
-    rows = []
-    for r in range(cfg.rounds):
+    if source is not None:
+        source.skip(first_round * train_cfg.iterations)      # the source stream runs on across rounds
+    for r in range(first_round, cfg.rounds):
+        context = {"round": r + 1, "rows": rows}          # counted from 1, as in the curve
         if r > 0:
-            pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
-        target = PairSampler(clips, cfg.tau, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip,
-                             pair_labels=refined_pair_labels(pseudo, store, cfg.refine, occlusion.alpha,
-                                                             occlusion.threshold))
-
-        def sample_batch():
-            batch = target.sample()
-            if source is not None:
-                s = source.sample()
-                batch.update(source_images=s["images"], source_labels=s["labels"])
-            return {k: v.to(device) for k, v in batch.items()}
-
-        optimizer = segmentation_optimizer(model, train_cfg.optim)
-        result = train(model, optimizer, sample_batch, vst_forward,
-                       vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), train_cfg.iterations, None,
-                       power=train_cfg.optim.poly_power, description=f"vst round {r + 1}")
-        rows += [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1} for row in result["rows"]]
+            if resume is not None and r == first_round:
+                model.load_state_dict(resume["context"]["round_start"])
+            if snapshot is not None and snapshot.every > 0:
+                context["round_start"] = {k: v.clone() for k, v in model.state_dict().items()}
+            with contextlib.nullcontext() if compute is None else compute.autocast():
+                pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels, progress=progress)
+        pairs = PseudoLabelPairs(clips, cfg.tau, pseudo, cfg.refine, store.path if cfg.refine != "none" else None)
+        with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip, workers=workers,
+                        device=device) as target:
+            batches = VSTBatches(target, cfg.refine, occlusion.alpha, occlusion.threshold, source)
+            optimizer = segmentation_optimizer(model, train_cfg.optim)
+            if snapshot is not None:
+                snapshot.context = context
+            result = train(model, optimizer, batches, vst_forward,
+                           vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), train_cfg.iterations,
+                           None, power=train_cfg.optim.poly_power, description=f"vst round {r + 1}",
+                           snapshot=snapshot, resume=resume if r == first_round else None,
+                           compute=compute)
+        pairs.close()
+        rows = rows + [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1}
+                       for row in result["rows"]]      # a new list: the snapshots' context keeps the old one
+    if source is not None:
+        source.close()
     return rows

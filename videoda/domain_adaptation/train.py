@@ -6,6 +6,7 @@ and logs each named loss.  Methods with a discriminator pass ``extra_step``,
 called after the segmentation step (the alternating optimisation of AdaptSegNet/ADVENT).
 """
 
+import contextlib
 import csv
 import time
 
@@ -14,14 +15,17 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from videoda.domain_adaptation.losses import cross_entropy_2d
+from videoda.domain_adaptation.snapshot import restore_training_state, training_state
 from videoda.model import normalize
+from videoda.utils.device import set_deterministic
 from videoda.utils.io import atomic_path
 
 
-def seed_everything(seed):
+def seed_everything(seed, device="cpu"):
+    """Seed torch (every device) and numpy; deterministic kernels for ``device``'s type (``set_deterministic``)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    torch.use_deterministic_algorithms(True)
+    set_deterministic(torch.device(device))
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -53,28 +57,40 @@ def poly_lr_(optimizer, step, max_steps, power=0.9):
         g["lr"] = g["initial_lr"] * factor
 
 
-def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_path, power=0.9, extra_step=None,
-          log_every=10, description="train"):
+def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, power=0.9, extra_step=None,
+          log_every=10, description="train", snapshot=None, resume=None, compute=None):
     """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path`` (if given).
+
+    ``batches``: the batch stream, ``.sample()`` the next batch, ``.skip(n)`` advance it by n batches unloaded.
+    ``snapshot`` (a ``snapshot.Snapshot``): saved every ``snapshot.every`` steps; ``resume``: a state it loaded,
+    to continue from (``snapshot.restore_training_state``). A resumed run ends exactly as an uninterrupted one:
+    saving draws no random number and changes no float operation.
+    ``compute`` (``videoda.utils.device.Runtime``, with ``model`` already on its device): each batch is moved to
+    its device and the forward pass and the losses run under its autocast (backward outside it, as torch
+    advises); None: batches as ``batches`` gives them, no autocast (for the CPU in fp32 the two are the
+    same computation).
 
     Returns ``{"seconds", "final", "rows"}``. The seconds are for the caller to print, never to write into an
     output: a DVC-tracked file must not change when only the run time does.
     """
     model.train()
-    rows, sums, count = [], {}, 0
+    rows, sums, count, first = [], {}, 0, 0
+    if resume is not None:
+        first, rows, sums, count = restore_training_state(resume, iterations, model, optimizer, extra_step, batches)
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, transient=False) as progress:
-        task = progress.add_task(description, total=iterations, loss="")
-        for step in range(iterations):
+        task = progress.add_task(description, total=iterations, loss="", completed=first)
+        for step in range(first, iterations):
             poly_lr_(optimizer, step, iterations, power)
-            batch = sample_batch()
-            outputs = forward(model, batch)
-            losses = {}
-            for term in loss_terms:
-                losses.update(term(outputs, batch))
-            total = sum(losses.values())
+            batch = batches.sample() if compute is None else compute.batch(batches.sample())
+            with contextlib.nullcontext() if compute is None else compute.autocast():
+                outputs = forward(model, batch)
+                losses = {}
+                for term in loss_terms:
+                    losses.update(term(outputs, batch))
+                total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
@@ -90,6 +106,8 @@ def train(model, optimizer, sample_batch, forward, loss_terms, iterations, log_p
                 sums, count = {}, 0
                 progress.update(task, loss=" ".join(f"{k}={v:.3f}" for k, v in row.items() if k not in ("step", "lr")))
             progress.advance(task)
+            if snapshot is not None and snapshot.due(step + 1, iterations):
+                snapshot.save(training_state(step + 1, iterations, model, optimizer, extra_step, rows, sums, count))
     if log_path is not None:
         write_curve(log_path, rows)
     return {"seconds": round(time.perf_counter() - start, 1), "final": rows[-1], "rows": rows}

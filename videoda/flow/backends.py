@@ -10,7 +10,8 @@
   ``raft_small``, with the weights of a checkpoint found offline (``resolve_checkpoint``), never random ones.
   FlowNet models (flownet2, flownetc, flownetcs, flownetcss) get the exact fast correlation of
   ``videoda.flow.correlation`` patched in and channels-last weights. ptlflow is imported only here, when such a
-  backend is built.
+  backend is built. A ptlflow model runs on the device of its ``Runtime`` (``compute``), in its precision; DIS
+  (OpenCV) and the ground-truth flows run on the CPU whatever the device.
 """
 
 import contextlib
@@ -27,6 +28,7 @@ import torch
 from videoda.errors import DataError, ParamError
 from videoda.flow.correlation import flownet_correlation
 from videoda.flow.warp import flow_to_tensor, warp_probs
+from videoda.utils.device import CPU
 from videoda.utils.io import sha256_file
 
 BUILTIN_METHODS = ("dis", "gt")   # every other flow.method names a ptlflow model
@@ -305,26 +307,33 @@ def run_ptlflow(model, first, second):
 
 
 class PtlflowFlow:
-    """A ptlflow model, from ``load_ptlflow_model``: the flow store records its checkpoint's name and sha256."""
+    """A ptlflow model, from ``load_ptlflow_model``: the flow store records its checkpoint's name and sha256. It runs
+    on ``compute``'s device under its autocast (``videoda.utils.device.Runtime``; None: the CPU in fp32); its
+    weights keep their memory layout (channels-last for FlowNet models: ptlflow's other models reshape feature
+    maps with ``view``, which needs the default layout)."""
 
-    def __init__(self, model, batch_size=4):
-        self.model, self.batch_size = model, batch_size
+    def __init__(self, model, batch_size=4, compute=None):
+        self.compute = compute or CPU
+        self.model, self.batch_size = model.to(self.compute.device), batch_size
         path = getattr(model, "checkpoint", None)
         self.attrs = {} if path is None else {"checkpoint": Path(path).name,
                                               "checkpoint_sha256": model.checkpoint_sha256}
 
     def flows(self, clip, pairs):
-        frames = to_flownet_input(clip.images)
         out = []
-        for i in range(0, len(pairs), self.batch_size):
+        for i in range(0, len(pairs), self.batch_size):   # only this batch's frames are read and converted
             src, dst = zip(*pairs[i:i + self.batch_size])
-            out.append(run_ptlflow(self.model, frames[list(src)], frames[list(dst)]).float().numpy())
+            first, second = to_flownet_input(clip.images[list(src)]), to_flownet_input(clip.images[list(dst)])
+            with self.compute.autocast():
+                flow = run_ptlflow(self.model, self.compute.tensor(first), self.compute.tensor(second))
+            out.append(flow.float().cpu().numpy())
         return np.concatenate(out)
 
 
-def make_backend(method, dis_preset="medium", gt_root=None, ckpt=None, batch_size=4):
+def make_backend(method, dis_preset="medium", gt_root=None, ckpt=None, batch_size=4, compute=None):
+    """The flow backend ``method``; a ptlflow model runs on ``compute`` (a ``Runtime``; None: the CPU in fp32)."""
     if method == "dis":
         return DisFlow(dis_preset)
     if method == "gt":
         return GroundTruthFlow(gt_root)
-    return PtlflowFlow(load_ptlflow_model(method, ckpt), batch_size)
+    return PtlflowFlow(load_ptlflow_model(method, ckpt), batch_size, compute)

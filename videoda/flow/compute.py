@@ -21,15 +21,17 @@ from videoda.utils.io import atomic_path
 
 
 def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt, batch_size, score, gt_root, compare,
-                  progress=lambda xs, **_: xs):
+                  progress=lambda xs, **_: xs, compute=None):
     """Write the flows of the target-train clips under ``data`` (prepared clips) to the flow store ``out`` with
     backend ``method`` (``dis_preset``, ``ckpt``, ``batch_size``: its settings; ``gt_root``: the ground-truth
     flow), pair distances 1 and ``tau``. With ``score``, the EPE of the backend, of each method in ``compare`` (with
     its default checkpoint) and of the zero flow against the ground truth, with Eq. 10's occlusion mask
-    (``alpha``, ``threshold``). Returns the report (``reports/flow.json``) and the seconds spent computing the
-    stored flows."""
+    (``alpha``, ``threshold``). ptlflow models run on ``compute``'s device in its precision (a
+    ``videoda.utils.device.Runtime``; None: the CPU in fp32), DIS and the ground truth on the CPU. Returns the
+    report (``reports/flow.json``) and the seconds spent computing the stored flows."""
     paths = list_clips(data, "target_train")
-    backend = make_backend(method, dis_preset=dis_preset, gt_root=gt_root, ckpt=ckpt, batch_size=batch_size)
+    backend = make_backend(method, dis_preset=dis_preset, gt_root=gt_root, ckpt=ckpt, batch_size=batch_size,
+                           compute=compute)
     backends, not_run = {method: backend}, {}
     for name in compare:     # scored in the report only, each with its default checkpoint
         if name in backends:
@@ -39,7 +41,7 @@ def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt,
             continue
         ptlflow_reference(name, key="flow.compare")      # a typo is a param error, not a model "not run"
         try:
-            backends[name] = PtlflowFlow(load_ptlflow_model(name), batch_size)
+            backends[name] = PtlflowFlow(load_ptlflow_model(name), batch_size, compute)
         except DataError as e:     # e.g. no checkpoint offline: say so in the report
             not_run[name] = str(e)
     gt = make_backend("gt", gt_root=gt_root) if score else None
@@ -70,8 +72,9 @@ def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt,
                 for name, other in backends.items():
                     if name != method:
                         estimates[name] = other.flows(clip, forward)
+                images = clip.images[:]     # the meters' occlusion masks need every frame of this clip
                 for name, meter in meters.items():
-                    meter.add(clip.images, estimates[name], truth)
+                    meter.add(images, estimates[name], truth)
         writer.close()
 
     report = {"method": method, "resolution": list(size), "clips": len(paths), "frame_distances": deltas,

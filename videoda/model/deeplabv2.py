@@ -228,7 +228,8 @@ def _load_strict(module, state, where):
 
 
 def save_checkpoint(path, model, extra=None):
-    """Write {"model": state_dict, "config": model.config, **extra} atomically; the bytes depend only on these.
+    """Write {"model": state_dict, "config": model.config, **extra} atomically; the bytes depend only on these, not
+    on the model's device or memory layout (the weights are saved as contiguous CPU tensors).
 
     ``extra`` must hold only what ``torch.load(weights_only=True)`` accepts (tensors, numbers,
     strings, lists, dicts), e.g. the iteration, optimizer state or metrics.
@@ -240,12 +241,37 @@ def save_checkpoint(path, model, extra=None):
     # Serialised in memory, torch names the archive inside the zip "archive" (from a file path it would take the
     # file's name, so a random temp name would change the bytes): identical weights, identical file, same md5.
     buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "config": dict(model.config), **extra}, buffer)
+    torch.save({"model": cpu_state_dict(model), "config": dict(model.config), **extra}, buffer)
     write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path):
-    """Rebuild a DeepLabV2 from a save_checkpoint file; returns (model, checkpoint dict), model on CPU."""
+def cpu_state_dict(module):
+    """``module.state_dict()`` with every tensor a contiguous CPU tensor (a tensor that already is one is kept as it
+    is, so a CPU model's checkpoint has the bytes it had before devices existed): a checkpoint saved from a GPU
+    or from channels-last weights then loads anywhere, and equal weights give an equal file. Replaced in place:
+    the state dict's type and ``_metadata`` (which torch.save writes too) stay those of ``state_dict()``."""
+    state = module.state_dict()
+    for k, v in state.items():
+        # strides, not is_contiguous(): a channels-last 1 x 1 kernel counts as contiguous but has other strides,
+        # which torch.save writes
+        if v.device.type != "cpu" or v.stride() != _row_major_strides(v.shape):
+            state[k] = v.detach().cpu().clone(memory_format=torch.contiguous_format)
+    return state
+
+
+def _row_major_strides(shape):
+    """The strides torch gives a new tensor of ``shape``."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
+
+
+def load_checkpoint(path, map_location=None):
+    """Rebuild a DeepLabV2 from a save_checkpoint file; returns (model, checkpoint dict). The file is read onto the
+    CPU whatever device saved it; the model is then moved to ``map_location`` (a device or its name; None: it stays
+    on the CPU)."""
     ckpt = _read_checkpoint(path, "checkpoint")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("config"), dict):
         raise ValueError(f"checkpoint: {path} is not a DeepLabV2 checkpoint (needs 'model' and 'config' entries)")
@@ -254,4 +280,6 @@ def load_checkpoint(path):
     except TypeError as err:
         raise ValueError(f"checkpoint: {path} has an invalid model config {ckpt['config']!r} ({err})") from err
     _load_strict(model, ckpt["model"], f"checkpoint: {path}")
+    if map_location is not None:
+        model = model.to(map_location)
     return model, ckpt

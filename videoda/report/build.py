@@ -24,15 +24,15 @@ import cv2
 import numpy as np
 
 from videoda.data.classes import NUM_CLASSES
-from videoda.data.clips import NPZ_ERRORS
-from videoda.data.pairs import load_split
+from videoda.data.clips import NPZ_ERRORS, list_clips, load_clip
 from videoda.errors import DataError, ParamError
 from videoda.evaluate import PREDICT_BATCH_SIZE, predict
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
 from videoda.report.charts import class_legend, confusion_chart, fmt, iou_bars, ordered_models, save_png
 from videoda.report.pseudo_figure import pseudo_figure, refined_labels, select_frames
-from videoda.report.video import video_frame, write_video
+from videoda.report.video import MP4V_MAX_SIDE, fitting_video_scale, video_frame, video_frame_size, write_video
+from videoda.utils.device import CPU
 from videoda.utils.io import atomic_path
 
 
@@ -126,7 +126,7 @@ def index_markdown(metrics, pseudo, pseudo_path, files, sources, cfg, video):
               "labels. Black: void / no label.", "",
               f"![Pseudo labels: frame, generated, cut-out, fill-in, ground truth]({files['pseudo']})", "",
               "## Predictions on a target-val clip", "",
-              f"Clip `{video['clip']}` ({video['frames']} frames at {cfg.fps} fps, x{cfg.video_scale}): input | "
+              f"Clip `{video['clip']}` ({video['frames']} frames at {cfg.fps} fps, x{video['scale']}): input | "
               f"`{video['baseline']}` | `{video['model']}`. Video: [{files['video']}]({files['video']}); "
               f"below, its middle frame ({video['middle']}).", "",
               f"[![Middle frame of the prediction video]({files['still']})]({files['video']})", "",
@@ -134,13 +134,22 @@ def index_markdown(metrics, pseudo, pseudo_path, files, sources, cfg, video):
     return "\n".join(lines)
 
 
+VIDEO_PANELS = 3                     # input | baseline | model
+
+
 def model_name(path):
     return Path(path).stem
 
 
 def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseudo_root, data_root, flow_path,
-                 baseline_path, model_path, cfg, progress=lambda xs, **_: xs):
-    """Write the report folder ``out`` (atomically: on any error nothing is left there)."""
+                 baseline_path, model_path, cfg, progress=lambda xs, **_: xs, compute=None):
+    """Write the report folder ``out`` (atomically: on any error nothing is left there). The two models predict on
+    ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32).
+
+    Reads only what it draws: the annotated flags of the target-train clips, the frames of the pseudo-label
+    figure and the one target-val clip of the video, one clip at a time. The video's scale is lowered (with a
+    note) until its frames fit the mp4v writer, before anything is computed.
+    """
     _require(metrics_path, "metrics file", "evaluate")
     _require(confusion_path, "confusion-matrix file", "evaluate")
     _require(pseudo_report_path, "pseudo-label report", "pseudo_labels")
@@ -153,29 +162,39 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
     models = ordered_models(metrics)
     confusion = read_confusion(confusion_path, models)
     pseudo = read_json(pseudo_report_path)
-    train = load_split(data_root, "target_train")
-    val = load_split(data_root, "target_val")
-    if cfg.video_clip >= len(val):
-        raise ParamError(f"params.yaml: report.video_clip = {cfg.video_clip} is out of range [0, {len(val) - 1}] "
-                         f"({len(val)} target-val clips)")
-    baseline, _ = load_checkpoint(baseline_path)
-    model, _ = load_checkpoint(model_path)
+    train_paths = list_clips(data_root, "target_train")
+    val_paths = list_clips(data_root, "target_val")
+    if cfg.video_clip >= len(val_paths):
+        raise ParamError(f"params.yaml: report.video_clip = {cfg.video_clip} is out of range "
+                         f"[0, {len(val_paths) - 1}] ({len(val_paths)} target-val clips)")
+    clip = load_clip(val_paths[cfg.video_clip])
+    scale = fitting_video_scale(*clip.images.shape[1:3], cfg.video_scale, VIDEO_PANELS)
+    if scale != cfg.video_scale:
+        size = "x".join(map(str, video_frame_size(*clip.images.shape[1:3], cfg.video_scale, VIDEO_PANELS)[::-1]))
+        print(f"note: report.video_scale = {cfg.video_scale} makes {size} video frames, over the "
+              f"{MP4V_MAX_SIDE}-pixel side OpenCV's mp4v writer takes: the video uses scale {scale}")
+    compute = compute or CPU
+    baseline, model = (compute.module(load_checkpoint(p, map_location=compute.device)[0])
+                       for p in (baseline_path, model_path))
     names = (model_name(baseline_path), model_name(model_path))
 
-    picks = select_frames(train, cfg.pseudo_frames, cfg.tau)
+    # the candidates' flags clip by clip (a clip is dropped once read), then the drawn frames alone
+    picks = select_frames((load_clip(path) for path in train_paths), cfg.pseudo_frames, cfg.tau)
     rows = []
     with FlowStore(flow_path) as store:
+        loaded = None
         for ci, t in progress(picks, description="report: pseudo labels"):
-            clip = train[ci]
-            store.check_clip(clip.name, len(clip), *clip.images.shape[1:3])
-            rows.append({"image": clip.images[t], "labels": refined_labels(clip, pseudo_root, store, t, cfg),
-                         "gt": clip.labels[t], "caption": f"clip {clip.name}, frame t = {t} ({clip.frame_names[t]})"})
+            if ci != loaded:                         # picks come in clip order: each clip is opened once
+                train_clip, loaded = load_clip(train_paths[ci]), ci
+            store.check_clip(train_clip.name, len(train_clip), *train_clip.images.shape[1:3])
+            rows.append({"image": train_clip.images[t],
+                         "labels": refined_labels(train_clip, pseudo_root, store, t, cfg),
+                         "gt": train_clip.labels[t],
+                         "caption": f"clip {train_clip.name}, frame t = {t} ({train_clip.frame_names[t]})"})
 
-    clip = val[cfg.video_clip]
-    preds = [predict(m, clip.images, PREDICT_BATCH_SIZE) for m in (baseline, model)]
+    with compute.autocast():
+        preds = [predict(m, clip.images, PREDICT_BATCH_SIZE) for m in (baseline, model)]
     titles = lambda i: [f"input {i + 1}/{len(clip)}", names[0], names[1]]   # noqa: E731
-    frames = [video_frame(clip.images[i], [p[i] for p in preds], titles(i), cfg.video_scale)
-              for i in progress(range(len(clip)), description="report: video")]
     middle = len(clip) // 2
 
     files = {"iou": "iou_per_class.png", "confusion": {m: f"confusion_{safe_name(m)}.png" for m in models},
@@ -184,7 +203,7 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
     sources = [str(p) for p in (metrics_path, confusion_path, pseudo_report_path, pseudo_root, data_root, flow_path,
                                 baseline_path, model_path)]
     video = {"clip": clip.name, "frames": len(clip), "baseline": names[0], "model": names[1],
-             "middle": f"frame {middle + 1} of {len(clip)}"}
+             "middle": f"frame {middle + 1} of {len(clip)}", "scale": scale}
     markdown = index_markdown(metrics, pseudo, pseudo_report_path, files, sources, cfg, video)
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -195,8 +214,15 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
         for name, fig in charts.items():
             save_png(fig, tmp / name)
         save_png(pseudo_figure(rows, cfg.figure_scale, cfg.tau), tmp / files["pseudo"], tight=False)
-        if not cv2.imwrite(str(tmp / files["still"]), frames[middle]):
-            raise DataError(f"{tmp / files['still']}: could not write image")
-        write_video(tmp / files["video"], frames, cfg.fps)
+
+        def frames():
+            """The video's frames, drawn one at a time as the writer takes them; the middle one is the still."""
+            for i in progress(range(len(clip)), description="report: video"):
+                frame = video_frame(clip.images[i], [p[i] for p in preds], titles(i), scale)
+                if i == middle and not cv2.imwrite(str(tmp / files["still"]), frame):
+                    raise DataError(f"{tmp / files['still']}: could not write image")
+                yield frame
+
+        write_video(tmp / files["video"], frames(), cfg.fps)
         (tmp / "index.md").write_text(markdown)
     return files

@@ -1,0 +1,185 @@
+"""Resumable training: a snapshot of a training run every N steps, from which a killed stage resumes exactly.
+
+A snapshot holds everything the next step depends on: the step, the model, the optimiser, the discriminator and
+its optimiser (an ``extra_step`` with ``state_dict``, VAT), the RNG states (torch CPU and CUDA generators, numpy's
+and Python's global ones), the curve rows so far with the partial sums of the open logging window, and the
+caller's ``context`` (VST: its round). The batch stream's position is the step: on resume the loop calls
+``batches.skip(step)``. The poly learning rate is recomputed from the step, so it needs no state.
+
+Where: ``<output's folder>/.snapshots/<stage>/snapshot.pt`` (``models/.snapshots/<stage>/`` under DVC). DVC deletes
+a stage's declared outputs before it runs it, never other files, so the snapshot survives the rerun that resumes
+from it; the stage removes it once its outputs are written. Written atomically (temporary name, then rename), so
+a kill while writing leaves the previous snapshot whole.
+
+Key: a sha256 over the stage's name, its resolved params file (bytes), its code (the bytes of the project modules
+it has loaded and of its script), the checkpoint it starts from (bytes), and the names, sizes and modification
+times of its data inputs. A snapshot whose key differs, or that cannot be read (truncated), is reported in one
+line and ignored: the stage starts from step 0. Data files are not hashed whole: at paper scale they are hundreds
+of GB, read at every start; a rewritten file gets a new modification time, which is enough to never resume a
+snapshot of other data (a copy of the same bytes with a new time only costs a restart).
+"""
+
+import hashlib
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from videoda.utils.io import atomic_path, remove_stale_temps
+
+FORMAT = 1                 # the layout of a snapshot's dict; another layout is never resumed
+SNAPSHOT_DIR = ".snapshots"
+REQUIRED = {"format", "key", "step", "iterations", "model", "optimizer", "rng", "rows", "sums", "count", "context"}
+_PROJECT = Path(__file__).resolve().parents[1]      # the videoda package
+
+
+def snapshot_path(out, stage):
+    """Where stage ``stage`` whose output is ``out`` keeps its snapshot."""
+    return Path(out).parent / SNAPSHOT_DIR / stage / "snapshot.pt"
+
+
+def _hash_file(h, path):
+    h.update(f"{path}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def _hash_listing(h, path):
+    """Names (relative to ``path``), sizes and modification times of ``path``'s files (or of ``path`` alone)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h.update(f"{path}\0{len(files)}\0".encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.relative_to(path) if p != path else p.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+
+
+def code_files(script=None):
+    """The project's code a stage runs: its script and every loaded module of the ``videoda`` package (what
+    ``dvc.yaml`` lists as the stage's code deps)."""
+    files = {Path(script).resolve()} if script else set()
+    for module in list(sys.modules.values()):
+        f = getattr(module, "__file__", None)
+        # The name test first: resolving every loaded module's path (torch's thousands) takes a second.
+        if f and "videoda" in f and Path(f).resolve().is_relative_to(_PROJECT):
+            files.add(Path(f).resolve())
+    return sorted(files)
+
+
+def input_key(stage, params, script=None, init=None, data=()):
+    """The key of a stage's run (module docstring): sha256 hex of its name, params file, code, init checkpoint and
+    the listings of its ``data`` paths (files or folders)."""
+    h = hashlib.sha256(f"videoda snapshot {FORMAT}\0{stage}\0".encode())
+    for f in [params, *code_files(script)] + ([init] if init is not None else []):
+        _hash_file(h, f)
+    for d in data:
+        _hash_listing(h, d)
+    return h.hexdigest()
+
+
+def rng_state():
+    """Every global generator a training step may draw from, in a form ``torch.load(weights_only=True)`` reads."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": random.getstate()}
+
+
+def set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(state["python"])
+
+
+class Snapshot:
+    """A training run's snapshot file ``path`` with key ``key``, taken every ``every`` steps (0: never).
+
+    ``context``: what the caller saves with every snapshot besides the loop's state (a dict of tensors, numbers,
+    strings, lists, dicts).
+    """
+
+    def __init__(self, path, key, every):
+        if every < 0:
+            raise ValueError(f"snapshot every {every} steps: must be >= 0")
+        self.path, self.key, self.every = Path(path), key, every
+        self.context = {}
+
+    @classmethod
+    def for_stage(cls, stage, out, every, params, script=None, init=None, data=()):
+        """The snapshot of stage ``stage`` writing ``out``, keyed by its inputs (``input_key``)."""
+        return cls(snapshot_path(out, stage), input_key(stage, params, script, init, data), every)
+
+    def due(self, steps_done, iterations):
+        """Whether to snapshot after ``steps_done`` steps: every ``every``, never at the end (the outputs are)."""
+        return self.every > 0 and steps_done % self.every == 0 and steps_done < iterations
+
+    def save(self, state):
+        # torch.save straight to the temporary file: no second copy of the state in memory.
+        with atomic_path(self.path) as tmp:
+            torch.save({**state, "format": FORMAT, "key": self.key, "context": self.context}, tmp)
+
+    def load(self):
+        """The saved state if the file is a whole snapshot of this run; else None, after one line saying why."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:       # truncated, overwritten, not a torch file: torch raises many kinds
+            return self._ignore(f"is unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        if not isinstance(state, dict) or state.get("format") != FORMAT or not REQUIRED <= set(state):
+            return self._ignore("is not a training snapshot of this version")
+        if state["key"] != self.key:
+            return self._ignore("is from another run (its params, code or inputs differ)")
+        where = ", ".join(f"{k} {v}" for k, v in state["context"].items() if isinstance(v, int))
+        print(f"snapshot {self.path}: resuming at step {state['step']}" + (f" ({where})" if where else ""))
+        return state
+
+    def _ignore(self, why):
+        print(f"warning: snapshot {self.path} {why}: ignored, training starts from step 0", file=sys.stderr)
+        return None
+
+    def remove(self):
+        """Delete the snapshot (the stage's outputs are written), a killed writer's temporary folder, and the
+        folders left empty."""
+        self.path.unlink(missing_ok=True)
+        remove_stale_temps(self.path)
+        for folder in (self.path.parent, self.path.parent.parent):
+            try:
+                folder.rmdir()
+            except OSError:          # not empty (another stage's snapshot) or already gone
+                break
+
+
+def training_state(steps_done, iterations, model, optimizer, extra_step, rows, sums, count):
+    """The training loop's state after ``steps_done`` steps (``Snapshot.save``'s argument)."""
+    state = {"step": steps_done, "iterations": iterations, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "rng": rng_state(), "rows": rows, "sums": sums, "count": count}
+    if hasattr(extra_step, "state_dict"):
+        state["extra_step"] = extra_step.state_dict()
+    return state
+
+
+def restore_training_state(state, iterations, model, optimizer, extra_step, batches):
+    """Put the loop back where ``state`` was taken: weights, optimisers, RNGs and the batch stream; returns
+    (steps done, rows, sums, count). Call after the model, optimisers and batch source are built, so that the
+    RNG states drawn while building them are overwritten by the snapshot's."""
+    step = state["step"]
+    if state["iterations"] != iterations or not 0 < step < iterations:
+        raise ValueError(f"snapshot: step {step} of {state['iterations']} does not fit a run of {iterations} steps")
+    if hasattr(extra_step, "load_state_dict") != ("extra_step" in state):
+        raise ValueError("snapshot: its discriminator state does not match this run's")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if "extra_step" in state:
+        extra_step.load_state_dict(state["extra_step"])
+    set_rng_state(state["rng"])
+    batches.skip(step)
+    return step, state["rows"], state["sums"], state["count"]
