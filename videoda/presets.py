@@ -103,6 +103,9 @@ PAPER = {
     # Adam 3e-5 with cosine restarts has no counterpart here).
     "vst.lambda_reg": 3.0, "vst.rounds": 1, "vst.iterations": 12000, "vst.batch_size": 1,
     **{f"vst.{key}": value for key, value in SGD_PAPER.items()},
+    # Snapshots of a killed run, not the paper's: every 2,000 steps (ADVENT's SAVE_PRED_EVERY), not every 100: a
+    # ResNet-50 snapshot (weights, optimiser, D) is about 0.2 GB.
+    **{f"{stage}.snapshot_every": 2000 for stage in ("train_source", "train_oracle", "vat", "vst")},
 }
 PROFILES = {
     "embedded": {},       # params.yaml as it is: the tiny from-scratch model on the embedded benchmark
