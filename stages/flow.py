@@ -5,6 +5,7 @@ every frame i the flows i -> i-1 and i -> i+1 (backward-warping the neighbours o
 t -> t-tau and t-tau -> t (cut-out refinement, Eq. 12), stored once when tau = 1. With ``flow.epe`` it scores
 the configured backend, the ``flow.compare`` methods and the zero flow against the ground-truth flow in
 ``reports/flow.json``; a ptlflow model to compare whose checkpoint is not found offline is listed as not run.
+It depends on the ground truth through stage `flow_gt`'s manifest (``--gt-manifest``), which it checks.
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -19,6 +20,7 @@ from videoda.config.fields import read_stage_config
 from videoda.config.flow import Flow
 from videoda.errors import run_stage
 from videoda.flow.compute import compute_flows
+from videoda.flow.ground_truth import check_manifest, reads_ground_truth
 from videoda.utils.io import write_json
 
 
@@ -28,8 +30,11 @@ def main():
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="data/flow/target_train.h5")
     ap.add_argument("--report", default="reports/flow.json")
+    ap.add_argument("--gt-manifest", help="stage flow_gt's manifest of the ground truth read (checked)")
     args = ap.parse_args()
     cfg = read_stage_config(Flow, args.params)
+    if args.gt_manifest:
+        check_manifest(args.gt_manifest, cfg.gt_root, reads_ground_truth(cfg.method, cfg.epe))
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)

@@ -134,7 +134,7 @@ def test_dvc_stages_read_their_resolved_params_file():
     resolver = stages.pop("resolve_params")
     assert "videoda/presets.py" in resolver["deps"] and "videoda/config/stages.py" in resolver["deps"]
     sections = {k.split(".")[0] for stage in STAGES for k in stage_keys(stage)}
-    assert set(resolver["params"]) == sections
+    assert set(resolver["params"]) == sections | {"profile"}      # the profile sets keys, no stage reads it
     for name, stage in stages.items():
         path = f"data/params/{name}.json"
         assert path in stage["deps"] and path in resolver["outs"], name
@@ -167,12 +167,12 @@ def test_resolve_params_stage_writes_effective_values_or_nothing(tmp_path):
 
 def test_config_is_the_only_reader_of_params():
     """Nothing but the config layer parses params.yaml or walks params by hand: stages read their resolved file,
-    and only resolve_params, the paper-tables tool and the VST, cross-CPU and GPU-check benchmarks load params.yaml,
-    through the config layer. (benchmarks/vst_screen.py parses a command-line value as YAML, benchmarks/gpu_check.py
-    reads dvc.yaml's stage commands.)"""
+    and only resolve_params, the paper-tables tool and the VST, cross-CPU, GPU-check and scale benchmarks load
+    params.yaml, through the config layer. (benchmarks/vst_screen.py parses a command-line value as YAML,
+    benchmarks/gpu_check.py and benchmarks/scale.py read dvc.yaml's stage commands.)"""
     loaders = {"stages/resolve_params.py", "videoda/paper_tables.py", "benchmarks/vst_screen.py",
-               "benchmarks/cross_cpu.py", "benchmarks/gpu_check.py"}
-    yaml_readers = {"benchmarks/vst_screen.py", "benchmarks/gpu_check.py"}
+               "benchmarks/cross_cpu.py", "benchmarks/gpu_check.py", "benchmarks/scale.py"}
+    yaml_readers = {"benchmarks/vst_screen.py", "benchmarks/gpu_check.py", "benchmarks/scale.py"}
     offenders = []
     for path in sorted([*REPO.glob("videoda/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("benchmarks/*.py")]):
         name = path.relative_to(REPO).as_posix()

@@ -416,3 +416,38 @@ def test_compute_flows_writes_the_store_and_returns_the_report(flow_bench, tmp_p
     scored, _ = compute_flows(cwd / "data/prepared", tmp_path / "g.h5", score=True, compare=["gt"], **settings)
     assert set(scored["epe"]) == {"dis", "gt", "zero"} and scored["epe"]["gt"]["epe"] == 0
     assert scored["epe"]["dis"]["epe"] < scored["epe"]["zero"]["epe"] and "not_run" not in scored
+
+
+def test_flow_gt_manifest_lists_the_ground_truth_only_when_flow_reads_it(flow_bench, monkeypatch, tmp_path, capsys):
+    """Stage flow_gt: with the EPE report (or the gt backend) the sha256 of every ground-truth file, so new ground
+    truth changes the manifest and reruns `flow`; without (a real dataset: epe false, a flow network) the same
+    manifest whatever the folder holds. Stage flow refuses a manifest written for other params."""
+    cwd, params = flow_bench
+    gt_root = cwd / "data/synth/flow_gt/train"
+    params = json.loads(json.dumps(params))
+    manifest = tmp_path / "m.json"
+
+    def run_gt(**flow):
+        params["flow"].update(flow)
+        write_params(tmp_path, params)
+        ok(stage(tmp_path, "flow_gt.py", "--out", str(manifest)))
+        return json.loads(manifest.read_text())
+
+    used = run_gt(method="dis", epe=True, gt_root=str(gt_root))
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(gt_root.glob("*.npy"))}
+    assert used == {"used": True, "root": str(gt_root), "files": files}
+    assert sorted(used["files"]) == ["0001.npy", "0002.npy"]
+    assert run_gt(method="gt", epe=False) == used
+    assert run_gt(method="dis", epe=False, gt_root=str(tmp_path / "nowhere")) == {"used": False}
+    # stage flow checks the manifest it depends on
+    args = ("--data", str(cwd / "data/prepared"), "--gt-manifest", str(manifest))
+    assert run_flow(tmp_path, params, monkeypatch, *args, method="dis", epe=True, gt_root=str(gt_root),
+                    compare=[]) == 2
+    assert "m.json: written for other flow params" in capsys.readouterr().err and not (tmp_path / "reports").exists()
+    assert run_flow(tmp_path, params, monkeypatch, *args, method="dis", epe=False) == 0
+    assert json.loads((tmp_path / "reports/flow.json").read_text())["epe"] is None
+    params["flow"].update(epe=True, gt_root="missing")
+    write_params(tmp_path, params)
+    r = stage(tmp_path, "flow_gt.py", "--out", str(tmp_path / "m2.json"))
+    assert r.returncode == 2 and "missing: ground-truth flow folder not found (flow.gt_root)" in r.stderr
+    assert not (tmp_path / "m2.json").exists()

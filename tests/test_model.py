@@ -162,3 +162,33 @@ def test_load_checkpoint_errors(tmp_path):
 def test_bad_arguments(kw, param):
     with pytest.raises(ValueError, match=param.replace(".", r"\.")):
         small(**kw)
+
+
+def test_imagenet_weights_are_read_offline_never_downloaded(tmp_path, monkeypatch):
+    """pretrained 'imagenet' reads torchvision's file from $TORCH_HOME/hub/checkpoints/: missing, it is an error
+    naming the file, its address and the folder; a file whose sha256 disagrees with its name is refused; the
+    right file initialises the backbone."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from videoda.model.deeplabv2 import imagenet_weights_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    hub = tmp_path / "th/hub/checkpoints"
+    with pytest.raises(FileNotFoundError, match=r"resnet18-f37072fd\.pth.*download https://download\.pytorch"):
+        small(norm="frozen_batch", pretrained="imagenet")
+    hub.mkdir(parents=True)
+    (hub / "resnet18-f37072fd.pth").write_bytes(b"partial")
+    with pytest.raises(ValueError, match="partial or corrupt download"):
+        small(norm="frozen_batch", pretrained="imagenet")
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), hub / "w.pth")
+    prefix = hashlib.sha256((hub / "w.pth").read_bytes()).hexdigest()[:8]
+    (hub / "w.pth").rename(hub / f"resnet18-{prefix}.pth")
+    url = f"https://download.pytorch.org/models/resnet18-{prefix}.pth"
+    monkeypatch.setattr(torchvision.models, "get_weight", lambda name: SimpleNamespace(url=url))
+    assert imagenet_weights_file("resnet18") == hub / f"resnet18-{prefix}.pth"
+    model = small(norm="frozen_batch", pretrained="imagenet")
+    assert torch.equal(model.backbone.conv1.weight, resnet.conv1.weight)
+    assert torch.equal(model.backbone.layer2[0].bn1.running_mean, resnet.layer2[0].bn1.running_mean)

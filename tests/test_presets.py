@@ -6,8 +6,9 @@ import pytest
 import yaml
 
 from videoda.errors import ParamError
-from videoda.config.fields import load_params
-from videoda.presets import PRESETS, apply_preset, final_model
+from videoda.config.fields import load_params, lookup, read_params
+from videoda.config.stages import STAGES, resolved_json, stage_config, stage_keys
+from videoda.presets import PAPER, PRESETS, PROFILES, apply_preset, apply_profile, final_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,3 +61,77 @@ def test_bad_method_and_missing_key_name_the_key():
     no_method = raw_params()
     del no_method["method"]
     assert apply_preset(no_method) is no_method
+
+
+# --- profiles: the scale of a run (`profile`), applied before the method preset ------------------------------
+
+def test_embedded_profile_is_params_yaml_as_it_is():
+    """The default profile changes nothing: every stage's resolved params are those of params.yaml without a
+    profile (the pipeline's outputs before profiles existed)."""
+    params = raw_params()
+    assert params["profile"] == "embedded" and PROFILES["embedded"] == {}
+    assert apply_profile(params) == params
+    before = {k: v for k, v in params.items() if k != "profile"}
+    effective = load_params(REPO / "params.yaml", verbose=False)
+    for stage in STAGES:
+        assert resolved_json(effective, stage) == resolved_json(apply_preset(before, verbose=False), stage), stage
+
+
+def test_paper_profile_sets_every_key_it_lists(capsys):
+    params = raw_params()
+    params["profile"] = "paper"
+    out = apply_profile(params)
+    for key, value in PAPER.items():
+        assert lookup(out, key) == value, key
+    assert "profile paper: " in capsys.readouterr().err            # never a silent override
+    assert lookup(params, "model.backbone") == "resnet18"            # the input is not modified
+    # what the issue lists, spelled out
+    expected = {"prepare.target.height": 512, "prepare.target.width": 1024, "model.backbone": "resnet50",
+                "model.num_layers": 4, "model.pretrained": "imagenet", "model.aspp_rates": [6, 12, 18, 24],
+                "model.norm": "frozen_batch", "vat.lambda_dice": 1.0, "flow.method": "flownet2", "flow.epe": False,
+                "flow.compare": [], "flow.occlusion_threshold": 0.7, "vat.lambda_v": 1.0e-3, "vat.lr_d": 1.0e-4,
+                "vat.optimizer_d": "adam", "vst.alpha": 0.2, "vst.beta": 0.9, "vst.gamma": 8.0}
+    for stage in ("train_source", "train_oracle", "vat", "vst"):
+        expected.update({f"{stage}.optimizer": "sgd", f"{stage}.lr": 2.5e-4, f"{stage}.momentum": 0.9,
+                         f"{stage}.weight_decay": 5.0e-4, f"{stage}.poly_power": 0.9, f"{stage}.batch_size": 1})
+    assert {k: lookup(out, k) for k in expected} == expected
+    assert {lookup(out, f"{s}.iterations") for s in ("train_source", "train_oracle", "vat")} == {120000}
+    for stage in STAGES:                      # every value is valid for the stage that reads it
+        stage_config(stage, apply_preset(out, verbose=False))
+
+
+def test_every_key_a_profile_sets_reaches_a_stage():
+    read = {k for stage in STAGES for k in stage_keys(stage)}
+    for name, keys in PROFILES.items():
+        assert set(keys) <= read, (name, set(keys) - read)
+
+
+def test_profile_applies_before_the_method_preset(monkeypatch, tmp_path):
+    """A preset fixes what defines a method: under any profile, method advent keeps ADVENT's lambda_v."""
+    monkeypatch.setitem(PROFILES, "paper", {**PAPER, "vat.lambda_v": 0.5})
+    params = raw_params()
+    params.update(profile="paper", method="advent")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    effective = load_params(tmp_path / "params.yaml", verbose=False)
+    assert effective["vat"]["lambda_v"] == 1.0e-3 and effective["vat"]["disc_input"] == "entropy"
+    assert effective["model"]["backbone"] == "resnet50"
+    params["method"] = "ours"
+    assert apply_profile(params, verbose=False)["vat"]["lambda_v"] == 0.5
+
+
+def test_bad_profile_and_missing_key_name_the_key(tmp_path):
+    params = raw_params()
+    for bad in ("huge", None, ["paper"]):
+        with pytest.raises(ParamError, match=r"params.yaml: profile = .* is not one of \['embedded', 'paper'\]"):
+            apply_profile({**params, "profile": bad})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "profile": "huge"}))
+    with pytest.raises(ParamError, match="profile = 'huge'"):
+        load_params(tmp_path / "params.yaml")
+    broken = raw_params()
+    broken["profile"] = "paper"
+    del broken["vat"]["lr_d"]
+    with pytest.raises(ParamError, match=r"vat\.lr_d is missing \(profile 'paper' sets it\)"):
+        apply_profile(broken)
+    no_profile = read_params(REPO / "params.yaml")
+    del no_profile["profile"]
+    assert apply_profile(no_profile) is no_profile

@@ -72,3 +72,47 @@ def test_every_class_appears():
     for seed in range(6):
         seen |= set(np.unique(render_sequence(seed, 64, 128, 2, style)[1]).tolist())
     assert seen == set(range(len(CLASSES)))
+
+
+def test_benchmark_is_written_frame_by_frame_with_the_bytes_of_whole_sequences(tmp_path):
+    """write_benchmark renders one frame at a time (iter_sequence) and appends each flow to its .npy file: the
+    same random draws in the same order as rendering the whole sequence first (the code before), and the same
+    bytes as np.save of the stacked flows."""
+    import io
+
+    from videoda.config.data import Synth
+    from videoda.data.synth import Scene as Scene_, iter_sequence, shade, write_benchmark
+    from videoda.utils.images import read_label_png, read_rgb
+
+    def whole_sequence(seed, height, width, n_frames, style):      # the generator as it was
+        rng = np.random.default_rng(seed)
+        scene = Scene_(rng, height, width, n_frames)
+        images, labels, flows = [], [], []
+        for t in range(n_frames):
+            r = scene.render(t)
+            images.append(shade(scene, r, style, rng, t))
+            labels.append(r[0])
+            if t < n_frames - 1:
+                flows.append(r[5])
+        return np.stack(images), np.stack(labels), np.stack(flows)
+
+    _, style = make_styles(0.6, seed=2)
+    for old, new in zip(whole_sequence(9, 24, 40, 5, style), render_sequence(9, 24, 40, 5, style)):
+        assert old.dtype == new.dtype and np.array_equal(old, new)
+    assert [f is None for *_, f in iter_sequence(9, 24, 40, 5, style)] == [False] * 4 + [True]
+
+    cfg = Synth(seed=2, shift=0.6, height=24, width=40, frames_per_clip=6, label_every=5, source_sequences=1,
+                target_train_clips=1, target_val_clips=1)
+    write_benchmark(tmp_path, cfg)
+    source_style, target_style = make_styles(0.6, 2)
+    images, labels, flows = whole_sequence(2 * 100003 + 1, 24, 40, 6, target_style)    # train clip 1: job 1
+    expected = io.BytesIO()
+    np.save(expected, flows)
+    assert (tmp_path / "flow_gt/train/0001.npy").read_bytes() == expected.getvalue()
+    frames = sorted((tmp_path / "cityscapes_vps/train/img_all").glob("*.png"))
+    assert np.array_equal(np.stack([read_rgb(p) for p in frames]), images)
+    src_images, src_labels, _ = whole_sequence(2 * 100003, 24, 40, 6, source_style)
+    src = sorted((tmp_path / "viper/train/img").rglob("*.png"))
+    assert np.array_equal(np.stack([read_rgb(p) for p in src]), src_images)
+    lab = sorted((tmp_path / "viper/train/cls").rglob("*.png"))
+    assert len(lab) == 6 and read_label_png(lab[0]).shape == src_labels[0].shape

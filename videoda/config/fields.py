@@ -1,5 +1,6 @@
-"""The config layer's machinery: load params.yaml (with the ``method`` preset applied), declare what each config
-field reads and how it is checked, read a config from params or from a stage's resolved params file.
+"""The config layer's machinery: load params.yaml (with its ``profile`` and ``method`` preset applied), declare
+what each config field reads and how it is checked, read a config from params or from a stage's resolved params
+file.
 
 A config is a frozen dataclass whose fields declare their key and check (``integer(lo=1)``, ``choice(...)``,
 ``part(section)`` for a nested config); ``read_config`` reads and checks every field, and a bad value is a
@@ -14,14 +15,15 @@ from pathlib import Path
 import yaml
 
 from videoda.errors import ParamError
-from videoda.presets import apply_preset
+from videoda.presets import apply_preset, apply_profile
 
 PARAMS_FILE = "params.yaml"
 
 
 def load_params(path=PARAMS_FILE, verbose=True):
-    """params.yaml as the pipeline sees it: with the preset of its ``method`` applied (``videoda.presets``)."""
-    return apply_preset(read_params(path), verbose=verbose)
+    """params.yaml as the pipeline sees it: with its ``profile``, then the preset of its ``method`` applied
+    (``videoda.presets``)."""
+    return apply_preset(apply_profile(read_params(path), verbose=verbose), verbose=verbose)
 
 
 def read_params(path=PARAMS_FILE):

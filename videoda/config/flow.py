@@ -24,3 +24,13 @@ class Flow:
     gt_root: str = text()
     compare: tuple = str_list()
     compute: Compute = part("compute")      # ptlflow models on the device; DIS and gt flows on the CPU
+
+
+@dataclass(frozen=True)
+class FlowGroundTruth:
+    """Stage ``flow_gt``: whether stage ``flow`` reads ground-truth flow (``epe``, or the ``gt`` backend), and
+    from where (``videoda.flow.ground_truth``)."""
+    SECTION: ClassVar[str] = "flow"
+    method: str = text()
+    epe: bool = flag()
+    gt_root: str = text()

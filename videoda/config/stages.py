@@ -1,9 +1,9 @@
 """Every stage's config by stage name, and the resolved params file of each (``data/params/<stage>.json``).
 
-Stage ``resolve_params`` writes, for each stage, the keys its config reads (``stage_keys``) with the ``method``
-preset applied, and the stage reads its config from that file alone. So DVC reruns a stage when its *effective*
-values change, and methods that share a phase (e.g. AdaptSegNet's warm-up under CBST*, CRST* and IAST) share its
-run in DVC's run cache.
+Stage ``resolve_params`` writes, for each stage, the keys its config reads (``stage_keys``) with the ``profile``
+and the ``method`` preset applied, and the stage reads its config from that file alone. So DVC reruns a stage when
+its *effective* values change, and methods that share a phase (e.g. AdaptSegNet's warm-up under CBST*, CRST* and
+IAST) share its run in DVC's run cache.
 """
 
 import json
@@ -11,7 +11,7 @@ import json
 from videoda.config.data import Prepare, Synth
 from videoda.config.evaluation import Evaluate, Report
 from videoda.config.fields import config_keys, lookup, read_config
-from videoda.config.flow import Flow
+from videoda.config.flow import Flow, FlowGroundTruth
 from videoda.config.self_training import VST, PseudoLabelStage
 from videoda.config.training import Supervised
 from videoda.config.vat import VAT
@@ -24,6 +24,7 @@ STAGES = {
     "train_source": (Supervised, "train_source"),
     "train_oracle": (Supervised, "train_oracle"),
     "vat": (VAT, VAT.SECTION),
+    "flow_gt": (FlowGroundTruth, FlowGroundTruth.SECTION),
     "flow": (Flow, Flow.SECTION),
     "pseudo_labels": (PseudoLabelStage, PseudoLabelStage.SECTION),
     "vst": (VST, VST.SECTION),

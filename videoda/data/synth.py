@@ -347,18 +347,20 @@ def shade(scene: Scene, render, style: DomainStyle, rng: np.random.Generator, t:
     return np.clip(x, 0, 255).round().astype(np.uint8)
 
 
-def render_sequence(seed: int, height: int, width: int, n_frames: int, style: DomainStyle):
-    """Render a whole sequence: images (T, H, W, 3), labels (T, H, W), flows (T - 1, H, W, 2)."""
+def iter_sequence(seed: int, height: int, width: int, n_frames: int, style: DomainStyle):
+    """Render a sequence frame by frame: (image (H, W, 3), labels (H, W), flow (H, W, 2) to the next frame, None
+    for the last). One frame in memory at a time, whatever the resolution and length."""
     rng = np.random.default_rng(seed)
     scene = Scene(rng, height, width, n_frames)
-    images, labels, flows = [], [], []
     for t in range(n_frames):
         r = scene.render(t)
-        images.append(shade(scene, r, style, rng, t))
-        labels.append(r[0])
-        if t < n_frames - 1:
-            flows.append(r[5])
-    return np.stack(images), np.stack(labels), np.stack(flows)
+        yield shade(scene, r, style, rng, t), r[0], r[5] if t < n_frames - 1 else None
+
+
+def render_sequence(seed: int, height: int, width: int, n_frames: int, style: DomainStyle):
+    """Render a whole sequence: images (T, H, W, 3), labels (T, H, W), flows (T - 1, H, W, 2)."""
+    images, labels, flows = zip(*iter_sequence(seed, height, width, n_frames, style))
+    return np.stack(images), np.stack(labels), np.stack(flows[:-1])
 
 
 # --- the benchmark in the real datasets' layouts (stage `synth`) ---------------------------------------------
@@ -395,16 +397,22 @@ def write_benchmark(out, cfg, progress=lambda xs, **_: xs):
             # Distinct seeds per domain and split: the target never shows a source scene.
             seq_seed = cfg.seed * 100003 + k
             style = source_style if domain == "source" else target_style
-            images, labels, flows = render_sequence(seq_seed, cfg.height, cfg.width, frames, style)
+            sequence = iter_sequence(seq_seed, cfg.height, cfg.width, frames, style)
             if domain == "source":
-                for t in range(frames):
-                    viper.write_frame(viper_root, split, i + 1, t, images[t], to_viper[labels[t]])
+                for t, (image, labels, _) in enumerate(sequence):
+                    viper.write_frame(viper_root, split, i + 1, t, image, to_viper[labels])
                 continue
             clip_id = i + 1
-            for t in range(frames):
-                annotated = (t + 1) % cfg.label_every == 0
-                lab = to_cityscapes[labels[t]] if annotated else None
-                cityscapes_vps.write_frame(vps_root, split, clip_id, t, images[t], lab)
             flow_dir = flow_root / split
             flow_dir.mkdir(parents=True, exist_ok=True)
-            np.save(flow_dir / f"{clip_id:04d}.npy", flows)
+            # Appended frame by frame after the .npy header: the bytes of np.save of the stacked flows, without the
+            # stack (nor a memory map, whose dirty pages would count in the process's memory).
+            with open(flow_dir / f"{clip_id:04d}.npy", "wb") as flows:
+                np.lib.format.write_array_header_1_0(flows, {"descr": np.lib.format.dtype_to_descr(np.dtype(
+                    np.float32)), "fortran_order": False, "shape": (frames - 1, cfg.height, cfg.width, 2)})
+                for t, (image, labels, flow) in enumerate(sequence):
+                    annotated = (t + 1) % cfg.label_every == 0
+                    lab = to_cityscapes[labels] if annotated else None
+                    cityscapes_vps.write_frame(vps_root, split, clip_id, t, image, lab)
+                    if flow is not None:
+                        flows.write(np.ascontiguousarray(flow, dtype=np.float32).tobytes())

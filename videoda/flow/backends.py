@@ -15,7 +15,6 @@
 """
 
 import contextlib
-import hashlib
 import itertools
 import re
 import zipfile
@@ -30,6 +29,7 @@ from videoda.errors import DataError, ParamError
 from videoda.flow.correlation import flownet_correlation
 from videoda.flow.warp import flow_to_tensor, warp_probs
 from videoda.utils.device import CPU
+from videoda.utils.io import sha256_file
 
 BUILTIN_METHODS = ("dis", "gt")   # every other flow.method names a ptlflow model
 DEFAULT_CKPT = "things"           # ptlflow's checkpoint name used when flow.ckpt is null
@@ -173,14 +173,6 @@ def resolve_checkpoint(method, ckpt=None, ref=None):
     names = ", ".join(sorted(urls)) or "none; give a file path"
     raise DataError(f"flow.ckpt = {ckpt!r}: no such file, and not a pretrained checkpoint name of ptlflow's "
                     f"{method} (its names: {names})")
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path, url=None):

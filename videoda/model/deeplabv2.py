@@ -7,8 +7,10 @@ dilated ResNet-50/101 (output stride 8) on a GPU.
 
 import io
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +19,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import FrozenBatchNorm2d
 
-from videoda.utils.io import write_bytes
+from videoda.utils.io import sha256_file, write_bytes
 
 BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 NORMS = ("batch", "frozen_batch", "group")
@@ -127,10 +129,8 @@ class DeepLabV2(nn.Module):
     def load_pretrained(self, pretrained):
         """Load ``"imagenet"`` backbone weights or a local checkpoint (full model or bare ResNet)."""
         if pretrained == "imagenet":
-            # The only code path allowed to download: torchvision's own weights API and cache.
-            name = f"ResNet{BACKBONES[self.config['backbone']]}_Weights.IMAGENET1K_V1"
-            state = torchvision.models.get_weight(name).get_state_dict(progress=False)
-            self._load_backbone(state, "model.pretrained='imagenet'")
+            path = imagenet_weights_file(self.config["backbone"])
+            self._load_backbone(_read_checkpoint(path, "model.pretrained"), f"model.pretrained='imagenet': {path}")
             return
         path = Path(pretrained)
         state = _read_checkpoint(path, "model.pretrained")
@@ -149,6 +149,27 @@ class DeepLabV2(nn.Module):
         dropped = ("fc.",) + tuple(f"layer{i}." for i in range(self.config["num_layers"] + 1, 5))
         state = {k: v for k, v in state.items() if not k.startswith(dropped)}
         _load_strict(self.backbone, state, where)
+
+
+def imagenet_weights_file(backbone):
+    """torchvision's ImageNet weights of ``backbone`` (IMAGENET1K_V1), read offline from where torch.hub keeps
+    downloads, ``$TORCH_HOME/hub/checkpoints/<file of the weights' url>``. Nothing is downloaded: a missing file is
+    an error that says where to put which file; a file whose sha256 does not start with the prefix in its name
+    (torch.hub's convention, e.g. resnet50-0676ba61.pth) is a partial or corrupt download."""
+    weights = torchvision.models.get_weight(f"ResNet{BACKBONES[backbone]}_Weights.IMAGENET1K_V1")
+    name = Path(urlparse(weights.url).path).name
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"model.pretrained: 'imagenet' reads torchvision's {backbone} ImageNet weights offline from {path}, "
+            f"not found: download {weights.url} into {path.parent} ($TORCH_HOME/hub/checkpoints/; $TORCH_HOME "
+            f"defaults to ~/.cache/torch), or set model.pretrained to the file's path")
+    prefix = re.search(r"-([0-9a-f]{8,})\.", name)
+    digest = sha256_file(path)
+    if prefix and not digest.startswith(prefix.group(1)):
+        raise ValueError(f"model.pretrained: {path}: its sha256 starts {digest[:len(prefix.group(1))]}, "
+                         f"its name says {prefix.group(1)}: a partial or corrupt download of {weights.url}")
+    return path
 
 
 def _validate(num_classes, backbone, norm, num_layers, aspp_rates, groups, pretrained):

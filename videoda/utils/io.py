@@ -6,6 +6,7 @@ it (``atomic_path`` removes the stale temporary folders of the path it writes, r
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -90,3 +91,12 @@ def write_bytes(path, data):
 def write_json(path, obj):
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path):
+    """The sha256 of a file's bytes, as hex, read in blocks (checkpoints are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
