@@ -167,6 +167,29 @@ def test_store_truncated_corrupt_and_incomplete_files_name_the_file(tmp_path):
         FlowStore(path)
 
 
+
+def test_store_holds_the_metadata_of_one_clip_whatever_the_number_read(tmp_path):
+    """HDF5 keeps the metadata of every dataset read while the file is open; kept for every clip, its blocks
+    fragmented the heap and the peak RSS of stage pseudo_labels grew with the clips. The store reopens its file
+    when another clip is read: the metadata cache stays at one clip's, and the flows read are the same."""
+    path, clips, deltas = tmp_path / "f.h5", [f"{i:04d}" for i in range(6)], (1, 2)
+
+    def flow(i, a, b):
+        return np.full((4, 6, 2), [i + a, b - 0.5], np.float32)
+
+    with FlowWriter(path, deltas, 4, 6, "test") as writer:
+        for i, clip in enumerate(clips):
+            writer.add_clip(clip, 5, {(a, b): flow(i, a, b) for a, b in stored_pairs(5, deltas)})
+    with FlowStore(path) as store:
+        cached = []
+        for i, clip in enumerate(clips):
+            store.check_clip(clip, 5, 4, 6)
+            for a, b in stored_pairs(5, deltas):
+                assert np.array_equal(store.flow(clip, a, b), flow(i, a, b))
+            cached.append(store.file.id.get_mdc_size()[2:])              # (bytes, entries) in HDF5's cache
+        assert cached == cached[:1] * len(clips)
+        assert np.array_equal(store.flow(clips[0], 0, 1), flow(0, 0, 1)) and store.attrs["method"] == "test"
+
 # --- FlowNet2 through ptlflow ----------------------------------------------------------------------------------
 
 def test_missing_or_bad_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
