@@ -27,6 +27,7 @@ import yaml
 
 from videoda.config.fields import read_params
 from videoda.numerics import FORCED, MODE_VARIABLE, PINS
+from videoda.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,8 +133,7 @@ def main():
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               "?")
+    cpu = cpu_model()
     print(f"\nthis CPU: {cpu}, {os.cpu_count()} cores; {args.iterations} train_source iterations")
     same_everywhere = True
     for mode in ("pinned", "native"):

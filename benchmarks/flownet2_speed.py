@@ -24,7 +24,6 @@ import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (vid
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -36,15 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videoda.utils.machine import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def flush_denormal_active():
@@ -232,7 +225,7 @@ def measure(args, tmp):
 
     median = {m: statistics.median(t for res in results[m] for t in res["times"]) for m in modes}
     summary = {
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}"
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, device {args.device}"
                    + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
         "load_average_1min": [round(x, 2) for x in load],
         "resolution": [args.height, args.width], "batch": args.batch, "weights": weights,

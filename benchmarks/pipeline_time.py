@@ -8,12 +8,13 @@ import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (vid
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from videoda.utils.machine import cpu_model
 
 
 def timed(cmd, cwd):
@@ -37,9 +38,7 @@ def main():
         subprocess.run(["git", "init", "-q"], cwd=tmp, check=True)
         full = timed(["dvc", "repro"], tmp)
         noop = min(timed(["dvc", "repro"], tmp) for _ in range(args.noop_runs))
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.machine())
-    print(f"machine: {cpu}, {os.cpu_count()} cores")
+    print(f"machine: {cpu_model()}, {os.cpu_count()} cores")
     print(f"full dvc repro (fresh copy): {full:.1f} s")
     print(f"no-op dvc repro (best of {args.noop_runs}): {noop:.2f} s")
 

@@ -41,6 +41,7 @@ from rich.table import Table
 
 from videoda.config.fields import lookup, read_params, with_overrides
 from videoda.errors import ParamError
+from videoda.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINERS = ("train_source", "train_oracle", "vat", "vst")
@@ -195,8 +196,7 @@ def marginal_rates(sizes):
 
 
 def machine():
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.machine())
+    cpu = cpu_model()
     total = next((int(line.split()[1]) // 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")), None)
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_mib": total, "python": platform.python_version()}
 

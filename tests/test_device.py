@@ -33,6 +33,7 @@ from videoda.model.discriminator import Discriminator
 from videoda.presets import apply_preset
 from videoda.utils.device import (CPU, CUBLAS_WORKSPACE_CONFIG, Runtime, channels_last, resolve_runtime,
                                   set_deterministic)
+from videoda.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 COMPUTING_STAGES = ("train_source", "train_oracle", "vat", "flow", "pseudo_labels", "vst", "evaluate", "report")
@@ -253,14 +254,6 @@ def digest(run):
 # recorded by the same calls) on a 2-core AMD EPYC with the pinned numerics
 REFERENCE = "7d407ebd8770c9c9"
 REFERENCE_CPU, VERSIONS = "AMD EPYC", ("2.14.1", "2.4.6")
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return ""
 
 
 def test_cpu_fp32_through_the_device_code_is_bit_identical_to_before(monkeypatch):

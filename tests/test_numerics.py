@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from videoda.numerics import FORCED, MODE_VARIABLE, PINS, cpu_flags
+from videoda.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 PIN_LINE = "import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)"
@@ -169,14 +170,6 @@ print("PROBE " + json.dumps({"opencv": digest(small, big, gray, flow), "numpy": 
 VERSIONS = {"torch": "2.14.1", "numpy": "2.4.6", "cv2": "4.13.0"}
 REFERENCE = {"opencv": "17d92b8b9f58c05a", "numpy": "67ab3668c5959e9c", "torch": "84677fdd1fa5f6b5"}
 REFERENCE_CPU = "AMD EPYC"
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return ""
 
 
 def probe(mode="pinned", prefix=()):
