@@ -522,11 +522,6 @@ def read_pseudo_label(root, clip, t):
     return labels
 
 
-def read_pseudo_labels(root, clips):
-    """{clip: (T, H, W)} pseudo labels of every frame of ``clips`` from the stage's PNGs."""
-    return {clip.name: np.stack([read_pseudo_label(root, clip, t) for t in range(len(clip))]) for clip in clips}
-
-
 def write_clip_pseudo_labels(root, clip, labels):
     """One clip's pseudo labels (T, H, W) as label PNGs ``<root>/<clip>/<frame>.png`` (the clip's folder must
     not exist yet)."""
