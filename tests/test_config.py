@@ -46,7 +46,8 @@ def test_config_values_are_the_params_values():
 
 def test_stage_keys_are_what_the_stage_reads():
     assert stage_keys("report") == sorted(
-        ["compute.device", "compute.precision", "compute.workers", "flow.alpha", "flow.occlusion_threshold",
+        ["compute.device", "compute.nnodes", "compute.nproc_per_node", "compute.precision",
+         "compute.rdzv_endpoint", "compute.workers", "flow.alpha", "flow.occlusion_threshold",
          "flow.tau", "report.figure_scale", "report.fps", "report.pseudo_frames", "report.threads",
          "report.video_clip", "report.video_scale"])
     assert "model.backbone" in stage_keys("train_source") and "seed" in stage_keys("vat")

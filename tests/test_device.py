@@ -60,7 +60,8 @@ def keep_torch_state():
 def test_every_computing_stage_reads_the_compute_section_and_no_other_does():
     for stage in STAGES:
         keys = {k for k in stage_keys(stage) if k.startswith("compute.")}
-        expected = {"compute.device", "compute.precision", "compute.workers"} if stage in COMPUTING_STAGES else set()
+        expected = ({"compute.device", "compute.precision", "compute.workers", "compute.nproc_per_node",
+                     "compute.nnodes", "compute.rdzv_endpoint"} if stage in COMPUTING_STAGES else set())
         assert keys == expected, stage
     cfg = stage_config("vat", raw_params())
     assert (cfg.compute.device, cfg.compute.precision, cfg.compute.workers) == ("auto", "fp32", 0)

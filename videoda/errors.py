@@ -14,9 +14,19 @@ class DataError(ValueError):
     """Bad input data; the message names the offending file or key."""
 
 
+class RankFailed(RuntimeError):
+    """A rank of a stage run as several processes failed (``videoda.utils.distributed.launch_ranks``); the message
+    names it. ``exit_code``: the stage's, 2 when the rank stopped at a bad input, else 1."""
+
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 def run_stage(main):
     """Run a stage's ``main``; a bad input (the errors below) ends it with one ``error: ...`` line and exit code 2.
 
+    A failed rank of a stage of several processes ends it with one line naming the rank, and the rank's code.
     Other exceptions (a bug, an OSError while writing) keep their traceback: the readers of input files turn
     their own OSErrors into a DataError naming the file, so nothing is caught here by its type alone.
     """
@@ -25,3 +35,6 @@ def run_stage(main):
     except (ParamError, DataError, FileNotFoundError, ValueError) as e:
         print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
         sys.exit(2)
+    except RankFailed as e:      # the rank printed its own error or traceback above
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

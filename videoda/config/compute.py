@@ -4,22 +4,50 @@ module, so that the stages that compute nothing (``synth``, ``prepare``) do not 
 from dataclasses import dataclass
 
 from videoda.config.fields import choice, integer, text
+from videoda.errors import ParamError
 from videoda.utils.device import PRECISIONS, check_device_name, resolve_runtime
+from videoda.utils.distributed import launch_ranks
 
 
 @dataclass(frozen=True)
 class Compute:
     """Where and how a computing stage runs: the device (auto | cpu | cuda | cuda:N), the precision (fp32 | bf16
-    autocast) and the data-loader workers. The names are checked here, where the params are resolved; whether the
-    device exists and supports the precision, where the stage runs (``runtime``)."""
+    autocast), the data-loader workers, and the process layout (``nproc_per_node`` processes on each of ``nnodes``
+    nodes, meeting at ``rdzv_endpoint``; README "Several GPUs and nodes"). The names are checked here, where the
+    params are resolved; whether the device exists and supports the precision, where the stage runs
+    (``runtime``)."""
     device: str = text()
     precision: str = choice(PRECISIONS)
     workers: int = integer(lo=0)
+    nproc_per_node: int = integer(lo=1)
+    nnodes: int = integer(lo=1)
+    rdzv_endpoint: str = text()
 
     def __post_init__(self):
         check_device_name(self.device)
+        if self.nproc_per_node > 1 and self.device.startswith("cuda:"):
+            raise ParamError(f"params.yaml: compute.device = {self.device!r} names one GPU, but "
+                             f"compute.nproc_per_node = {self.nproc_per_node}: use cuda (rank r of a node takes "
+                             f"cuda:r) or auto")
+        host, _, port = self.rdzv_endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ParamError(f"params.yaml: compute.rdzv_endpoint = {self.rdzv_endpoint!r} is not host:port")
+
+    @property
+    def world_size(self):
+        return self.nproc_per_node * self.nnodes
+
+    def launch(self, stage):
+        """With more than one process, run stage ``stage`` (this process's command) as the layout's ranks under
+        torch's elastic agent and return True once they have all finished; else False: this process is the
+        stage's only process, or one of its ranks (``videoda.utils.distributed.launch_ranks``). Checks the device
+        and precision first, so that a bad value stops the stage once, before any rank starts."""
+        if self.world_size > 1:
+            resolve_runtime(self.device, self.precision, self.workers)
+        return launch_ranks(self.nproc_per_node, self.nnodes, self.rdzv_endpoint, run_id=f"videoda-{stage}")
 
     def runtime(self):
-        """The resolved ``videoda.utils.device.Runtime`` on this machine; a CUDA device that is not here, or bf16
-        where the GPU has none, is a ParamError naming the key."""
-        return resolve_runtime(self.device, self.precision, self.workers)
+        """The resolved ``videoda.utils.device.Runtime`` of this process (a rank: its device and the joined
+        process group); a CUDA device that is not here, or bf16 where the GPU has none, is a ParamError naming
+        the key."""
+        return resolve_runtime(self.device, self.precision, self.workers, world_size=self.world_size)

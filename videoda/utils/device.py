@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from videoda.errors import ParamError
+from videoda.utils.distributed import SINGLE, World, init_process_group, rank_world
 
 DEVICE_KEY = "params.yaml: compute.device"
 PRECISION_KEY = "params.yaml: compute.precision"
@@ -49,17 +50,18 @@ def cuda_missing_reason():
     return "no CUDA GPU is visible (driver, CUDA_VISIBLE_DEVICES)"
 
 
-def resolve_device(name, key=DEVICE_KEY):
-    """The ``torch.device`` of ``name``: ``auto`` is CUDA device 0 when CUDA is available, else the CPU; ``cuda`` is
-    ``cuda:0``. A CUDA device that is not there is a ParamError naming ``key``. Resolving to CUDA sets
-    ``CUBLAS_WORKSPACE_CONFIG`` (unless set) before CUDA computes anything."""
+def resolve_device(name, key=DEVICE_KEY, local_rank=0):
+    """The ``torch.device`` of ``name``: ``auto`` is CUDA device ``local_rank`` (a rank's index on its node; 0 for
+    one process) when CUDA is available, else the CPU; ``cuda`` is ``cuda:<local_rank>``. A CUDA device that is not
+    there is a ParamError naming ``key``. Resolving to CUDA sets ``CUBLAS_WORKSPACE_CONFIG`` (unless set) before
+    CUDA computes anything."""
     check_device_name(name, key)
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ParamError(f"{key} = {name!r} but CUDA is not available: {cuda_missing_reason()}; "
                          f"use auto or cpu")
-    index = int(name.partition(":")[2] or 0)
+    index = int(name.partition(":")[2] or local_rank)
     count = torch.cuda.device_count()
     if index >= count:
         raise ParamError(f"{key} = {name!r} but {count} CUDA device{'s' if count != 1 else ''} "
@@ -123,6 +125,7 @@ class Runtime:
     device: torch.device
     precision: str = "fp32"
     workers: int = 0
+    world: World = SINGLE      # this process's rank among the stage's processes (videoda.utils.distributed)
 
     @property
     def is_cuda(self):
@@ -151,16 +154,22 @@ class Runtime:
     def describe(self):
         """One line for a stage's log, e.g. ``cuda:0 (NVIDIA H200), bf16``."""
         name = f" ({torch.cuda.get_device_name(self.device)})" if self.is_cuda else ""
-        return f"{self.device}{name}, {self.precision}"
+        ranks = f", {self.world.size} processes" if self.world.distributed else ""
+        return f"{self.device}{name}, {self.precision}{ranks}"
 
 
 def resolve_runtime(device="auto", precision="fp32", workers=0, device_key=DEVICE_KEY,
-                    precision_key=PRECISION_KEY, workers_key="params.yaml: compute.workers"):
-    """The ``Runtime`` of these settings, every one checked on this machine (a ParamError names its key)."""
+                    precision_key=PRECISION_KEY, workers_key="params.yaml: compute.workers", world_size=1):
+    """The ``Runtime`` of these settings, every one checked on this machine (a ParamError names its key). A rank
+    of a stage of ``world_size`` processes (its launcher's environment says which) takes its node's
+    ``local_rank``-th CUDA device under ``cuda``/``auto`` and joins the process group."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ParamError(f"{workers_key} = {workers!r} must be an integer >= 0")
-    resolved = resolve_device(device, device_key)
-    return Runtime(resolved, check_precision(precision, resolved, precision_key), workers)
+    world = (rank_world() if world_size > 1 else None) or SINGLE      # the launcher checked its size
+    resolved = resolve_device(device, device_key, world.local_rank)
+    runtime = Runtime(resolved, check_precision(precision, resolved, precision_key), workers, world)
+    init_process_group(world, resolved)
+    return runtime
 
 
 CPU = Runtime(torch.device("cpu"))    # what every function without a runtime argument computes on
