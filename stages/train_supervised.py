@@ -32,6 +32,8 @@ def main():
     args = ap.parse_args()
     params = args.params or f"data/params/{args.stage}.json"
     cfg = read_stage_config(Supervised, params, section=args.stage)
+    if cfg.compute.launch(args.stage):       # several processes: this one ran them as ranks, and they are done
+        return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
@@ -40,13 +42,15 @@ def main():
     # Frame t of every pair is labelled: VIPER may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5.
     pairs = PairDataset(load_split(args.data, args.split), cfg.tau, require_label=True)
     batches = PairLoader(pairs, cfg.train.batch_size, cfg.seed, hflip=cfg.train.hflip, workers=compute.workers,
-                         device=compute.device)
+                         device=compute.device, rank=compute.world.rank)
     snapshot = Snapshot.for_stage(args.stage, args.out, cfg.train.snapshot_every, params, __file__,
-                                  data=[f"{args.data}/{args.split}"])
+                                  data=[f"{args.data}/{args.split}"], world=compute.world)
     result = train(model, optimizer, batches, supervised_forward, [segmentation_loss], cfg.train.iterations,
                    args.curve, power=cfg.train.optim.poly_power, description=args.stage, snapshot=snapshot,
                    resume=snapshot.load(), compute=compute)
     batches.close()
+    if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
+        return
     save_checkpoint(args.out, model, {"stage": args.stage})
     snapshot.remove()
     print(timing_line(args.stage, cfg.train.iterations, result["seconds"]) + f" on {compute.describe()}")

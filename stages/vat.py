@@ -32,6 +32,8 @@ def main():
     ap.add_argument("--curve", default="reports/curves/vat.tsv")
     args = ap.parse_args()
     cfg = read_stage_config(VAT, args.params)
+    if cfg.enabled and cfg.compute.launch("vat"):    # several processes: this one ran them as ranks, now done
+        return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     if not cfg.enabled:      # a method without an adversarial phase (videoda/presets.py)
         model, _ = load_checkpoint(args.init)
@@ -45,20 +47,22 @@ def main():
     optimizer = segmentation_optimizer(model, t.optim)
     source = PairDataset(load_split(args.data, "source"), cfg.tau, require_label=True)   # frame t labelled
     target = PairDataset(load_split(args.data, "target_train"), cfg.tau, labels=False)   # unsupervised
-    loaders = [PairLoader(pairs, t.batch_size, seed, hflip=t.hflip, workers=compute.workers, device=compute.device)
-               for pairs, seed in ((source, cfg.seed), (target, cfg.seed + 1))]
+    loaders = [PairLoader(pairs, t.batch_size, seed, hflip=t.hflip, workers=compute.workers, device=compute.device,
+                          rank=compute.world.rank) for pairs, seed in ((source, cfg.seed), (target, cfg.seed + 1))]
     batches = VATBatches(*loaders)
     objective = vat_objective(discriminator=cfg.discriminator, disc_input=cfg.disc_input, dice=cfg.dice,
                               lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
                               optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
                               iterations=t.iterations, poly_power=t.optim.poly_power, compute=compute)
     snapshot = Snapshot.for_stage("vat", args.out, t.snapshot_every, args.params, __file__, init=args.init,
-                                  data=[f"{args.data}/source", f"{args.data}/target_train"])
+                                  data=[f"{args.data}/source", f"{args.data}/target_train"], world=compute.world)
     result = train(model, optimizer, batches, objective.forward, objective.terms, t.iterations, args.curve,
                    power=t.optim.poly_power, extra_step=objective.extra_step, description="vat", snapshot=snapshot,
                    resume=snapshot.load(), compute=compute)
     for loader in loaders:
         loader.close()
+    if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
+        return
     save_checkpoint(args.out, model, {"stage": "vat", "init": str(args.init), "discriminator": cfg.discriminator,
                                       "disc_input": cfg.disc_input, "dice": cfg.dice})
     snapshot.remove()

@@ -33,6 +33,8 @@ def main():
     ap.add_argument("--curve", required=True)
     args = ap.parse_args()
     cfg = read_stage_config(VST, args.params)
+    if cfg.enabled and cfg.compute.launch("vst"):    # several processes: this one ran them as ranks, now done
+        return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
@@ -50,11 +52,13 @@ def main():
         data = [f"{args.data}/target_train", args.pseudo, args.flow]
         data += [f"{args.data}/source"] if cfg.lambda_source > 0 else []
         snapshot = Snapshot.for_stage("vst", args.out, cfg.train.snapshot_every, args.params, __file__,
-                                      init=args.init, data=data)
+                                      init=args.init, data=data, world=compute.world)
         start = time.perf_counter()
         rows = self_train(model, clips, pseudo, store, cfg, source, progress=track, workers=compute.workers,
                           snapshot=snapshot, compute=compute)
         seconds = time.perf_counter() - start      # all rounds, with the pseudo labels regenerated between them
+    if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
+        return
     write_curve(args.curve, rows)
     save_checkpoint(args.out, model, {"stage": "vst", "rounds": cfg.rounds})
     snapshot.remove()

@@ -18,6 +18,12 @@ from videoda.data.clips import list_clips, load_clip
 from videoda.errors import DataError
 
 
+def rank_seed(seed, rank):
+    """The seed of rank ``rank``'s sample stream: ``seed`` itself for rank 0 (so one process draws the stream it
+    always drew), numpy's ``SeedSequence((seed, rank))`` for the others: independent streams, one per rank."""
+    return seed if rank == 0 else np.random.SeedSequence([seed, rank])
+
+
 def load_split(root, split):
     return [load_clip(p) for p in list_clips(root, split)]
 
@@ -102,13 +108,15 @@ class PairLoader:
     ``workers`` processes read the pairs (0: the calling thread), ``prefetch_factor`` batches ahead each; the
     batch composition is drawn in the main process and collated in order, so the stream does not depend on
     ``workers``. Memory is pinned for a CUDA ``device``. The workers persist until ``close()``.
+    ``rank``: a training process's rank among several (DistributedDataParallel): each draws its own stream
+    (``rank_seed``); rank 0's is the one-process stream.
     """
 
-    def __init__(self, dataset, batch_size, seed, hflip=True, workers=0, device=None, prefetch_factor=2):
+    def __init__(self, dataset, batch_size, seed, hflip=True, workers=0, device=None, prefetch_factor=2, rank=0):
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.dataset = dataset
-        self.batch_sampler = PairBatchSampler(len(dataset), batch_size, seed, hflip)
+        self.batch_sampler = PairBatchSampler(len(dataset), batch_size, rank_seed(seed, rank), hflip)
         self.device = None if device is None else torch.device(device)
         self.pinned = self.device is not None and self.device.type == "cuda"
         # A generator of its own: the DataLoader draws its workers' base seed from it, which would otherwise

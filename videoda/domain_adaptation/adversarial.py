@@ -23,6 +23,7 @@ from videoda.data.classes import NUM_CLASSES
 from videoda.domain_adaptation.train import (forward_pairs, make_optimizer, poly_lr_, segmentation_loss,
                                              supervised_forward)
 from videoda.model.discriminator import Discriminator
+from videoda.utils.distributed import SINGLE, data_parallel
 from videoda.domain_adaptation.losses import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map,
                                               full_precision, single_frame_dice_loss, tube_dice_loss)
 
@@ -112,11 +113,14 @@ class DiscriminatorStep:
     Trains D to tell source (label 1) from target (label 0) on the detached predictions of this step, with its
     own optimiser whose every param group follows the poly schedule over ``iterations``. ``autocast`` makes the
     context of D's forward pass and losses (``videoda.utils.device.Runtime.autocast``; None: none); the backward
-    runs outside it.
+    runs outside it. ``trainable``: what D's update runs (D wrapped in DistributedDataParallel under several
+    processes, so its gradients are averaged over the ranks; default D itself); the generator's term
+    (``AdversarialTerm``) uses D itself, as D is not updated there.
     """
 
-    def __init__(self, discriminator, optimizer, disc_input, iterations, power=0.9, autocast=None):
+    def __init__(self, discriminator, optimizer, disc_input, iterations, power=0.9, autocast=None, trainable=None):
         self.discriminator, self.optimizer, self.disc_input = discriminator, optimizer, disc_input
+        self.trainable = discriminator if trainable is None else trainable
         self.iterations, self.power = iterations, power
         self.autocast = autocast or contextlib.nullcontext
 
@@ -126,10 +130,10 @@ class DiscriminatorStep:
         src, tgt = outputs["logits"].detach(), outputs["target_logits"].detach()
         with self.autocast():
             if src.shape[3:] == tgt.shape[3:]:
-                d_out = self.discriminator(discriminator_input(torch.cat([src, tgt]), self.disc_input))   # one pass
+                d_out = self.trainable(discriminator_input(torch.cat([src, tgt]), self.disc_input))   # one pass
                 d_src, d_tgt = d_out[:len(src)], d_out[len(src):]
             else:      # domains at different resolutions
-                d_src, d_tgt = (self.discriminator(discriminator_input(x, self.disc_input)) for x in (src, tgt))
+                d_src, d_tgt = (self.trainable(discriminator_input(x, self.disc_input)) for x in (src, tgt))
             loss_src, loss_tgt = adversarial_bce(d_src, SOURCE_LABEL), adversarial_bce(d_tgt, TARGET_LABEL)
         self.optimizer.zero_grad(set_to_none=True)
         ((loss_src + loss_tgt) / 2).backward()
@@ -164,7 +168,8 @@ def vat_objective(*, discriminator, disc_input, dice, lambda_v, lambda_dice, dis
     optimiser ``optimizer_d`` (sgd | adam, learning rate ``lr_d``, ``momentum``, no weight decay) on the poly
     schedule over ``iterations`` with ``poly_power``. Draws the discriminator's random initialisation from torch's
     global generator (on the CPU, so the weights do not depend on the device), then moves it to ``compute``'s
-    device (``videoda.utils.device.Runtime``; None: the CPU), whose autocast its step runs under.
+    device (``videoda.utils.device.Runtime``; None: the CPU), whose autocast its step runs under; under several
+    processes (``compute.world``) its update is DistributedDataParallel.
     """
     terms, extra_step = [segmentation_loss], None
     if dice != "none":
@@ -176,7 +181,9 @@ def vat_objective(*, discriminator, disc_input, dice, lambda_v, lambda_dice, dis
         d_optimizer = make_optimizer([{"params": list(disc.parameters()), "lr": lr_d}], optimizer_d, lr_d,
                                      momentum, weight_decay=0.0)
         terms.append(AdversarialTerm(disc, disc_input, lambda_v))
+        world = SINGLE if compute is None else compute.world
+        trainable = disc if compute is None else data_parallel(disc, world, compute.device)
         extra_step = DiscriminatorStep(disc, d_optimizer, disc_input, iterations, poly_power,
-                                       autocast=None if compute is None else compute.autocast)
+                                       autocast=None if compute is None else compute.autocast, trainable=trainable)
     forward = supervised_forward if discriminator == "none" else adversarial_forward    # no D: targets unused
     return VATObjective(terms, forward, extra_step)

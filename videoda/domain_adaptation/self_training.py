@@ -220,8 +220,9 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
     train_cfg, occlusion = cfg.train, cfg.labels.occlusion
     resume = snapshot.load() if snapshot is not None else None
     first_round, rows = (resume["context"]["round"] - 1, resume["context"]["rows"]) if resume is not None else (0, [])
+    rank = 0 if compute is None else compute.world.rank        # each training process its own batches
     source = (PairLoader(PairDataset(source_clips, cfg.tau, require_label=True), train_cfg.batch_size,
-                         cfg.seed + 1, workers=workers, device=device)
+                         cfg.seed + 1, workers=workers, device=device, rank=rank)
               if cfg.lambda_source > 0 else None)
     if source is not None:
         source.skip(first_round * train_cfg.iterations)      # the source stream runs on across rounds
@@ -238,7 +239,7 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
                 pseudo = regenerate_pseudo_labels(model, clips, store, cfg.labels, folder, progress)
         pairs = PseudoLabelPairs(clips, cfg.tau, pseudo, cfg.refine, store.path if cfg.refine != "none" else None)
         with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip, workers=workers,
-                        device=device) as target:
+                        device=device, rank=rank) as target:
             batches = VSTBatches(target, cfg.refine, occlusion.alpha, occlusion.threshold, source)
             optimizer = segmentation_optimizer(model, train_cfg.optim)
             if snapshot is not None:

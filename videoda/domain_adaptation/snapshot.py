@@ -17,9 +17,17 @@ times of its data inputs. A snapshot whose key differs, or that cannot be read (
 line and ignored: the stage starts from step 0. Data files are not hashed whole: at paper scale they are hundreds
 of GB, read at every start; a rewritten file gets a new modification time, which is enough to never resume a
 snapshot of other data (a copy of the same bytes with a new time only costs a restart).
+
+Several processes (DistributedDataParallel): every rank holds the same weights and optimiser state, so rank 0
+saves them, with every rank's RNG states (gathered) and the world size. The key leaves out the process layout
+(``compute.nproc_per_node``, ``nnodes``, ``rdzv_endpoint``): a snapshot of the same run taken with another number
+of processes is recognised, and refused with a ParamError (each rank draws its own sample stream, so a run
+cannot change its number of processes midway); another endpoint or split of the same number over nodes
+resumes. Rank 0 reads the snapshot and sends it to the others (no shared filesystem needed for it).
 """
 
 import hashlib
+import json
 import random
 import sys
 from pathlib import Path
@@ -27,9 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from videoda.errors import ParamError
+from videoda.utils.distributed import SINGLE, broadcast_object, gather_objects
 from videoda.utils.io import atomic_path, remove_stale_temps
 
 FORMAT = 1                 # the layout of a snapshot's dict; another layout is never resumed
+LAYOUT_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint")    # compute keys outside the key (module docstring)
 SNAPSHOT_DIR = ".snapshots"
 REQUIRED = {"format", "key", "step", "iterations", "model", "optimizer", "rng", "rows", "sums", "count", "context"}
 _PROJECT = Path(__file__).resolve().parents[1]      # the videoda package
@@ -69,11 +80,25 @@ def code_files(script=None):
     return sorted(files)
 
 
+def _hash_params(h, path):
+    """A resolved params file without its process layout (its bytes, if it is not a stage's JSON params)."""
+    text = Path(path).read_bytes()
+    try:
+        params = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        params = None
+    if isinstance(params, dict) and isinstance(params.get("compute"), dict):
+        params["compute"] = {k: v for k, v in params["compute"].items() if k not in LAYOUT_KEYS}
+        text = json.dumps(params, sort_keys=True).encode()
+    h.update(text + b"\0")
+
+
 def input_key(stage, params, script=None, init=None, data=()):
-    """The key of a stage's run (module docstring): sha256 hex of its name, params file, code, init checkpoint and
-    the listings of its ``data`` paths (files or folders)."""
+    """The key of a stage's run (module docstring): sha256 hex of its name, params file (without the process
+    layout), code, init checkpoint and the listings of its ``data`` paths (files or folders)."""
     h = hashlib.sha256(f"videoda snapshot {FORMAT}\0{stage}\0".encode())
-    for f in [params, *code_files(script)] + ([init] if init is not None else []):
+    _hash_params(h, params)
+    for f in code_files(script) + ([init] if init is not None else []):
         _hash_file(h, f)
     for d in data:
         _hash_listing(h, d)
@@ -103,31 +128,47 @@ class Snapshot:
     """A training run's snapshot file ``path`` with key ``key``, taken every ``every`` steps (0: never).
 
     ``context``: what the caller saves with every snapshot besides the loop's state (a dict of tensors, numbers,
-    strings, lists, dicts).
+    strings, lists, dicts). ``world``: the training processes (``videoda.utils.distributed.World``); ``save`` and
+    ``load`` are then collective (every rank calls them), and only rank 0 touches the file.
     """
 
-    def __init__(self, path, key, every):
+    def __init__(self, path, key, every, world=SINGLE):
         if every < 0:
             raise ValueError(f"snapshot every {every} steps: must be >= 0")
-        self.path, self.key, self.every = Path(path), key, every
+        self.path, self.key, self.every, self.world = Path(path), key, every, world
         self.context = {}
 
     @classmethod
-    def for_stage(cls, stage, out, every, params, script=None, init=None, data=()):
+    def for_stage(cls, stage, out, every, params, script=None, init=None, data=(), world=SINGLE):
         """The snapshot of stage ``stage`` writing ``out``, keyed by its inputs (``input_key``)."""
-        return cls(snapshot_path(out, stage), input_key(stage, params, script, init, data), every)
+        return cls(snapshot_path(out, stage), input_key(stage, params, script, init, data), every, world)
 
     def due(self, steps_done, iterations):
         """Whether to snapshot after ``steps_done`` steps: every ``every``, never at the end (the outputs are)."""
         return self.every > 0 and steps_done % self.every == 0 and steps_done < iterations
 
     def save(self, state):
+        if self.world.distributed:     # each rank's generators, gathered before rank 0 writes
+            state = {**state, "world_size": self.world.size, "rank_rng": gather_objects(state["rng"], self.world)}
+        if not self.world.is_main:
+            return
+        state = {**state, "format": FORMAT, "key": self.key, "context": self.context}
         # torch.save straight to the temporary file: no second copy of the state in memory.
         with atomic_path(self.path) as tmp:
-            torch.save({**state, "format": FORMAT, "key": self.key, "context": self.context}, tmp)
+            torch.save(state, tmp)
 
     def load(self):
-        """The saved state if the file is a whole snapshot of this run; else None, after one line saying why."""
+        """The saved state if the file is a whole snapshot of this run (on every rank, with ``rng`` its own);
+        else None, after one line saying why. A snapshot of this run taken with another number of processes is
+        a ParamError."""
+        state = broadcast_object(self._read() if self.world.is_main else None, self.world)
+        if isinstance(state, ParamError):
+            raise state
+        if state is not None and self.world.distributed:
+            state = {**state, "rng": state["rank_rng"][self.world.rank]}
+        return state
+
+    def _read(self):
         if not self.path.exists():
             return None
         try:
@@ -138,6 +179,12 @@ class Snapshot:
             return self._ignore("is not a training snapshot of this version")
         if state["key"] != self.key:
             return self._ignore("is from another run (its params, code or inputs differ)")
+        if state.get("world_size", 1) != self.world.size:
+            n = state.get("world_size", 1)
+            return ParamError(f"snapshot {self.path} was taken by {n} training process{'es' * (n > 1)} and this "
+                              f"run has {self.world.size} (params.yaml: compute.nproc_per_node x nnodes): each "
+                              f"process draws its own batches, so a run cannot resume with another number; run "
+                              f"it with {n}, or delete the snapshot to start from step 0")
         where = ", ".join(f"{k} {v}" for k, v in state["context"].items() if isinstance(v, int))
         print(f"snapshot {self.path}: resuming at step {state['step']}" + (f" ({where})" if where else ""))
         return state
@@ -148,7 +195,9 @@ class Snapshot:
 
     def remove(self):
         """Delete the snapshot (the stage's outputs are written), a killed writer's temporary folder, and the
-        folders left empty."""
+        folders left empty (rank 0's job)."""
+        if not self.world.is_main:
+            return
         self.path.unlink(missing_ok=True)
         remove_stale_temps(self.path)
         for folder in (self.path.parent, self.path.parent.parent):

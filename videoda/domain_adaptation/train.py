@@ -18,6 +18,7 @@ from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.domain_adaptation.snapshot import restore_training_state, training_state
 from videoda.model import normalize
 from videoda.utils.device import set_deterministic
+from videoda.utils.distributed import SINGLE, data_parallel, mean_over_ranks
 from videoda.utils.io import atomic_path
 
 
@@ -70,23 +71,31 @@ def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, 
     advises); None: batches as ``batches`` gives them, no autocast (for the CPU in fp32 the two are the
     same computation).
 
+    Several processes (``compute.world``): ``forward`` gets ``model`` wrapped in DistributedDataParallel, so each
+    backward averages the gradients over the ranks and every rank holds the same weights after every step; each
+    rank's ``batches`` is its own stream (the global batch is the ranks' batches together). The logged losses
+    are averaged over the ranks; only rank 0 shows progress, writes the curve and the snapshots.
+
     Returns ``{"seconds", "final", "rows"}``. The seconds are for the caller to print, never to write into an
     output: a DVC-tracked file must not change when only the run time does.
     """
+    world = SINGLE if compute is None else compute.world
     model.train()
     rows, sums, count, first = [], {}, 0, 0
     if resume is not None:
         first, rows, sums, count = restore_training_state(resume, iterations, model, optimizer, extra_step, batches)
+    # wrapped after restoring: DDP broadcasts rank 0's weights when it wraps, the restored ones
+    net = model if compute is None else data_parallel(model, world, compute.device)
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=False) as progress:
+    with Progress(*columns, transient=False, disable=not world.is_main) as progress:
         task = progress.add_task(description, total=iterations, loss="", completed=first)
         for step in range(first, iterations):
             poly_lr_(optimizer, step, iterations, power)
             batch = batches.sample() if compute is None else compute.batch(batches.sample())
             with contextlib.nullcontext() if compute is None else compute.autocast():
-                outputs = forward(model, batch)
+                outputs = forward(net, batch)
                 losses = {}
                 for term in loss_terms:
                     losses.update(term(outputs, batch))
@@ -96,8 +105,9 @@ def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, 
             optimizer.step()
             if extra_step is not None:
                 losses.update(extra_step(outputs, batch, step))
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+            values = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in losses.items()}
+            for k, v in mean_over_ranks(values, world).items():
+                sums[k] = sums.get(k, 0.0) + v
             count += 1
             if (step + 1) % log_every == 0 or step + 1 == iterations:
                 row = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"]}
@@ -108,7 +118,7 @@ def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, 
             progress.advance(task)
             if snapshot is not None and snapshot.due(step + 1, iterations):
                 snapshot.save(training_state(step + 1, iterations, model, optimizer, extra_step, rows, sums, count))
-    if log_path is not None:
+    if log_path is not None and world.is_main:
         write_curve(log_path, rows)
     return {"seconds": round(time.perf_counter() - start, 1), "final": rows[-1], "rows": rows}
 

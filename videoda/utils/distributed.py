@@ -166,11 +166,11 @@ def gather_objects(obj, world):
 
 
 def mean_over_ranks(values, world):
-    """``{name: float}`` averaged over the ranks (the same dict on every rank; the keys must agree): what the
-    training curve logs under several processes. One process: ``values`` as they are."""
+    """``{name: float}`` averaged over the ranks (the same dict, in the same key order, on every rank; the keys
+    must agree): what the training curve logs under several processes. One process: ``values`` as they are."""
     if not world.distributed:
         return values
-    names = sorted(values)
+    names = list(values)
     t = torch.tensor([values[k] for k in names], dtype=torch.float64)
     dist.all_reduce(t)
     return dict(zip(names, (t / world.size).tolist()))
