@@ -6,11 +6,16 @@ and ablations. ``reports/pseudo_labels.json`` holds the proportion labelled, P-m
 single-frame vs aggregated predictions at equal proportion, and the precision of the labels that online
 cut-out refinement (Eq. 12) keeps; with ``vst.equal_proportions``, Table 7: P-mIoU of CB, IA and ours, each
 tuned to the same proportions.
+
+With several processes (``compute.nproc_per_node`` x ``nnodes``), each rank predicts and aggregates its share
+of the clips; rank 0 applies the thresholds in the clips' order (Algorithm 1's EMA runs over clips in order)
+and writes the labels and both reports, byte for byte as one process does on the CPU.
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
 
 import argparse
+import contextlib
 
 import torch
 from rich.progress import track
@@ -36,18 +41,29 @@ def main():
     ap.add_argument("--summary", default="reports/p_miou.json", help="the headline: P-mIoU, proportion, Table 7")
     args = ap.parse_args()
     cfg = read_stage_config(PseudoLabelStage, args.params)
+    if cfg.compute.launch("pseudo_labels"):     # several processes: they ran as ranks, and have finished
+        return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
+    world = compute.world
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     model = compute.module(load_checkpoint(args.model, map_location=compute.device)[0])
     clips = load_split(args.data, "target_train")
     # prediction, aggregation and thresholds on the model's device, in compute's precision (the softmax maps come
-    # back as float32); each clip's labels written as they are made
-    with FlowStore(args.flow) as store, compute.autocast(), atomic_path(args.out) as out:
+    # back as float32); each clip's labels written as they are made. Several processes: each predicts its share
+    # of the clips, rank 0 thresholds them in order and writes everything (make_pseudo_labels)
+    output = atomic_path(args.out) if world.is_main else contextlib.nullcontext()     # only rank 0 writes
+    with FlowStore(args.flow) as store, compute.autocast(), output as out:
         report = make_pseudo_labels(model, clips, store, cfg.labels, cfg.tau, out, device=compute.device,
-                                    progress=track)
-    write_json(args.report, report)
-    write_json(args.summary, pseudo_labels_summary(report))
+                                    progress=track if world.is_main else quietly, world=world)
+    if world.is_main:
+        write_json(args.report, report)
+        write_json(args.summary, pseudo_labels_summary(report))
+
+
+def quietly(items, **_):
+    """The other ranks' progress: none shown."""
+    return items
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ with ``equal_proportions``, Table 7: P-mIoU of CB, IA and ours, each tuned to th
 Memory holds one clip: its frames, softmax maps (single and aggregated) and labels. What reads the whole set
 more than once (CBST's thresholds, P-mIoU at equal proportion, Table 7's search) reads it back from a spill on
 disk (``spill.py``), one clip at a time, through histograms of O(classes x 2^16) counts (``order_statistics``).
+
+Several processes shard the prediction and the temporal aggregation by clip; the thresholds, which Algorithm 1
+carries from clip to clip, and everything after them run on rank 0 in the clips' order (``make_pseudo_labels``).
 """
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +22,9 @@ from videoda.domain_adaptation.pseudo_labels import (LabelStats, aggregate_predi
                                                      clip_frames, clip_predictions, cutout_refine, generator,
                                                      label_stream, maxima_of, miou_at_proportion, model_device,
                                                      table7_p_miou, write_clip_pseudo_labels)
-from videoda.domain_adaptation.spill import Spill, to_numpy
+from videoda.domain_adaptation.spill import shared_spill, to_numpy
 from videoda.flow.warp import flow_to_tensor
+from videoda.utils.distributed import SINGLE
 
 
 class Precision:
@@ -84,7 +87,7 @@ def annotated_maxima(annotated, single, aggregated):
     return out
 
 
-def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress=lambda xs, **_: xs):
+def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress=lambda xs, **_: xs, world=SINGLE):
     """Label ``clips`` with generator ``cfg.kind`` (``videoda.config.PseudoLabels``), writing each clip's labels
     under ``out`` (``<out>/<clip>/<frame>.png``, ``write_clip_pseudo_labels``) as it is made, and return the
     stage's report (see the module's docstring; ``tau``: the pair distance of cut-out refinement).
@@ -93,30 +96,59 @@ def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress
     the model is moved there). Each clip is predicted once: its single-frame and aggregated maxima serve the
     generator and the comparisons. The spill lives in a temporary folder next to ``out`` (inside the atomic
     output's temporary folder when ``out`` is one), removed at the end.
+
+    Several processes (``world``; ``out`` matters on rank 0 only, and its folder must be one every rank sees):
+    each rank predicts and aggregates the clips it owns (``world.shard``, round robin) and writes what the
+    labels and the comparisons need of them into the spill, under the clip's index; after a barrier, rank 0
+    reads the spill back clip by clip in the clips' order, so that Algorithm 1's EMA over clips (and CBST's
+    set-wide thresholds) sees them exactly as one process does, writes the labels and makes the report. The
+    other ranks return None.
     """
     gen = generator(cfg.kind)
     device = model_device(model, device)
     stats, analysis = LabelStats(), Analysis(store, tau)
-    with tempfile.TemporaryDirectory(dir=Path(out).parent, prefix=".maxima-") as folder:
-        spill = Spill(folder)
+    # the spill's keys of the generator's (confidence, argmax) of every frame: Table 7's arrays when it has them
+    label_keys = ("conf", "pred")
+    if cfg.equal_proportions:
+        label_keys = ("agg_conf", "agg_pred") if gen.aggregate else ("single_conf", "single_pred")
 
-        def maxima():
-            for clip in progress(clips, description="pseudo labels"):
-                images = clip_frames(clip)
-                probs = clip_predictions(model, clip, store, cfg, False, images)
-                single = maxima_of(probs)
-                aggregated = maxima_of(aggregate_predictions(probs, clip, store, cfg, images))
-                del probs                   # one clip's softmax maps at a time
-                every_frame = {}
-                if cfg.equal_proportions:   # Table 7's thresholds use every frame
-                    every_frame = {"single_conf": single[0], "single_pred": single[1],
-                                   "agg_conf": aggregated[0], "agg_pred": aggregated[1]}
-                spill.append(clip.name, **annotated_maxima(annotated_labels(clip), single, aggregated),
-                             **every_frame)
-                yield clip.name, aggregated if gen.aggregate else single
+    def predicted(clip):
+        """(the clip's arrays for the spill, the generator's (confidence, argmax) of every frame)."""
+        images = clip_frames(clip)
+        probs = clip_predictions(model, clip, store, cfg, False, images)
+        single = maxima_of(probs)
+        aggregated = maxima_of(aggregate_predictions(probs, clip, store, cfg, images))
+        del probs                   # one clip's softmax maps at a time
+        every_frame = {}
+        if cfg.equal_proportions:   # Table 7's thresholds use every frame
+            every_frame = {"single_conf": single[0], "single_pred": single[1],
+                           "agg_conf": aggregated[0], "agg_pred": aggregated[1]}
+        return ({**annotated_maxima(annotated_labels(clip), single, aggregated), **every_frame},
+                aggregated if gen.aggregate else single)
+
+    with shared_spill(Path(out).parent if world.is_main else None, world) as spill:
+        folder = spill.folder
+        if world.distributed:
+            for i in progress(world.shard(range(len(clips))), description="pseudo labels"):
+                arrays, (conf, pred) = predicted(clips[i])
+                if not cfg.equal_proportions:
+                    arrays.update(conf=conf, pred=pred)
+                spill.write(i, **arrays)
+            spill.complete([clip.name for clip in clips], world)
+            if not world.is_main:
+                return None
+            maxima = spill.view(*label_keys)
+            in_order = progress(clips, description="pseudo labels: thresholds in clip order")
+        else:
+            def one_shot():             # each clip's labels are made (and written) before the next is predicted
+                for clip in progress(clips, description="pseudo labels"):
+                    arrays, chosen = predicted(clip)
+                    spill.append(clip.name, **arrays)
+                    yield clip.name, chosen
+            maxima, in_order = one_shot(), clips
 
         theta = None
-        for clip, (name, labels, theta) in zip(clips, label_stream(cfg.kind, maxima(), cfg, device, folder)):
+        for clip, (name, labels, theta) in zip(in_order, label_stream(cfg.kind, maxima, cfg, device, folder)):
             host_labels = labels.cpu().numpy()
             write_clip_pseudo_labels(out, clip, host_labels)
             annotated = annotated_labels(clip)

@@ -14,11 +14,12 @@ import torch
 
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
 from videoda.domain_adaptation.order_statistics import RadixSelect, kth_largest
-from videoda.domain_adaptation.spill import Spill
+from videoda.domain_adaptation.spill import Spill, shared_spill
 from videoda.errors import DataError
 from videoda.evaluate import predict_probs
 from videoda.flow.warp import flow_to_tensor, non_occluded, warp_labels, warp_probs
 from videoda.metrics import ConfusionMatrix
+from videoda.utils.distributed import SINGLE
 from videoda.utils.images import read_label_png, write_ids
 
 
@@ -337,19 +338,39 @@ def label_maxima(kind, maxima, cfg, device=None):
     return out, theta
 
 
-def iter_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, device=None, spill_root=None):
+def iter_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, device=None, spill_root=None,
+                       world=SINGLE):
     """Algorithm 1 (and the baselines' generators) over the target clips, clip by clip in order: yields
     (clip, labels (T, H, W) uint8 tensor on the device, thresholds after it).
 
     Prediction, aggregation (Eq. 10) and thresholds run on ``device`` (default: the model's; the model is
     moved there). The adaptive thresholds carry over from clip to clip and one clip is in memory at a time;
     CBST first parks every clip's (confidence, argmax) on disk under ``spill_root`` (``label_stream``).
+
+    Several processes (``world``): each rank predicts and aggregates the clips it owns (``world.shard``) and
+    parks their (confidence, argmax) in a spill under ``spill_root`` (a folder every rank sees); after a
+    barrier rank 0 thresholds them in the clips' order, the one Algorithm 1's EMA runs in, and yields every
+    clip; the other ranks yield nothing. Every rank must run the generator to its end.
     """
     gen = generator(cfg.kind)
     device = model_device(model, device)
+    if world.distributed:
+        with shared_spill(spill_root, world) as spill:
+            for i in progress(world.shard(range(len(clips))), description="pseudo labels"):
+                conf, pred = clip_maxima(model, clips[i], store, cfg, gen.aggregate)
+                spill.write(i, conf=conf, pred=pred)
+            spill.complete([clip.name for clip in clips], world)
+            if world.is_main:
+                yield from labelled_clips(clips, label_stream(cfg.kind, spill.view("conf", "pred"), cfg, device))
+        return
     maxima = ((clip.name, clip_maxima(model, clip, store, cfg, gen.aggregate))
               for clip in progress(clips, description="pseudo labels"))
-    for clip, (name, labels, theta) in zip(clips, label_stream(cfg.kind, maxima, cfg, device, spill_root)):
+    yield from labelled_clips(clips, label_stream(cfg.kind, maxima, cfg, device, spill_root))
+
+
+def labelled_clips(clips, stream):
+    """``label_stream``'s (name, labels, theta) as (clip, labels, theta), the clips in the stream's order."""
+    for clip, (name, labels, theta) in zip(clips, stream):
         yield clip, labels, theta
 
 

@@ -28,6 +28,7 @@ from videoda.domain_adaptation.train import forward_pairs, segmentation_optimize
 from videoda.errors import DataError
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
+from videoda.utils.distributed import SINGLE, barrier
 
 REFINEMENTS = ("none", "cutout", "fillin")
 REGULARISERS = ("none", "entropy", "kld")
@@ -192,12 +193,22 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
 
 
-def regenerate_pseudo_labels(model, clips, store, cfg, folder, progress=lambda xs, **_: xs):
+def regenerate_pseudo_labels(model, clips, store, cfg, folder, progress=lambda xs, **_: xs, world=SINGLE):
     """A later VST round's pseudo labels from the current model: written clip by clip as label PNGs under
     ``folder`` (as stage ``pseudo_labels`` writes them), read back a pair at a time (``PseudoLabelFiles``), so no
-    round holds the whole split's labels in memory. PNGs are lossless: the labels are the generated ones."""
-    for clip, labels, _ in iter_pseudo_labels(model, clips, store, cfg, progress, spill_root=folder.parent):
+    round holds the whole split's labels in memory. PNGs are lossless: the labels are the generated ones.
+
+    Several processes (``world``; ``folder`` the same path on every rank, on a filesystem they all see): each
+    rank predicts the clips it owns, rank 0 thresholds them in the clips' order (Algorithm 1's EMA) and writes
+    the PNGs (``iter_pseudo_labels``), and every rank returns once they are written. ``model``: the module
+    itself, or its ``DistributedDataParallel`` wrapper (unwrapped here: the ranks predict different clips,
+    and the wrapper's forward would synchronise buffers across them)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
+    for clip, labels, _ in iter_pseudo_labels(model, clips, store, cfg, progress, spill_root=folder.parent,
+                                              world=world):
         write_clip_pseudo_labels(folder, clip, labels.cpu().numpy())
+    barrier(world)                     # the other ranks read the PNGs rank 0 wrote
     return PseudoLabelFiles(folder, clips)
 
 

@@ -4,12 +4,20 @@ thresholds, Table 7's search, P-mIoU at equal proportion) while memory holds one
 A ``Spill`` writes each item (a clip's confidence and argmax maps, say) as ``.npy`` files in a folder the
 caller owns (a temporary folder, removed after), keeps only the items' names in memory, and reads them back one
 item at a time, in the order written, as often as asked.
+
+Under several processes (``shared_spill``) the ranks write the items they own into one folder that rank 0
+made (on the filesystem every node sees), each under its index in the whole sequence; once every rank has
+written (``Spill.complete``, a barrier), rank 0 reads them back in that order, as one process would have.
 """
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from videoda.utils.distributed import SINGLE, barrier, broadcast_object
 
 
 def to_numpy(array):
@@ -22,7 +30,7 @@ class Spill:
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        self.names = []
+        self.names = []                  # the items, in order; a rank's spill learns them in ``complete``
 
     def __len__(self):
         return len(self.names)
@@ -32,9 +40,21 @@ class Spill:
 
     def append(self, name, **arrays):
         """Write one item's arrays (tensors are copied to the CPU)."""
-        for key, array in arrays.items():
-            np.save(self._path(len(self.names), key), to_numpy(array), allow_pickle=False)
+        self.write(len(self.names), **arrays)
         self.names.append(name)
+
+    def write(self, i, **arrays):
+        """Write the arrays of item ``i`` of the whole sequence (a rank writes the items it owns, in any order;
+        ``complete`` then names them all)."""
+        for key, array in arrays.items():
+            np.save(self._path(i, key), to_numpy(array), allow_pickle=False)
+
+    def complete(self, names, world=SINGLE):
+        """Wait until every rank has written its items (a barrier), then hold items 0 .. len(names) - 1 as
+        ``names``: ``view`` reads them in that order."""
+        barrier(world)
+        self.names = list(names)
+        return self
 
     def read(self, i, keys):
         return tuple(np.load(self._path(i, key), allow_pickle=False) for key in keys)
@@ -55,3 +75,25 @@ class SpillView:
     def __iter__(self):
         for i, name in enumerate(self.spill.names):
             yield name, self.spill.read(i, self.keys)
+
+
+@contextlib.contextmanager
+def shared_folder(make_folder, world=SINGLE):
+    """The folder that ``make_folder()`` (a context manager that yields a new folder, e.g. ``scratch_folder(path)``
+    or a ``tempfile.TemporaryDirectory``) makes on rank 0, yielded as a ``Path`` on every rank of ``world``: rank 0
+    makes it and removes it when its block ends, the other ranks learn its path (it must be on a filesystem every
+    node sees). Whatever the other ranks write there must be written before rank 0 leaves the block."""
+    if world.is_main:
+        with make_folder() as folder:
+            yield Path(broadcast_object(str(folder), world))
+    else:
+        yield Path(broadcast_object(None, world))
+
+
+@contextlib.contextmanager
+def shared_spill(root, world=SINGLE, prefix=".maxima-"):
+    """A ``Spill`` in a temporary folder under ``root`` that every rank of ``world`` writes into
+    (``shared_folder``; ``root`` matters on rank 0 only). One process: a temporary folder under ``root``, as
+    before. The other ranks write their items (``Spill.complete``) before rank 0 leaves the block."""
+    with shared_folder(lambda: tempfile.TemporaryDirectory(dir=root, prefix=prefix), world) as folder:
+        yield Spill(folder)
