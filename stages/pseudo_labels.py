@@ -27,6 +27,7 @@ from videoda.domain_adaptation.pseudo_label_analysis import make_pseudo_labels, 
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
+from videoda.utils.distributed import main_only
 from videoda.utils.io import atomic_path, write_json
 
 
@@ -55,15 +56,10 @@ def main():
     output = atomic_path(args.out) if world.is_main else contextlib.nullcontext()     # only rank 0 writes
     with FlowStore(args.flow) as store, compute.autocast(), output as out:
         report = make_pseudo_labels(model, clips, store, cfg.labels, cfg.tau, out, device=compute.device,
-                                    progress=track if world.is_main else quietly, world=world)
+                                    progress=main_only(track, world), world=world)
     if world.is_main:
         write_json(args.report, report)
         write_json(args.summary, pseudo_labels_summary(report))
-
-
-def quietly(items, **_):
-    """The other ranks' progress: none shown."""
-    return items
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from videoda.domain_adaptation.train import seed_everything, timing_line, write_
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint, save_checkpoint
+from videoda.utils.distributed import main_only
 
 
 def main():
@@ -54,8 +55,8 @@ def main():
         snapshot = Snapshot.for_stage("vst", args.out, cfg.train.snapshot_every, args.params, __file__,
                                       init=args.init, data=data, world=compute.world)
         start = time.perf_counter()
-        rows = self_train(model, clips, pseudo, store, cfg, source, progress=track, workers=compute.workers,
-                          snapshot=snapshot, compute=compute)
+        rows = self_train(model, clips, pseudo, store, cfg, source, progress=main_only(track, compute.world),
+                          workers=compute.workers, snapshot=snapshot, compute=compute, scratch=args.out)
         seconds = time.perf_counter() - start      # all rounds, with the pseudo labels regenerated between them
     if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
         return

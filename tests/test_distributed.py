@@ -71,7 +71,7 @@ def run(command, **kw):
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    for c in clips(n=4):
+    for c in clips(n=4, h=32, w=64):
         save_clip(root / "data" / "source" / f"{c.name}.npz", c)
     return root
 
@@ -156,10 +156,50 @@ if compute.world.is_main:
 """
 
 
-def test_ranks_hold_identical_weights_after_every_step(split):
-    probe = split / "probe.py"
-    probe.write_text(PROBE)
-    done = run([sys.executable, str(probe), str(write_params(split, nproc=2)), str(split / "data"),
+PROBE_VAT = """
+import videoda, json, sys, torch, torch.distributed as dist
+from videoda.config.fields import read_stage_config
+from videoda.config.training import Supervised
+from videoda.data.pairs import PairDataset, PairLoader, load_split
+from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
+from videoda.domain_adaptation.train import seed_everything, segmentation_optimizer, train
+from videoda.model.build import build_model
+params, data, out = sys.argv[1:]
+cfg = read_stage_config(Supervised, params, section="train_source")
+if cfg.compute.launch("probe-vat"):
+    sys.exit(0)
+compute = cfg.compute.runtime()
+seed_everything(cfg.seed, compute.device)
+torch.set_num_threads(1)
+model = build_model(cfg.model)
+optimizer = segmentation_optimizer(model, cfg.train.optim)
+objective = vat_objective(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01,
+                          lambda_dice=1.0, disc_channels=8, optimizer_d="adam", lr_d=1e-4, momentum=0.9,
+                          iterations=cfg.train.iterations, poly_power=0.9, compute=compute)
+identical = []
+
+def compare_ranks(*_):      # after D's step, the last of each training step: both networks, every rank
+    w = torch.cat([p.detach().flatten() for p in [*model.parameters(),
+                                                   *objective.extra_step.discriminator.parameters()]])
+    gathered = [torch.empty_like(w) for _ in range(compute.world.size)]
+    dist.all_gather(gathered, w)
+    identical.append(all(torch.equal(gathered[0], g) for g in gathered))
+
+objective.extra_step.optimizer.register_step_post_hook(compare_ranks)
+pairs = PairDataset(load_split(data, "source"), cfg.tau, require_label=True)
+loaders = [PairLoader(pairs, cfg.train.batch_size, cfg.seed + i, rank=compute.world.rank) for i in (0, 1)]
+train(model, optimizer, VATBatches(*loaders), objective.forward, objective.terms, cfg.train.iterations, None,
+      extra_step=objective.extra_step, compute=compute)
+if compute.world.is_main:
+    open(out, "w").write(json.dumps(identical))
+"""
+
+
+@pytest.mark.parametrize("probe", [PROBE, PROBE_VAT], ids=["train_source", "vat"])
+def test_ranks_hold_identical_weights_after_every_step(split, probe):
+    script = split / "probe.py"
+    script.write_text(probe)
+    done = run([sys.executable, str(script), str(write_params(split, nproc=2)), str(split / "data"),
                 str(split / "identical.json")])
     assert done.returncode == 0, done.stderr
     assert json.loads((split / "identical.json").read_text()) == [True] * ITERATIONS
@@ -259,3 +299,31 @@ def test_a_killed_rank_fails_the_stage_naming_it_and_the_rerun_resumes(split, tw
     for f in ("model.pt", "curve.tsv"):
         assert (out / f).read_bytes() == (split / "plain40" / f).read_bytes(), f
     assert not (out / ".snapshots").exists()
+
+
+# --- several nodes under SLURM: examples/slurm_stage.sh with stand-ins for srun, scontrol and dvc -------------
+
+SHIMS = {
+    "scontrol": 'printf "node-a\\nnode-b\\n"',
+    "srun": 'while [ "${1#--}" != "$1" ]; do shift; done\n'
+            'for id in 0 1; do SLURM_NODEID=$id "$@" || exit $?; done',
+    "dvc": '[ "$1" = status ] && exit 1\necho "node $SLURM_NODEID: dvc $* at $VIDEODA_RDZV_ENDPOINT" >> "$LOG"',
+    "python": '[ "$1" = -m ] && exec "$REAL_PYTHON" "$@"\n'
+              'echo "node $SLURM_NODEID: python $* at $VIDEODA_RDZV_ENDPOINT" >> "$LOG"',
+}
+
+
+def test_slurm_script_runs_dvc_on_the_first_node_and_the_stage_command_on_the_others(tmp_path):
+    for name, body in SHIMS.items():
+        (tmp_path / name).write_text(f"#!/bin/bash\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    log = tmp_path / "log"
+    env = {**ENV, "PATH": f"{tmp_path}:{os.environ['PATH']}", "LOG": str(log), "REAL_PYTHON": sys.executable,
+           "SLURM_SUBMIT_DIR": str(REPO), "SLURM_JOB_NODELIST": "node-[a-b]"}
+    done = subprocess.run(["bash", str(REPO / "examples" / "slurm_stage.sh"), "vat"], env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().splitlines() == [
+        "node 0: dvc repro --single-item vat at node-a:29400",
+        "node 1: python stages/vat.py --params data/params/vat.json --init models/source_only.pt --data "
+        "data/prepared --out models/vat.pt --curve reports/curves/vat.tsv at node-a:29400"]

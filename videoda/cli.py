@@ -5,7 +5,9 @@ mIoU and VPQ^s (see ``videoda.eval_folder``, ``videoda.metrics``). ``segment`` r
 colourised overlay video and prints a temporal-consistency score (see ``videoda.segment``). ``paper-tables``
 queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``videoda.paper_tables``).
 ``vps-img-all`` builds Cityscapes-VPS ``train/img_all/`` from Cityscapes' ``leftImg8bit_sequence`` (see
-``videoda.data.vps_img_all``). Bad input exits with status 2 and writes nothing.
+``videoda.data.vps_img_all``). ``stage-command`` prints a DVC stage's command, for the nodes of a multi-node
+run other than the one DVC runs on (``examples/slurm_stage.sh``). Bad input exits with status 2 and writes
+nothing.
 """
 
 import argparse
@@ -89,6 +91,24 @@ def cmd_vps_img_all(args):
     clips, frames = build_img_all(args.vps, args.cityscapes, split=args.split, link=args.link,
                                   overwrite=args.overwrite)
     print(f"{clips} clips, {frames} frames -> {args.vps}/{args.split}/img_all")
+    return 0
+
+
+def stage_command(stage, dvc_yaml="dvc.yaml"):
+    """The shell command of ``stage`` in ``dvc_yaml``, on one line; a missing file or stage is a DataError."""
+    import yaml
+
+    try:
+        stages = yaml.safe_load(open(dvc_yaml))["stages"]
+    except (OSError, yaml.YAMLError, TypeError, KeyError) as e:
+        raise DataError(f"{dvc_yaml}: no readable DVC stages ({type(e).__name__})") from None
+    if stage not in stages or not isinstance(stages[stage].get("cmd"), str):
+        raise DataError(f"{dvc_yaml}: no stage {stage!r} with a command (stages: {', '.join(stages)})")
+    return " ".join(stages[stage]["cmd"].split())
+
+
+def cmd_stage_command(args):
+    print(stage_command(args.stage, args.dvc_yaml))
     return 0
 
 
@@ -179,6 +199,12 @@ def build_parser():
                                                        "(copies across file systems)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing img_all/")
     p.set_defaults(func=cmd_vps_img_all)
+
+    p = sub.add_parser("stage-command", help="print a DVC stage's command (what the nodes other than DVC's run "
+                                             "in a multi-node stage, examples/slurm_stage.sh)")
+    p.add_argument("stage", help="the stage's name in dvc.yaml")
+    p.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file (default dvc.yaml)")
+    p.set_defaults(func=cmd_stage_command)
     return parser
 
 

@@ -24,11 +24,13 @@ from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_l
 from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, iter_pseudo_labels,
                                                      pseudo_label_path, read_pseudo_label,
                                                      write_clip_pseudo_labels)
+from videoda.domain_adaptation.spill import shared_folder
 from videoda.domain_adaptation.train import forward_pairs, segmentation_optimizer, train
 from videoda.errors import DataError
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
 from videoda.utils.distributed import SINGLE, barrier
+from videoda.utils.io import scratch_folder
 
 REFINEMENTS = ("none", "cutout", "fillin")
 REGULARISERS = ("none", "entropy", "kld")
@@ -212,8 +214,17 @@ def regenerate_pseudo_labels(model, clips, store, cfg, folder, progress=lambda x
     return PseudoLabelFiles(folder, clips)
 
 
+def round_folder(scratch):
+    """What makes a later round's label folder: a ``scratch_folder`` next to ``scratch`` (the stage's output: a
+    folder every rank sees, removed by the next run if this one is killed), or one in the system's temporary
+    folder without it (one process)."""
+    if scratch is None:
+        return lambda: tempfile.TemporaryDirectory(prefix="vst-round-")
+    return lambda: scratch_folder(scratch)
+
+
 def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, workers=0,
-               snapshot=None, compute=None):
+               snapshot=None, compute=None, scratch=None):
     """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
     pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: frames}, e.g. arrays
     (T, H, W) or ``PseudoLabelFiles``), each further round regenerates them with the current model and
@@ -226,12 +237,18 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
     ``snapshot`` (``snapshot.Snapshot``): saved during every round with the round, the rows of the rounds before
     and, after round 1, the weights the round's pseudo labels were generated from; a run resumed from it
     regenerates them from those weights (deterministic) instead of storing every label map.
+
+    Several processes (``compute.world``): each rank trains on its own batches (DistributedDataParallel, ``train``)
+    and a later round's labels are generated sharded (``regenerate_pseudo_labels``) into a folder next to
+    ``scratch`` (the stage's output), which every rank reads; without ``scratch``, the system's temporary folder
+    (one process only).
     """
     device = next(model.parameters()).device
     train_cfg, occlusion = cfg.train, cfg.labels.occlusion
     resume = snapshot.load() if snapshot is not None else None
     first_round, rows = (resume["context"]["round"] - 1, resume["context"]["rows"]) if resume is not None else (0, [])
-    rank = 0 if compute is None else compute.world.rank        # each training process its own batches
+    world = SINGLE if compute is None else compute.world
+    rank = world.rank         # each training process draws its own batches
     source = (PairLoader(PairDataset(source_clips, cfg.tau, require_label=True), train_cfg.batch_size,
                          cfg.seed + 1, workers=workers, device=device, rank=rank)
               if cfg.lambda_source > 0 else None)
@@ -245,9 +262,9 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
                 model.load_state_dict(resume["context"]["round_start"])
             if snapshot is not None and snapshot.every > 0:
                 context["round_start"] = {k: v.clone() for k, v in model.state_dict().items()}
-            folder = Path(round_files.enter_context(tempfile.TemporaryDirectory(prefix="vst-round-"))) / "labels"
+            folder = round_files.enter_context(shared_folder(round_folder(scratch), world)) / "labels"
             with contextlib.nullcontext() if compute is None else compute.autocast():
-                pseudo = regenerate_pseudo_labels(model, clips, store, cfg.labels, folder, progress)
+                pseudo = regenerate_pseudo_labels(model, clips, store, cfg.labels, folder, progress, world)
         pairs = PseudoLabelPairs(clips, cfg.tau, pseudo, cfg.refine, store.path if cfg.refine != "none" else None)
         with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip, workers=workers,
                         device=device, rank=rank) as target:
@@ -261,6 +278,7 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
                            snapshot=snapshot, resume=resume if r == first_round else None,
                            compute=compute)
         pairs.close()
+        barrier(world)      # every rank's loader is done with the round's labels before rank 0 removes them
         round_files.close()
         rows = rows + [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1}
                        for row in result["rows"]]      # a new list: the snapshots' context keeps the old one

@@ -35,6 +35,7 @@ RDZV_ENDPOINT_ENV = "VIDEODA_RDZV_ENDPOINT"
 # barrier (merging shards, Algorithm 1's thresholds in clip order), minutes at paper scale. A rank that dies is
 # not detected by this timeout but by its elastic agent, within a second (``launch_ranks``).
 COLLECTIVE_TIMEOUT = datetime.timedelta(hours=2)
+RDZV_TIMEOUT_S = 1800
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,11 @@ def launch_ranks(nproc_per_node, nnodes, rdzv_endpoint, run_id, argv=None):
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     endpoint = "localhost:0" if nnodes == 1 else os.environ.get(RDZV_ENDPOINT_ENV) or rdzv_endpoint
+    # The nodes wait this long for each other: under DVC the first node checks the stage's inputs (hashing
+    # data) before it starts the stage, while the others are already waiting (examples/slurm_stage.sh).
     config = LaunchConfig(min_nodes=nnodes, max_nodes=nnodes, nproc_per_node=nproc_per_node, run_id=run_id,
-                          rdzv_backend="c10d", rdzv_endpoint=endpoint, max_restarts=0, monitor_interval=0.5)
+                          rdzv_backend="c10d", rdzv_endpoint=endpoint, rdzv_configs={"join_timeout": RDZV_TIMEOUT_S},
+                          max_restarts=0, monitor_interval=0.5)
     argv = sys.argv if argv is None else argv
     try:
         elastic_launch(config, sys.executable)(*argv)
@@ -189,3 +193,13 @@ def data_parallel(module, world, device, norm_key="params.yaml: model.norm"):
                              f"runs on CUDA only; use group or frozen_batch on the CPU")
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _no_progress(items, **_):
+    return items
+
+
+def main_only(progress, world):
+    """``progress`` (e.g. rich's ``track``) on rank 0, and on the other ranks the items as they are: one bar for a
+    stage, not one per rank."""
+    return progress if world.is_main else _no_progress
