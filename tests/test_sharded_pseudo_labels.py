@@ -201,3 +201,23 @@ def test_scratch_folder_is_removed_after_and_a_killed_runs_by_the_next(tmp_path)
             tmp.write_bytes(b"weights")
         assert folder.is_dir()
     assert [p.name for p in tmp_path.iterdir()] == ["vst.pt"]
+
+
+def test_vst_stage_with_two_processes_and_two_rounds(inputs):
+    """Stage vst on 2 ranks over 2 rounds (the second regenerates its labels sharded, into a folder next to the
+    output that both ranks read): it finishes, writes only its checkpoint and curve, and leaves no round folder or
+    snapshot behind."""
+    run_stage(inputs, inputs / "data/params/pseudo_labels.json", "vst_labels")
+    resolved = json.loads((inputs / "data/params/vst.json").read_text())
+    resolved["compute"]["nproc_per_node"] = 2
+    resolved["vst"].update(rounds=2, iterations=3, batch_size=2, snapshot_every=2)
+    (inputs / "data/params/vst_2.json").write_text(json.dumps(resolved))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages/vst.py"), "--params", "data/params/vst_2.json", "--init", "models/vat.pt",
+         "--pseudo", "vst_labels/pseudo_labels", "--out", "vst_out/vst.pt", "--curve", "vst_out/vst.tsv"],
+        cwd=inputs, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 processes" in done.stdout
+    assert sorted(p.name for p in (inputs / "vst_out").iterdir()) == ["vst.pt", "vst.tsv"]
+    rows = (inputs / "vst_out/vst.tsv").read_text().splitlines()
+    assert rows[0].split("\t")[-1] == "round" and [r.split("\t")[-1] for r in rows[1:]] == ["1", "2"]
