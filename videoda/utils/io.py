@@ -57,29 +57,39 @@ def remove_stale_temps(path):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
-
-    Works for files and for directories (the caller creates whichever it needs at the yielded path). The
-    temporary path is ``<parent>/.<name>.partial-<pid>-<random>/<name>``: it keeps ``path``'s name (so its
-    extension), and stale ones of earlier killed runs are removed first.
-    """
+def temp_folder(path):
+    """Yield a new empty temporary folder next to ``path``, named as ``atomic_path`` names its temporary folders
+    (``<parent>/.<name>.partial-<pid>-<random>/``), and remove it when the block ends. Stale ones of earlier
+    killed runs are removed first; a killed run's is removed by the next writer of ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
     folder = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))
     _ACTIVE.add(folder)
-    tmp = folder / path.name
     try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        _ACTIVE.discard(folder)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Works for files and for directories (the caller creates whichever it needs at the yielded path). The
+    temporary path is ``<parent>/.<name>.partial-<pid>-<random>/<name>`` (``temp_folder``): it keeps ``path``'s
+    name (so its extension), and stale ones of earlier killed runs are removed first.
+    """
+    path = Path(path)
+    with temp_folder(path) as folder:
+        tmp = folder / path.name
         yield tmp
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
         os.replace(tmp, path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        _ACTIVE.discard(folder)
 
 
 def write_bytes(path, data):
