@@ -3,7 +3,9 @@
 Writes ``reports/scores.json`` (the headline: mIoU and VPQ^s per model), ``reports/metrics.json`` (nested per model: mIoU with per-class IoU, VPQ^s per window size k; ``final``:
 the selected ``method``'s model, see ``videoda/presets.py``),
 the predictions as label PNGs (so ``videoda eval`` can re-score them), confusion matrices and
-qualitative strips (input | prediction | ground truth).
+qualitative strips (input | prediction | ground truth). With several processes (``compute``) the clips are
+sharded across the ranks and rank 0 merges them in clip order: the same bytes as one process
+(``videoda.evaluate``).
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -17,7 +19,8 @@ from videoda.config.fields import read_stage_config
 from videoda.data.pairs import load_split
 from videoda.errors import ParamError, run_stage
 from videoda.evaluate import evaluate_models, headline_scores
-from videoda.utils.io import atomic_path, write_json
+from videoda.utils.io import write_json
+from videoda.utils.shards import main_atomic_path, shard_folder
 
 
 def checkpoint_spec(spec):
@@ -40,12 +43,19 @@ def main():
     ap.add_argument("--figures", default="reports/figures")
     args = ap.parse_args()
     cfg = read_stage_config(Evaluate, args.params)
+    if cfg.compute.launch("evaluate"):       # several processes: the ranks ran the stage
+        return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     clips = load_split(args.data, "target_val")
-    with atomic_path(args.predictions) as pred_root, atomic_path(args.figures) as fig_root:
-        fig_root.mkdir()
-        metrics = evaluate_models(args.model, clips, pred_root, fig_root, cfg, compute)
+    world = compute.world                    # only rank 0 writes outputs (None for the others)
+    with main_atomic_path(args.predictions, world) as pred_root, main_atomic_path(args.figures, world) as fig_root, \
+            shard_folder(args.predictions, world) as shards:
+        if world.is_main:
+            fig_root.mkdir()
+        metrics = evaluate_models(args.model, clips, pred_root, fig_root, cfg, compute, shards)
+    if not world.is_main:
+        return
     write_json(args.metrics, metrics)
     write_json(args.scores, headline_scores(metrics))
 

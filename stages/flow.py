@@ -6,6 +6,8 @@ t -> t-tau and t-tau -> t (cut-out refinement, Eq. 12), stored once when tau = 1
 the configured backend, the ``flow.compare`` methods and the zero flow against the ground-truth flow in
 ``reports/flow.json``; a ptlflow model to compare whose checkpoint is not found offline is listed as not run.
 It depends on the ground truth through stage `flow_gt`'s manifest (``--gt-manifest``), which it checks.
+With several processes (``compute``) the clips are sharded across the ranks and rank 0 writes the outputs in
+clip order: the same bytes as one process (``videoda.flow.compute``).
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -35,6 +37,8 @@ def main():
     cfg = read_stage_config(Flow, args.params)
     if args.gt_manifest:
         check_manifest(args.gt_manifest, cfg.gt_root, reads_ground_truth(cfg.method, cfg.epe))
+    if cfg.compute.launch("flow"):           # several processes: the ranks ran the stage
+        return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
@@ -43,6 +47,8 @@ def main():
         threshold=cfg.occlusion.threshold, dis_preset=cfg.dis_preset, ckpt=cfg.ckpt, batch_size=cfg.batch_size,
         score=cfg.epe, gt_root=cfg.gt_root, compare=list(cfg.compare) if cfg.epe else [], progress=track,
         compute=compute)
+    if not compute.world.is_main:            # rank 0 merged the clips and writes the outputs
+        return
     write_json(args.report, report)
     print(f"flow: {report['pairs']} flows of {report['clips']} clips with {cfg.method} in {seconds:.1f} s "
           f"({1000 * seconds / max(report['pairs'], 1):.1f} ms per flow)")

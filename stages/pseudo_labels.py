@@ -15,7 +15,6 @@ and writes the labels and both reports, byte for byte as one process does on the
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
 
 import argparse
-import contextlib
 
 import torch
 from rich.progress import track
@@ -28,7 +27,8 @@ from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
 from videoda.utils.distributed import main_only
-from videoda.utils.io import atomic_path, write_json
+from videoda.utils.io import write_json
+from videoda.utils.shards import main_atomic_path
 
 
 def main():
@@ -53,8 +53,7 @@ def main():
     # prediction, aggregation and thresholds on the model's device, in compute's precision (the softmax maps come
     # back as float32); each clip's labels written as they are made. Several processes: each predicts its share
     # of the clips, rank 0 thresholds them in order and writes everything (make_pseudo_labels)
-    output = atomic_path(args.out) if world.is_main else contextlib.nullcontext()     # only rank 0 writes
-    with FlowStore(args.flow) as store, compute.autocast(), output as out:
+    with FlowStore(args.flow) as store, compute.autocast(), main_atomic_path(args.out, world) as out:
         report = make_pseudo_labels(model, clips, store, cfg.labels, cfg.tau, out, device=compute.device,
                                     progress=main_only(track, world), world=world)
     if world.is_main:

@@ -17,7 +17,7 @@ ROOTS = ("videoda", "stages", "benchmarks")
 LAYERS = [
     ("errors", ["videoda", "videoda.errors", "videoda.numerics"]),
     ("io", ["videoda.utils", "videoda.utils.io", "videoda.utils.images", "videoda.utils.device",
-            "videoda.utils.distributed", "videoda.utils.machine", "videoda.presets"]),
+            "videoda.utils.distributed", "videoda.utils.shards", "videoda.utils.machine", "videoda.presets"]),
     ("data", ["videoda.data", "videoda.data.*"]),
     ("model and flow", ["videoda.model", "videoda.model.*", "videoda.flow", "videoda.flow.*", "videoda.metrics",
                         "videoda.evaluate", "videoda.eval_folder"]),

@@ -23,7 +23,7 @@ from videoda.data.classes import IGNORE_ID, NUM_CLASSES
 from videoda.data.clips import Clip, save_clip
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.self_training import regenerate_pseudo_labels
-from videoda.domain_adaptation.spill import shared_folder
+from videoda.utils.shards import shared_folder
 from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
 from videoda.model import load_checkpoint, save_checkpoint
 from videoda.model.build import build_model

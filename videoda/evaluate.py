@@ -1,14 +1,18 @@
 """Evaluation on target validation clips: mIoU (Table 1) and VPQ^s (Table 2) from one metric module."""
 
+import os
+
 import numpy as np
 import torch
 from rich.progress import track
 
 from videoda.data.classes import colorize
-from videoda.metrics import score_clips
+from videoda.metrics import clip_counts, score_counts
 from videoda.model import load_checkpoint, normalize
 from videoda.utils.device import CPU
+from videoda.utils.distributed import SINGLE
 from videoda.utils.images import write_ids, write_rgb
+from videoda.utils.shards import in_clip_order
 
 PREDICT_BATCH_SIZE = 16      # frames per forward pass when predicting (memory, not a hyperparameter)
 
@@ -40,23 +44,44 @@ def predict_frames(model, images, frames, batch_size=PREDICT_BATCH_SIZE):
                            for i in range(0, len(frames), batch_size)])
 
 
-def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pred_dir=None, description="evaluate"):
+def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pred_dir=None, description="evaluate",
+                   world=SINGLE, shards=None):
     """Score a model on the annotated frames of each clip; optionally write the predictions as PNGs.
 
     Clips are read one at a time, their frames ``batch_size`` at a time. Returns the report ``{"miou", "iou",
-    "vpq"}`` and the confusion matrix (rows: ground truth), from ``videoda.metrics.score_clips`` as ``videoda
+    "vpq"}`` and the confusion matrix (rows: ground truth), from ``videoda.metrics.score_counts`` as ``videoda
     eval`` scores prediction PNGs.
-    """
-    def predicted():
-        for clip in track(clips, description=description):
-            idx = np.flatnonzero(clip.labeled)
-            preds = predict_frames(model, clip.images, idx, batch_size)
-            yield preds, clip.labels[idx]
-            if pred_dir is not None:
-                for name, pred in zip(clip.frame_names[idx], preds):
-                    write_ids(pred_dir / f"{name}.png", pred)
 
-    return score_clips(predicted(), label_stride)
+    Several processes (``world``; ``shards``: a folder every rank sees, ``videoda.utils.shards``): each rank
+    predicts its share of the clips, writing each clip's pixel counts and prediction PNGs to ``shards``; rank 0
+    then adds the counts in clip order (the float sums of one process, in its order) and moves the PNGs (the bytes
+    one process writes) to ``pred_dir``. The other ranks return None.
+    """
+    def predicted(index, clip):
+        idx = np.flatnonzero(clip.labeled)
+        preds = predict_frames(model, clip.images, idx, batch_size)
+        counts = clip_counts(preds, clip.labels[idx], label_stride)
+        png_dir = shards if world.distributed else pred_dir
+        if png_dir is not None:
+            for name, pred in zip(clip.frame_names[idx], preds):
+                write_ids(png_dir / f"{name}.png", pred)
+        return counts
+
+    def merged():
+        for index, counts in in_clip_order(clips, predicted, world, shards,
+                                           progress=lambda xs: track(xs, description=description)):
+            if world.distributed:       # rank 0: this clip's PNGs, written by its rank
+                clip = clips[index]
+                for name in clip.frame_names[np.flatnonzero(clip.labeled)]:
+                    png = shards / f"{name}.png"
+                    if pred_dir is None:
+                        png.unlink()
+                    else:
+                        os.replace(png, pred_dir / png.name)
+            yield counts
+
+    result = score_counts(merged(), label_stride)
+    return result if world.is_main else None
 
 
 def qualitative_strip(model, clips, n_rows):
@@ -69,23 +94,35 @@ def qualitative_strip(model, clips, n_rows):
     return np.concatenate(rows, axis=0)
 
 
-def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None):
+def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None, shards=None):
     """Score each ``(name, checkpoint path)`` on ``clips`` with ``cfg`` (``videoda.config.Evaluate``), predicting on
     ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32): writes each
     model's predictions as ``pred_root/<name>/<frame>.png``, its qualitative strip ``fig_root/<name>_strip.png``
     and every confusion matrix to ``fig_root/confusion.npz`` (the folders must exist). Returns {name: report}
-    with ``final``, the selected method's model (``videoda/presets.py``), when it was evaluated."""
+    with ``final``, the selected method's model (``videoda/presets.py``), when it was evaluated.
+
+    Several processes (``compute.world``): the clips are sharded (``evaluate_clips``, through the folder
+    ``shards/<name>``); rank 0 alone writes (``pred_root``, ``fig_root``: None on the other ranks, which return
+    None) and draws the strips: the files of one process."""
     compute = compute or CPU
+    world = compute.world
     metrics, confusion = {}, {}
     for name, path in checkpoints:
         model = compute.module(load_checkpoint(path, map_location=compute.device)[0])
-        pred_dir = pred_root / name
-        pred_dir.mkdir(parents=True)
+        pred_dir = pred_root / name if world.is_main else None
+        if pred_dir is not None:
+            pred_dir.mkdir(parents=True)
         with compute.autocast():
-            metrics[name], confusion[name] = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size,
-                                                            pred_dir, description=f"evaluate {name}")
+            scored = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size, pred_dir,
+                                    description=f"evaluate {name}", world=world,
+                                    shards=shards / name if world.distributed else None)
+            if not world.is_main:
+                continue
+            metrics[name], confusion[name] = scored
             strip = qualitative_strip(model, clips, cfg.strip_rows)
         write_rgb(fig_root / f"{name}_strip.png", strip)
+    if not world.is_main:
+        return None
     np.savez(fig_root / "confusion.npz", **confusion)
     if cfg.final_model in metrics:
         metrics["final"] = metrics[cfg.final_model]

@@ -123,6 +123,12 @@ class VPQStuff:
 
     def update(self, preds, gts):
         """Add one clip: ``preds``, ``gts`` are its annotated frames in temporal order, (N, H, W) each."""
+        self.add_frame_counts(*self.frame_counts(preds, gts))
+
+    def frame_counts(self, preds, gts):
+        """One clip's pixel counts per annotated frame, all that ``add_frame_counts`` needs: ``joint[t, p, g]``,
+        the pixels of frame t predicted p and labelled g (non-void gt only), and ``pred_all[t, p]``, all pixels
+        predicted p, void included (for the official "mostly void" FP rule); int64."""
         preds = np.stack([_to_numpy(p) for p in preds]) if isinstance(preds, (list, tuple)) else _to_numpy(preds)
         gts = np.stack([_to_numpy(g) for g in gts]) if isinstance(gts, (list, tuple)) else _to_numpy(gts)
         if preds.ndim != 3 or len(preds) == 0:
@@ -130,13 +136,16 @@ class VPQStuff:
         _check(preds, gts, self.num_classes, what="preds")
         n = self.num_classes
         # Tube pixel counts are sums over frames, so count per frame once and add them up per window.
-        # joint[t, p, g]: pixels of frame t predicted p and labelled g (non-void gt only);
-        # pred_all[t, p]: all pixels predicted p, void included (for the official "mostly void" FP rule).
         joint = np.stack([np.bincount(n * p[g != IGNORE_ID].astype(np.int64) + g[g != IGNORE_ID],
                                       minlength=n * n).reshape(n, n) for p, g in zip(preds, gts)])
         pred_all = np.stack([np.bincount(p.ravel(), minlength=n) for p in preds])
+        return joint, pred_all
+
+    def add_frame_counts(self, joint, pred_all):
+        """Add one clip from its ``frame_counts``: every window of it. The IoU sums are float: clips are added in
+        clip order (sharded runs too, ``videoda.utils.shards``), so the result does not depend on the ranks."""
         for i, length in enumerate(self.lengths):
-            for s in range(len(preds) - length + 1):
+            for s in range(len(joint) - length + 1):
                 self._add_window(i, joint[s:s + length].sum(0), pred_all[s:s + length].sum(0))
 
     def _add_window(self, i, joint, pred_all):
@@ -172,14 +181,32 @@ class VPQStuff:
         return out
 
 
+def clip_counts(preds, gts, label_stride, num_classes=NUM_CLASSES):
+    """One clip's contribution to ``score_counts``, its annotated frames (preds, gts), (N, H, W) each, in temporal
+    order: ``{"confusion": mat[gt, pred], "joint", "pred_all"}`` (``VPQStuff.frame_counts``), int64 arrays, a few
+    KB, whatever the frame size."""
+    cm = ConfusionMatrix(num_classes)
+    cm.update(preds, gts)
+    joint, pred_all = VPQStuff(num_classes, label_stride=label_stride).frame_counts(preds, gts)
+    return {"confusion": cm.mat, "joint": joint, "pred_all": pred_all}
+
+
+def score_counts(counts, label_stride, num_classes=NUM_CLASSES):
+    """mIoU and VPQ^s from every clip's ``clip_counts``, taken in clip order (VPQ's IoU sums are float: the order
+    of the clips is that of ``score_clips``). Returns the report ``{"miou", "iou", "vpq"}`` and the confusion
+    matrix ``mat[gt, pred]``."""
+    cm, vpq = ConfusionMatrix(num_classes), VPQStuff(num_classes, label_stride=label_stride)
+    for clip in counts:
+        cm.mat += clip["confusion"]
+        vpq.add_frame_counts(clip["joint"], clip["pred_all"])
+    report = cm.to_dict()
+    report["vpq"] = vpq.compute()
+    return report, cm.mat
+
+
 def score_clips(clips, label_stride, num_classes=NUM_CLASSES):
     """mIoU and VPQ^s over clips: ``clips`` yields each clip's annotated frames as (preds, gts), (N, H, W) each, in
     temporal order (``label_stride`` frames apart). Returns the report ``{"miou", "iou", "vpq"}`` and the confusion
     matrix ``mat[gt, pred]``."""
-    cm, vpq = ConfusionMatrix(num_classes), VPQStuff(num_classes, label_stride=label_stride)
-    for preds, gts in clips:
-        cm.update(preds, gts)
-        vpq.update(preds, gts)
-    report = cm.to_dict()
-    report["vpq"] = vpq.compute()
-    return report, cm.mat
+    return score_counts((clip_counts(preds, gts, label_stride, num_classes) for preds, gts in clips), label_stride,
+                        num_classes)

@@ -24,7 +24,7 @@ from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_l
 from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, iter_pseudo_labels,
                                                      pseudo_label_path, read_pseudo_label,
                                                      write_clip_pseudo_labels)
-from videoda.domain_adaptation.spill import shared_folder
+from videoda.utils.shards import shared_folder
 from videoda.domain_adaptation.train import forward_pairs, segmentation_optimizer, train
 from videoda.errors import DataError
 from videoda.flow.store import FlowStore

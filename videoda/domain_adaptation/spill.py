@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videoda.utils.distributed import SINGLE, barrier, broadcast_object
+from videoda.utils.distributed import SINGLE, barrier
+from videoda.utils.shards import shared_folder
 
 
 def to_numpy(array):
@@ -75,19 +76,6 @@ class SpillView:
     def __iter__(self):
         for i, name in enumerate(self.spill.names):
             yield name, self.spill.read(i, self.keys)
-
-
-@contextlib.contextmanager
-def shared_folder(make_folder, world=SINGLE):
-    """The folder that ``make_folder()`` (a context manager that yields a new folder, e.g. ``scratch_folder(path)``
-    or a ``tempfile.TemporaryDirectory``) makes on rank 0, yielded as a ``Path`` on every rank of ``world``: rank 0
-    makes it and removes it when its block ends, the other ranks learn its path (it must be on a filesystem every
-    node sees). Whatever the other ranks write there must be written before rank 0 leaves the block."""
-    if world.is_main:
-        with make_folder() as folder:
-            yield Path(broadcast_object(str(folder), world))
-    else:
-        yield Path(broadcast_object(None, world))
 
 
 @contextlib.contextmanager

@@ -16,8 +16,9 @@ from videoda.errors import DataError
 from videoda.flow.backends import (PtlflowFlow, checkpoint_label, is_ptlflow_method, load_ptlflow_model,
                                    make_backend, ptlflow_reference)
 from videoda.flow.quality import EpeMeter
-from videoda.flow.store import FlowWriter, stored_pairs
-from videoda.utils.io import atomic_path
+from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
+from videoda.utils.distributed import SINGLE
+from videoda.utils.shards import in_clip_order, main_atomic_path, shard_folder
 
 
 def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt, batch_size, score, gt_root, compare,
@@ -28,7 +29,12 @@ def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt,
     its default checkpoint) and of the zero flow against the ground truth, with Eq. 10's occlusion mask
     (``alpha``, ``threshold``). ptlflow models run on ``compute``'s device in its precision (a
     ``videoda.utils.device.Runtime``; None: the CPU in fp32), DIS and the ground truth on the CPU. Returns the
-    report (``reports/flow.json``) and the seconds spent computing the stored flows."""
+    report (``reports/flow.json``) and the seconds spent computing the stored flows.
+
+    Several processes (``compute.world``): each rank computes its share of the clips (flows and EPE terms) into
+    a shard folder next to ``out``, and rank 0 writes the store clip by clip in clip order and adds the EPE terms
+    in clip order, as one process does: the same bytes and report. It returns the report and the seconds of all
+    ranks together; the other ranks return (None, None)."""
     paths = list_clips(data, "target_train")
     backend = make_backend(method, dis_preset=dis_preset, gt_root=gt_root, ckpt=ckpt, batch_size=batch_size,
                            compute=compute)
@@ -47,35 +53,62 @@ def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt,
     gt = make_backend("gt", gt_root=gt_root) if score else None
     meters = {name: EpeMeter(alpha, threshold) for name in [*backends, "zero"]}
     deltas = sorted({1, tau})
+    world = compute.world if compute is not None else SINGLE
+    first_size = {}      # the frame size of the first clip this process computes
+
+    def clip_flows(index, path):
+        """Clip ``index``'s flows, their seconds and its EPE terms (one row per meter); several processes: its
+        flows go to the shard folder (``index``.h5, the store's layout: float16 then, as stored)."""
+        clip = load_clip(path)
+        t, h, w = clip.images.shape[:3]
+        size = first_size.setdefault("size", (h, w))
+        if (h, w) != size:
+            raise DataError(f"{path}: frames are {h} x {w}, other clips {size[0]} x {size[1]}")
+        if t <= tau:
+            raise DataError(f"{path}: clip has {t} frames, too short for flow.tau = {tau}")
+        pairs = stored_pairs(t, deltas)
+        start = time.perf_counter()
+        flows = dict(zip(pairs, backend.flows(clip, pairs)))
+        result = {"name": clip.name, "frames": t, "height": h, "width": w,
+                  "seconds": time.perf_counter() - start, "flows": flows}
+        if gt is not None:
+            forward = [(i, i + 1) for i in range(t - 1)]
+            truth = gt.forward(clip)
+            estimates = {method: np.stack([flows[pair] for pair in forward]), "zero": np.zeros_like(truth)}
+            for name, other in backends.items():
+                if name != method:
+                    estimates[name] = other.flows(clip, forward)
+            images = clip.images[:]     # the meters' occlusion masks need every frame of this clip
+            result["epe"] = np.stack([np.stack(meter.terms(images, estimates[name], truth))
+                                      for name, meter in meters.items()])
+        if shards is not None:
+            with FlowWriter(shards / f"{index}.h5", deltas, h, w, method) as shard:
+                shard.add_clip(clip.name, t, result.pop("flows"))
+        return result
+
     size, pairs_done, seconds = None, 0, 0.0
-    with atomic_path(out) as tmp:
+    with main_atomic_path(out, world) as tmp, shard_folder(out, world) as shards:
         writer = None
-        for path in progress(paths, description=f"flow ({method})"):
-            clip = load_clip(path)
-            t, h, w = clip.images.shape[:3]
+        results = in_clip_order(paths, clip_flows, world, shards,
+                                progress=lambda xs: progress(xs, description=f"flow ({method})"))
+        for index, result in results:      # rank 0: every clip, in clip order; other ranks: none
+            h, w = result["height"], result["width"]
             if size is None:
                 size, writer = (h, w), FlowWriter(tmp, deltas, h, w, method, attrs=backend.attrs)
             elif (h, w) != size:
-                raise DataError(f"{path}: frames are {h} x {w}, other clips {size[0]} x {size[1]}")
-            if t <= tau:
-                raise DataError(f"{path}: clip has {t} frames, too short for flow.tau = {tau}")
-            pairs = stored_pairs(t, deltas)
-            start = time.perf_counter()
-            flows = dict(zip(pairs, backend.flows(clip, pairs)))
-            seconds += time.perf_counter() - start
-            pairs_done += len(pairs)
-            writer.add_clip(clip.name, t, flows)
-            if gt is not None:
-                forward = [(i, i + 1) for i in range(t - 1)]
-                truth = gt.forward(clip)
-                estimates = {method: np.stack([flows[pair] for pair in forward]), "zero": np.zeros_like(truth)}
-                for name, other in backends.items():
-                    if name != method:
-                        estimates[name] = other.flows(clip, forward)
-                images = clip.images[:]     # the meters' occlusion masks need every frame of this clip
-                for name, meter in meters.items():
-                    meter.add(images, estimates[name], truth)
-        writer.close()
+                raise DataError(f"{paths[index]}: frames are {h} x {w}, other clips {size[0]} x {size[1]}")
+            flows = result["flows"] if "flows" in result else \
+                shard_flows(shards / f"{index}.h5", result["name"], result["frames"], deltas)
+            seconds += result["seconds"]
+            pairs_done += len(flows)
+            writer.add_clip(result["name"], result["frames"], flows)
+            for meter, (sums, counts) in zip(meters.values(), result.get("epe", ())):
+                meter.add_terms(sums, counts)
+            del flows, result
+        if writer is not None:
+            writer.close()
+    if not world.is_main:
+        return None, None
 
     report = {"method": method, "resolution": list(size), "clips": len(paths), "frame_distances": deltas,
               "pairs": pairs_done, "occlusion": {"alpha": alpha, "threshold": threshold}}
@@ -93,3 +126,12 @@ def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt,
         if not_run:
             report["not_run"] = not_run
     return report, seconds
+
+
+def shard_flows(path, clip, num_frames, deltas):
+    """The flows of ``clip`` in a shard file, ``{(src, dst): float32 (H, W, 2)}`` as ``FlowWriter.add_clip`` takes
+    them (exactly the float16 values it stores); the file is removed once read."""
+    with FlowStore(path) as store:
+        flows = {pair: store.flow(clip, *pair) for pair in stored_pairs(num_frames, deltas)}
+    path.unlink()
+    return flows
