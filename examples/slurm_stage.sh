@@ -18,7 +18,7 @@ if dvc status --quiet "$STAGE"; then
     echo "$STAGE is up to date"
     exit 0
 fi
-HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)   # sed reads all: no SIGPIPE under pipefail
 export VIDEODA_RDZV_ENDPOINT="$HEAD_NODE:${VIDEODA_RDZV_PORT:-29400}"
 CMD=$(python -m videoda stage-command "$STAGE")
 # One task per node; a task that fails ends the others (--kill-on-bad-exit).

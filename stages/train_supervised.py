@@ -10,6 +10,7 @@ import argparse
 
 import torch
 
+from videoda.config.compute import run_params
 from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
 from videoda.data.pairs import PairDataset, PairLoader, load_split
@@ -43,7 +44,7 @@ def main():
     pairs = PairDataset(load_split(args.data, args.split), cfg.tau, require_label=True)
     batches = PairLoader(pairs, cfg.train.batch_size, cfg.seed, hflip=cfg.train.hflip, workers=compute.workers,
                          device=compute.device, rank=compute.world.rank)
-    snapshot = Snapshot.for_stage(args.stage, args.out, cfg.train.snapshot_every, params, __file__,
+    snapshot = Snapshot.for_stage(args.stage, args.out, cfg.train.snapshot_every, run_params(params), __file__,
                                   data=[f"{args.data}/{args.split}"], world=compute.world)
     result = train(model, optimizer, batches, supervised_forward, [segmentation_loss], cfg.train.iterations,
                    args.curve, power=cfg.train.optim.poly_power, description=args.stage, snapshot=snapshot,

@@ -12,6 +12,7 @@ import argparse
 
 import torch
 
+from videoda.config.compute import run_params
 from videoda.config.fields import read_stage_config
 from videoda.config.vat import VAT
 from videoda.data.pairs import PairDataset, PairLoader, load_split
@@ -54,7 +55,7 @@ def main():
                               lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
                               optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
                               iterations=t.iterations, poly_power=t.optim.poly_power, compute=compute)
-    snapshot = Snapshot.for_stage("vat", args.out, t.snapshot_every, args.params, __file__, init=args.init,
+    snapshot = Snapshot.for_stage("vat", args.out, t.snapshot_every, run_params(args.params), __file__, init=args.init,
                                   data=[f"{args.data}/source", f"{args.data}/target_train"], world=compute.world)
     result = train(model, optimizer, batches, objective.forward, objective.terms, t.iterations, args.curve,
                    power=t.optim.poly_power, extra_step=objective.extra_step, description="vat", snapshot=snapshot,

@@ -11,6 +11,7 @@ import time
 import torch
 from rich.progress import track
 
+from videoda.config.compute import run_params
 from videoda.config.fields import read_stage_config
 from videoda.config.self_training import VST
 from videoda.data.pairs import load_split
@@ -52,7 +53,7 @@ def main():
             store.check_clip(c.name, len(c), *c.images.shape[1:3])
         data = [f"{args.data}/target_train", args.pseudo, args.flow]
         data += [f"{args.data}/source"] if cfg.lambda_source > 0 else []
-        snapshot = Snapshot.for_stage("vst", args.out, cfg.train.snapshot_every, args.params, __file__,
+        snapshot = Snapshot.for_stage("vst", args.out, cfg.train.snapshot_every, run_params(args.params), __file__,
                                       init=args.init, data=data, world=compute.world)
         start = time.perf_counter()
         rows = self_train(model, clips, pseudo, store, cfg, source, progress=main_only(track, compute.world),

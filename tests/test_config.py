@@ -168,12 +168,12 @@ def test_resolve_params_stage_writes_effective_values_or_nothing(tmp_path):
 
 def test_config_is_the_only_reader_of_params():
     """Nothing but the config layer parses params.yaml or walks params by hand: stages read their resolved file,
-    and only resolve_params, the paper-tables tool and the VST, cross-CPU, GPU-check and scale benchmarks load
+    and only resolve_params, the paper-tables tool and the VST, cross-CPU, GPU-check, scale and DDP benchmarks load
     params.yaml, through the config layer. (benchmarks/vst_screen.py parses a command-line value as YAML,
-    benchmarks/gpu_check.py and benchmarks/scale.py read dvc.yaml's stage commands.)"""
+    benchmarks/gpu_check.py, benchmarks/scale.py and the CLI's stage-command read dvc.yaml's stage commands.)"""
     loaders = {"stages/resolve_params.py", "videoda/paper_tables.py", "benchmarks/vst_screen.py",
-               "benchmarks/cross_cpu.py", "benchmarks/gpu_check.py", "benchmarks/scale.py"}
-    yaml_readers = {"benchmarks/vst_screen.py", "benchmarks/gpu_check.py", "benchmarks/scale.py"}
+               "benchmarks/cross_cpu.py", "benchmarks/gpu_check.py", "benchmarks/scale.py", "benchmarks/ddp_scaling.py"}
+    yaml_readers = {"benchmarks/vst_screen.py", "benchmarks/gpu_check.py", "benchmarks/scale.py", "videoda/cli.py"}
     offenders = []
     for path in sorted([*REPO.glob("videoda/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("benchmarks/*.py")]):
         name = path.relative_to(REPO).as_posix()

@@ -1,7 +1,9 @@
 """The ``compute`` section, a part of every computing stage's config (README "Device and precision"). Its own
 module, so that the stages that compute nothing (``synth``, ``prepare``) do not depend on the device code."""
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from videoda.config.fields import choice, integer, text
 from videoda.errors import ParamError
@@ -51,3 +53,15 @@ class Compute:
         process group); a CUDA device that is not here, or bf16 where the GPU has none, is a ParamError naming
         the key."""
         return resolve_runtime(self.device, self.precision, self.workers, world_size=self.world_size)
+
+
+LAYOUT_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint")
+
+
+def run_params(path):
+    """A stage's resolved params file as bytes without the process layout: what keys a training snapshot
+    (``videoda.domain_adaptation.snapshot``), which checks the number of processes apart, with a clear message,
+    and may resume under another endpoint or split of the same number over nodes."""
+    params = json.loads(Path(path).read_text())
+    params["compute"] = {k: v for k, v in params["compute"].items() if k not in LAYOUT_KEYS}
+    return json.dumps(params, sort_keys=True).encode()

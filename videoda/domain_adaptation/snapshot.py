@@ -19,15 +19,14 @@ of GB, read at every start; a rewritten file gets a new modification time, which
 snapshot of other data (a copy of the same bytes with a new time only costs a restart).
 
 Several processes (DistributedDataParallel): every rank holds the same weights and optimiser state, so rank 0
-saves them, with every rank's RNG states (gathered) and the world size. The key leaves out the process layout
-(``compute.nproc_per_node``, ``nnodes``, ``rdzv_endpoint``): a snapshot of the same run taken with another number
-of processes is recognised, and refused with a ParamError (each rank draws its own sample stream, so a run
-cannot change its number of processes midway); another endpoint or split of the same number over nodes
-resumes. Rank 0 reads the snapshot and sends it to the others (no shared filesystem needed for it).
+saves them, with every rank's RNG states (gathered) and the world size. The stages key it by their params
+without the process layout (``compute.nproc_per_node``, ``nnodes``, ``rdzv_endpoint``; ``run_params``): a
+snapshot of the same run taken with another number of processes is recognised, and refused with a ParamError
+(each rank draws its own sample stream, so a run cannot change its number of processes midway); another endpoint
+or split of the same number over nodes resumes. Rank 0 reads the snapshot and sends it to the others (no shared filesystem needed for it).
 """
 
 import hashlib
-import json
 import random
 import sys
 from pathlib import Path
@@ -40,7 +39,6 @@ from videoda.utils.distributed import SINGLE, broadcast_object, gather_objects
 from videoda.utils.io import atomic_path, remove_stale_temps
 
 FORMAT = 1                 # the layout of a snapshot's dict; another layout is never resumed
-LAYOUT_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint")    # compute keys outside the key (module docstring)
 SNAPSHOT_DIR = ".snapshots"
 REQUIRED = {"format", "key", "step", "iterations", "model", "optimizer", "rng", "rows", "sums", "count", "context"}
 _PROJECT = Path(__file__).resolve().parents[1]      # the videoda package
@@ -80,22 +78,15 @@ def code_files(script=None):
     return sorted(files)
 
 
-def _hash_params(h, path):
-    """A resolved params file without its process layout (its bytes, if it is not a stage's JSON params)."""
-    text = Path(path).read_bytes()
-    try:
-        params = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        params = None
-    if isinstance(params, dict) and isinstance(params.get("compute"), dict):
-        params["compute"] = {k: v for k, v in params["compute"].items() if k not in LAYOUT_KEYS}
-        text = json.dumps(params, sort_keys=True).encode()
-    h.update(text + b"\0")
+def _hash_params(h, params):
+    """A stage's params: the bytes of its params file (a path), or the bytes given (the file without the process
+    layout, ``videoda.config.compute.run_params``)."""
+    h.update((params if isinstance(params, bytes) else Path(params).read_bytes()) + b"\0")
 
 
 def input_key(stage, params, script=None, init=None, data=()):
-    """The key of a stage's run (module docstring): sha256 hex of its name, params file (without the process
-    layout), code, init checkpoint and the listings of its ``data`` paths (files or folders)."""
+    """The key of a stage's run (module docstring): sha256 hex of its name, params (a file, or its bytes without the
+    process layout), code, init checkpoint and the listings of its ``data`` paths (files or folders)."""
     h = hashlib.sha256(f"videoda snapshot {FORMAT}\0{stage}\0".encode())
     _hash_params(h, params)
     for f in code_files(script) + ([init] if init is not None else []):
