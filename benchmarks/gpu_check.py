@@ -18,6 +18,8 @@ Parts (``--parts``, default all):
   convolutions and matrix products, forward and backward, multiply-add = 2) and the achieved TFLOP/s against the
   H200's dense peaks (bf16 989, TF32 494, fp32 67: NVIDIA's datasheet), and which ops warned that they have no
   deterministic kernel;
+- ``ddp``: ``benchmarks/ddp_scaling.py``: the same ``train_source`` step (1 pair) plain and wrapped in
+  DistributedDataParallel (a world of one: the wrapping's cost), and with two processes where two devices are;
 - ``pipeline``: every stage of dvc.yaml in order (its commands, without DVC) on the embedded benchmark in a
   temporary folder with ``compute.device`` set (``flow.compare: [dis]``: ptlflow may be missing there), with
   each stage's seconds and the resulting ``reports/scores.json`` beside the committed CPU one.
@@ -116,6 +118,19 @@ def run_tests(timeout):
     tail = "\n".join(out.strip().splitlines()[-25:])
     log(tail)
     return {"returncode": rc, "seconds": round(time.perf_counter() - start, 1), "tail": tail}
+
+
+def run_ddp(device, tiny, size, warmup, steps, timeout):
+    """benchmarks/ddp_scaling.py: a training step with and without DistributedDataParallel's wrapping (a world
+    of one), and with two processes where there are two devices (the CPU, or two GPUs); its printed lines."""
+    two = device.type == "cpu" or torch.cuda.device_count() >= 2
+    cmd = [sys.executable, "benchmarks/ddp_scaling.py", "--device", str(device), "--size", f"{size[0]}x{size[1]}",
+           "--model", "embedded" if tiny else "paper", "--batch", "1", "--warmup", str(warmup), "--steps", str(steps),
+           "--cases", "plain", "ddp1", *(["plain-half", "ddp2"] if two else [])]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    log(done.stdout + done.stderr[-2000:])
+    return {"returncode": done.returncode, "stdout": done.stdout, "command": shlex.join(cmd)}
 
 
 def model_for(tiny):
@@ -291,7 +306,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     ap.add_argument("--tiny", action="store_true", help="64 x 128, ResNet-18: the code paths at a CPU's size")
-    ap.add_argument("--parts", default="tests,bench,pipeline", help="comma-separated: tests, bench, pipeline")
+    ap.add_argument("--parts", default="tests,bench,ddp,pipeline",
+                    help="comma-separated: tests, bench, ddp, pipeline")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps per measurement (default 5; tiny 1)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 20; tiny 2)")
     ap.add_argument("--pipeline-iterations", type=int, default=None,
@@ -300,7 +316,7 @@ def main():
     ap.add_argument("--out", default=str(Path(os.environ.get("OUT", ".")) / "gpu_check.json"))
     args = ap.parse_args()
     parts = set(args.parts.split(","))
-    unknown = parts - {"tests", "bench", "pipeline"}
+    unknown = parts - {"tests", "bench", "ddp", "pipeline"}
     if unknown:
         raise SystemExit(f"error: --parts: unknown {sorted(unknown)}")
     device = resolve_runtime(args.device).device
@@ -316,6 +332,8 @@ def main():
     jobs = [("tests", "tests/test_device.py", lambda: run_tests(timeout=150)),
             ("bench", f"training steps at {size[0]} x {size[1]} on {device}",
              lambda: run_bench(device, args.tiny, size, warmup, steps)),
+            ("ddp", f"DistributedDataParallel's cost at {size[0]} x {size[1]} on {device}",
+             lambda: run_ddp(device, args.tiny, size, warmup, steps, timeout=180)),
             ("pipeline", f"embedded pipeline with compute.device = {device}",
              lambda: run_pipeline(device, iterations, timeout=240))]
     for part, title, job in jobs:
