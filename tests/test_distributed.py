@@ -126,10 +126,11 @@ import videoda, json, sys, torch, torch.distributed as dist
 from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
 from videoda.data.pairs import PairDataset, PairLoader, load_split
+from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
 from videoda.domain_adaptation.train import seed_everything, segmentation_loss, segmentation_optimizer, \\
     supervised_forward, train
 from videoda.model.build import build_model
-params, data, out = sys.argv[1:]
+params, data, out, kind = sys.argv[1:]
 cfg = read_stage_config(Supervised, params, section="train_source")
 if cfg.compute.launch("probe"):
     sys.exit(0)
@@ -138,69 +139,39 @@ seed_everything(cfg.seed, compute.device)
 torch.set_num_threads(1)
 model = build_model(cfg.model)
 optimizer = segmentation_optimizer(model, cfg.train.optim)
-identical = []
-
-def compare_ranks(*_):      # after every optimiser step: every rank's weights, gathered, bit for bit
-    w = torch.cat([p.detach().flatten() for p in model.parameters()])
-    gathered = [torch.empty_like(w) for _ in range(compute.world.size)]
-    dist.all_gather(gathered, w)
-    identical.append(all(torch.equal(gathered[0], g) for g in gathered))
-
-optimizer.register_step_post_hook(compare_ranks)
-pairs = PairDataset(load_split(data, "source"), cfg.tau, require_label=True)
-batches = PairLoader(pairs, cfg.train.batch_size, cfg.seed, rank=compute.world.rank)
-train(model, optimizer, batches, supervised_forward, [segmentation_loss], cfg.train.iterations, None,
-      compute=compute)
-if compute.world.is_main:
-    open(out, "w").write(json.dumps(identical))
-"""
-
-
-PROBE_VAT = """
-import videoda, json, sys, torch, torch.distributed as dist
-from videoda.config.fields import read_stage_config
-from videoda.config.training import Supervised
-from videoda.data.pairs import PairDataset, PairLoader, load_split
-from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
-from videoda.domain_adaptation.train import seed_everything, segmentation_optimizer, train
-from videoda.model.build import build_model
-params, data, out = sys.argv[1:]
-cfg = read_stage_config(Supervised, params, section="train_source")
-if cfg.compute.launch("probe-vat"):
-    sys.exit(0)
-compute = cfg.compute.runtime()
-seed_everything(cfg.seed, compute.device)
-torch.set_num_threads(1)
-model = build_model(cfg.model)
-optimizer = segmentation_optimizer(model, cfg.train.optim)
-objective = vat_objective(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01,
-                          lambda_dice=1.0, disc_channels=8, optimizer_d="adam", lr_d=1e-4, momentum=0.9,
-                          iterations=cfg.train.iterations, poly_power=0.9, compute=compute)
-identical = []
-
-def compare_ranks(*_):      # after D's step, the last of each training step: both networks, every rank
-    w = torch.cat([p.detach().flatten() for p in [*model.parameters(),
-                                                   *objective.extra_step.discriminator.parameters()]])
-    gathered = [torch.empty_like(w) for _ in range(compute.world.size)]
-    dist.all_gather(gathered, w)
-    identical.append(all(torch.equal(gathered[0], g) for g in gathered))
-
-objective.extra_step.optimizer.register_step_post_hook(compare_ranks)
 pairs = PairDataset(load_split(data, "source"), cfg.tau, require_label=True)
 loaders = [PairLoader(pairs, cfg.train.batch_size, cfg.seed + i, rank=compute.world.rank) for i in (0, 1)]
-train(model, optimizer, VATBatches(*loaders), objective.forward, objective.terms, cfg.train.iterations, None,
-      extra_step=objective.extra_step, compute=compute)
+if kind == "vat":            # VAT: the segmentation network and D_V, whose step is the last of each training step
+    objective = vat_objective(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01,
+                              lambda_dice=1.0, disc_channels=8, optimizer_d="adam", lr_d=1e-4, momentum=0.9,
+                              iterations=cfg.train.iterations, poly_power=0.9, compute=compute)
+    networks, last = [model, objective.extra_step.discriminator], objective.extra_step.optimizer
+    run = (VATBatches(*loaders), objective.forward, objective.terms, objective.extra_step)
+else:                        # train_source
+    networks, last = [model], optimizer
+    run = (loaders[0], supervised_forward, [segmentation_loss], None)
+identical = []
+
+def compare_ranks(*_):      # after every step: every rank's weights, gathered, bit for bit
+    w = torch.cat([p.detach().flatten() for net in networks for p in net.parameters()])
+    gathered = [torch.empty_like(w) for _ in range(compute.world.size)]
+    dist.all_gather(gathered, w)
+    identical.append(all(torch.equal(gathered[0], g) for g in gathered))
+
+last.register_step_post_hook(compare_ranks)
+batches, forward, terms, extra_step = run
+train(model, optimizer, batches, forward, terms, cfg.train.iterations, None, extra_step=extra_step, compute=compute)
 if compute.world.is_main:
     open(out, "w").write(json.dumps(identical))
 """
 
 
-@pytest.mark.parametrize("probe", [PROBE, PROBE_VAT], ids=["train_source", "vat"])
-def test_ranks_hold_identical_weights_after_every_step(split, probe):
+@pytest.mark.parametrize("kind", ["train_source", "vat"])
+def test_ranks_hold_identical_weights_after_every_step(split, kind):
     script = split / "probe.py"
-    script.write_text(probe)
+    script.write_text(PROBE)
     done = run([sys.executable, str(script), str(write_params(split, nproc=2)), str(split / "data"),
-                str(split / "identical.json")])
+                str(split / "identical.json"), kind])
     assert done.returncode == 0, done.stderr
     assert json.loads((split / "identical.json").read_text()) == [True] * ITERATIONS
 

@@ -189,12 +189,11 @@ def test_miou_at_proportion_equals_the_stable_sort(proportion):
 H, W, T = 16, 32, 5
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pseudo")
-    rng = np.random.default_rng(7)
+def panning_clips(rng, n=3):
+    """``n`` clips of a pan (frames shift by a pixel) of random texture, frames 0, 2, 4 annotated (their top rows
+    void)."""
     clips = []
-    for i in range(3):
+    for i in range(n):
         base = rng.integers(0, 256, (H, W + T, 3), dtype=np.uint8)
         images = np.stack([base[:, t:t + W] for t in range(T)])           # a pan: frames shift by a pixel
         labels = np.full((T, H, W), IGNORE_ID, np.uint8)
@@ -204,8 +203,12 @@ def tiny(tmp_path_factory):
             labels[t, :3] = IGNORE_ID
             labeled[t] = True
         clips.append(Clip(f"clip{i}", images, labels, labeled, np.array([f"clip{i}_{t:03d}" for t in range(T)])))
-    flow_path = root / "flow.h5"
-    with FlowWriter(flow_path, [1], H, W, "test") as writer:
+    return clips
+
+
+def write_pan_flows(path, clips, rng):
+    """A flow store of ``clips``: the pan's exact flow, with noise in the upper half (occlusions)."""
+    with FlowWriter(path, [1], H, W, "test") as writer:
         for c in clips:
             flows = {}
             for a, b in stored_pairs(T, [1]):
@@ -214,12 +217,27 @@ def tiny(tmp_path_factory):
                 f[: H // 2, :, 1] = rng.normal(0, 0.7, (H // 2, W))        # and some noise: occlusions
                 flows[a, b] = f
             writer.add_clip(c.name, T, flows)
+
+
+def sharp_model(params):
+    """The params' model, initialised from seed 0, weights x3: sharper softmax maps than a fresh head gives, so
+    varied labels."""
     torch.manual_seed(0)
-    model = build_model(stage_config("train_source", params()).model)
-    with torch.no_grad():                        # sharper softmax maps than a fresh head gives: varied labels
+    model = build_model(stage_config("train_source", params).model)
+    with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)
-    return {"root": root, "clips": clips, "flow": flow_path, "model": model}
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pseudo")
+    rng = np.random.default_rng(7)
+    clips = panning_clips(rng)
+    flow_path = root / "flow.h5"
+    write_pan_flows(flow_path, clips, rng)
+    return {"root": root, "clips": clips, "flow": flow_path, "model": sharp_model(params())}
 
 
 @pytest.mark.parametrize("kind, equal_proportions", [("clip_agg", [0.5]), ("cbst", []), ("iast", []), ("clip", [])])

@@ -19,23 +19,22 @@ import torch.multiprocessing as mp
 import yaml
 
 from videoda.config.stages import stage_config
-from videoda.data.classes import IGNORE_ID, NUM_CLASSES
-from videoda.data.clips import Clip, save_clip
+from videoda.data.clips import save_clip
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.self_training import regenerate_pseudo_labels
-from videoda.utils.shards import shared_folder
-from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
+from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint, save_checkpoint
-from videoda.model.build import build_model
 from videoda.utils.distributed import World
 from videoda.utils.images import read_label_png
 from videoda.utils.io import atomic_path, scratch_folder
+from videoda.utils.shards import shared_folder
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_pipeline import write_params  # noqa: E402
+from test_pseudo_label_streaming import T, panning_clips, sharp_model, write_pan_flows  # noqa: E402
 
-H, W, T, CLIPS = 16, 32, 5, 3          # 3 clips on 2 ranks: rank 0 predicts clips 0 and 2, rank 1 clip 1
+CLIPS = 3          # 3 clips on 2 ranks: rank 0 predicts clips 0 and 2, rank 1 clip 1
 torch.set_num_threads(1)                # as each rank: the same float operations
 
 
@@ -49,32 +48,13 @@ def inputs(tmp_path_factory):
     params["compute"]["device"] = "cpu"
     params["vst"]["threads"] = 1
     write_params(root, params)
+    clips = panning_clips(rng, CLIPS)
+    for clip in clips:
+        save_clip(root / "data/prepared/target_train" / clip.name, clip)
     flow_path = root / "data/flow/target_train.h5"
     flow_path.parent.mkdir(parents=True)
-    with FlowWriter(flow_path, [1], H, W, "test") as writer:
-        for i in range(CLIPS):
-            base = rng.integers(0, 256, (H, W + T, 3), dtype=np.uint8)
-            labels = np.full((T, H, W), IGNORE_ID, np.uint8)
-            labeled = np.zeros(T, bool)
-            for t in (0, 2, 4):
-                labels[t] = rng.integers(0, NUM_CLASSES, (H, W))
-                labels[t, :3] = IGNORE_ID
-                labeled[t] = True
-            clip = Clip(f"clip{i}", np.stack([base[:, t:t + W] for t in range(T)]), labels, labeled,
-                        np.array([f"clip{i}_{t:03d}" for t in range(T)]))
-            save_clip(root / "data/prepared/target_train" / clip.name, clip)
-            flows = {}
-            for a, b in stored_pairs(T, [1]):
-                f = np.zeros((H, W, 2), np.float32)
-                f[..., 0] = b - a
-                f[: H // 2, :, 1] = rng.normal(0, 0.7, (H // 2, W))
-                flows[a, b] = f
-            writer.add_clip(clip.name, T, flows)
-    torch.manual_seed(0)
-    model = build_model(stage_config("train_source", params).model)
-    with torch.no_grad():                        # sharper softmax maps than a fresh head gives: varied labels
-        for p in model.parameters():
-            p.mul_(3.0)
+    write_pan_flows(flow_path, clips, rng)
+    model = sharp_model(params)
     save_checkpoint(root / "models/vat.pt", model)
     return root
 
