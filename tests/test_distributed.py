@@ -298,3 +298,34 @@ def test_slurm_script_runs_dvc_on_the_first_node_and_the_stage_command_on_the_ot
         "node 0: dvc repro --single-item vat at node-a:29400",
         "node 1: python stages/vat.py --params data/params/vat.json --init models/source_only.pt --data "
         "data/prepared --out models/vat.pt --curve reports/curves/vat.tsv at node-a:29400"]
+
+
+def test_a_killed_node_agent_takes_its_ranks_and_the_other_node_down(split):
+    """Two "nodes" on localhost training; SIGKILL the stage process (the elastic agent) of the node with rank 1,
+    as a scheduler or a crash would: its rank dies with it (``die_with_launcher``) instead of training on, and
+    the other node's stage ends within seconds with one error line. (Without ``die_with_launcher`` the orphaned
+    rank trained to the end and the other node waited 300 s for the dead agent.)"""
+    params = write_params(split, nproc=1, nnodes=2, endpoint=f"localhost:{free_port()}", iterations=100000,
+                          snapshot_every=5)
+    out = split / "agent"
+    snapshot = out / ".snapshots" / "train_source" / "snapshot.pt"
+    nodes = [subprocess.Popen(stage(params, out, split / "data"), env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    deadline = time.monotonic() + TIMEOUT
+    while not snapshot.exists() and time.monotonic() < deadline:     # both ranks have joined and trained
+        time.sleep(0.05)
+    if not rank_pids(nodes[1].pid, 1):
+        nodes.reverse()                        # kill the node that got rank 1
+    rank_one = rank_pids(nodes[1].pid, 1)
+    assert snapshot.exists() and rank_one, "the two nodes did not start training"
+    nodes[1].kill()
+    killed_at = time.monotonic()
+    _, err = nodes[0].communicate(timeout=60)
+    assert nodes[0].returncode == 1 and time.monotonic() - killed_at < 30, err
+    # one line naming the rank, or, when the killed node held the rendezvous, the lost rendezvous
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: rank 0 of 2") and "another node" in last or "lost the rendezvous" in last, err
+    nodes[1].wait()
+    time.sleep(1)
+    assert not Path(f"/proc/{rank_one[0]}").exists() or "State:\tZ" in Path(f"/proc/{rank_one[0]}/status").read_text()
+    assert not (out / "model.pt").exists()

@@ -112,6 +112,7 @@ def launch_ranks(nproc_per_node, nnodes, rdzv_endpoint, run_id, argv=None):
         return False
     # torch's launcher modules load only here: a one-process stage never imports them
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     endpoint = "localhost:0" if nnodes == 1 else os.environ.get(RDZV_ENDPOINT_ENV) or rdzv_endpoint
@@ -126,16 +127,33 @@ def launch_ranks(nproc_per_node, nnodes, rdzv_endpoint, run_id, argv=None):
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
         raise RankFailed(f"rank {rank} of {nproc_per_node * nnodes} (local rank {failure.local_rank}, pid "
-                         f"{failure.pid}) {_describe_exit(failure.exitcode)}; the other ranks were stopped",
+                         f"{failure.pid}) {_describe_exit(failure.exitcode)}; the other ranks were stopped"
+                         + ("" if nnodes == 1 else " (a rank that failed in a collective may have lost a peer on "
+                                                   "another node: that node's log names the first failure)"),
                          2 if failure.exitcode == 2 else 1) from None
+    except (RendezvousError, dist.DistError) as e:     # the agents' store is gone: the node that held it stopped
+        raise RankFailed(f"this node's agent lost the rendezvous at {endpoint} ({type(e).__name__}): the node "
+                         f"that holds it stopped or is unreachable; its log names why") from None
     return True
+
+
+def die_with_launcher():
+    """Linux: this rank is killed when its launcher (the node's elastic agent, the stage's own process) dies. A
+    rank outlives a killed agent otherwise and goes on training with the other nodes, which then wait for the
+    dead agent at the end (measured: a SIGKILLed agent on one of two localhost "nodes" left its rank training to
+    the end, and the other node's agent waited 300 s for it)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # 1: PR_SET_PDEATHSIG
 
 
 def init_process_group(world, device):
     """Join the stage's process group (a rank's environment says where): gloo for CPU tensors, NCCL for CUDA
-    tensors beside it. Nothing for one process. The group is left when the process exits."""
+    tensors beside it. Nothing for one process. The group is left when the process exits; the process is killed
+    if its launcher dies (``die_with_launcher``)."""
     if not world.distributed or dist.is_initialized():
         return
+    die_with_launcher()
     if device.type == "cuda":
         torch.cuda.set_device(device)
         dist.init_process_group("cpu:gloo,cuda:nccl", timeout=COLLECTIVE_TIMEOUT, device_id=device)
