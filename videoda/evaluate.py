@@ -68,8 +68,8 @@ def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pr
         return counts
 
     def merged():
-        for index, counts in in_clip_order(clips, predicted, world, shards,
-                                           progress=lambda xs: track(xs, description=description)):
+        for index, counts in in_clip_order(clips, predicted, world, shards, progress=track,
+                                           description=description):
             if world.distributed:       # rank 0: this clip's PNGs, written by its rank
                 clip = clips[index]
                 for name in clip.frame_names[np.flatnonzero(clip.labeled)]:

@@ -129,12 +129,11 @@ def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress
     with shared_spill(Path(out).parent if world.is_main else None, world) as spill:
         folder = spill.folder
         if world.distributed:
-            for i in progress(world.shard(range(len(clips))), description="pseudo labels"):
+            def spilled(i):             # the clip's arrays, with the generator's maxima if Table 7's are not there
                 arrays, (conf, pred) = predicted(clips[i])
-                if not cfg.equal_proportions:
-                    arrays.update(conf=conf, pred=pred)
-                spill.write(i, **arrays)
-            spill.complete([clip.name for clip in clips], world)
+                return arrays if cfg.equal_proportions else {**arrays, "conf": conf, "pred": pred}
+
+            spill.write_shard([clip.name for clip in clips], spilled, world, progress, "pseudo labels")
             if not world.is_main:
                 return None
             maxima = spill.view(*label_keys)

@@ -355,11 +355,12 @@ def iter_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, de
     gen = generator(cfg.kind)
     device = model_device(model, device)
     if world.distributed:
+        def maxima(i):
+            conf, pred = clip_maxima(model, clips[i], store, cfg, gen.aggregate)
+            return {"conf": conf, "pred": pred}
+
         with shared_spill(spill_root, world) as spill:
-            for i in progress(world.shard(range(len(clips))), description="pseudo labels"):
-                conf, pred = clip_maxima(model, clips[i], store, cfg, gen.aggregate)
-                spill.write(i, conf=conf, pred=pred)
-            spill.complete([clip.name for clip in clips], world)
+            spill.write_shard([clip.name for clip in clips], maxima, world, progress, "pseudo labels")
             if world.is_main:
                 yield from labelled_clips(clips, label_stream(cfg.kind, spill.view("conf", "pred"), cfg, device))
         return

@@ -50,6 +50,13 @@ class Spill:
         for key, array in arrays.items():
             np.save(self._path(i, key), to_numpy(array), allow_pickle=False)
 
+    def write_shard(self, names, arrays_of, world, progress=lambda xs, **_: xs, description=""):
+        """This rank's share of the sequence ``names`` (``world.shard``): item i's arrays ``arrays_of(i)`` written
+        under i; then ``complete``: every rank has written, and the spill holds all of ``names`` in order."""
+        for i in progress(world.shard(range(len(names))), description=description):
+            self.write(i, **arrays_of(i))
+        return self.complete(names, world)
+
     def complete(self, names, world=SINGLE):
         """Wait until every rank has written its items (a barrier), then hold items 0 .. len(names) - 1 as
         ``names``: ``view`` reads them in that order."""

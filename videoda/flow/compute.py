@@ -90,7 +90,7 @@ def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt,
     with main_atomic_path(out, world) as tmp, shard_folder(out, world) as shards:
         writer = None
         results = in_clip_order(paths, clip_flows, world, shards,
-                                progress=lambda xs: progress(xs, description=f"flow ({method})"))
+                                progress=progress, description=f"flow ({method})")
         for index, result in results:      # rank 0: every clip, in clip order; other ranks: none
             h, w = result["height"], result["width"]
             if size is None:

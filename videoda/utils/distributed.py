@@ -60,10 +60,6 @@ class World:
         by at most one item, and consecutive items, e.g. clips in order, run at the same time)."""
         return list(items)[self.rank::self.size]
 
-    def owner(self, index):
-        """The rank whose ``shard`` holds item ``index``."""
-        return index % self.size
-
 
 SINGLE = World()
 
