@@ -368,6 +368,22 @@ def test_flow_stage_gt_is_the_resized_ground_truth(flow_bench, monkeypatch):
         assert np.abs(np.stack([store.flow("0001", t, t + 1) for t in range(9)]) - gt).max() < 0.01
 
 
+def test_flow_stage_zero_stores_the_identity_and_scores_it_as_zero_flow(flow_bench, monkeypatch):
+    """``zero`` (no warping, the flow-quality experiment's baseline): every stored flow is 0, so warping is the
+    identity, and its EPE is the report's zero-flow row."""
+    cwd, params = flow_bench
+    assert run_flow(cwd, params, monkeypatch, method="zero", tau=2, compare=["dis"]) == 0
+    report = json.loads((cwd / "reports/flow.json").read_text())
+    assert set(report["epe"]) == {"zero", "dis"} and report["epe"]["zero"]["epe"] > report["epe"]["dis"]["epe"] > 0
+    with FlowStore(cwd / "data/flow/target_train.h5") as store:
+        assert store.method == "zero" and store.deltas == [1, 2]
+        flows = [store.flow("0002", a, b) for a, b in ((3, 2), (2, 3), (5, 3))]
+    assert all(f.shape == (16, 32, 2) and not f.any() for f in flows)
+    probs = torch.rand(1, 3, 16, 32)
+    warped, valid = warp_probs(probs, flow_to_tensor(flows[0][None]))
+    assert valid.all() and torch.allclose(warped, probs, atol=1e-6)
+
+
 def test_gt_flows_warp_labels_onto_each_other_in_every_stored_direction(tmp_path):
     """The conventions end to end, on noise-free labels of every frame: backward-warping frame b's labels onto
     frame a with F_{a->b} agrees with frame a's labels far better than no motion or the opposite motion."""

@@ -24,7 +24,15 @@ def test_every_row_has_an_experiment_whose_keys_exist_in_params():
     params = repo_params()
     exps = pt.experiments(params)
     rows = [r for rows in pt.TABLES.values() for r in rows]
-    assert {r.exp for r in rows} | {pt.TABLE7_EXPERIMENT} == set(exps) == set(pt.EXPERIMENT_ORDER)
+    flow_exps = {pt.flow_key(r.exp, m, params) for r in pt.FLOW_ROWS for m in pt.FLOW_METHODS}
+    assert {r.exp for r in rows} | {pt.TABLE7_EXPERIMENT} | flow_exps == set(exps) == set(pt.EXPERIMENT_ORDER)
+    assert len(pt.EXPERIMENT_ORDER) == len(set(pt.EXPERIMENT_ORDER))
+    # The flow-quality rows differ from their table rows in flow.method only (params.yaml's: the row itself).
+    assert params["flow"]["method"] in pt.FLOW_METHODS and set(pt.FLOW_METHODS) == {"gt", "dis", "zero"}
+    for row in pt.FLOW_ROWS:
+        for m in pt.FLOW_METHODS:
+            diff = set(exps[pt.flow_key(row.exp, m, params)].overrides) ^ set(exps[row.exp].overrides)
+            assert diff == (set() if m == params["flow"]["method"] else {("flow.method", m)})
     assert {r.model for r in rows} <= {"final", "vat", "vst"}
     for key, exp in exps.items():
         assert exp.target in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

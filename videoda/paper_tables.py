@@ -76,9 +76,21 @@ def experiments(params):
         # Table 7: pseudo labels only, P-mIoU at equal proportions.
         "p_miou": Experiment((("vst.equal_proportions", list(TABLE7_PROPORTIONS)),), "pseudo_labels"),
     }
+    # The flow-quality experiment (beyond the paper): the rows that read the flow, with each other flow.method.
+    for row in FLOW_ROWS:
+        for method in FLOW_METHODS:
+            if method != params["flow"]["method"]:
+                base = ablations[row.exp].overrides if row.exp in ablations else ()
+                ablations[flow_key(row.exp, method, params)] = Experiment(base + (("flow.method", method),),
+                                                                          "evaluate")
     # Ablations change our method (params.yaml's values), whatever params.yaml's `method` says.
     exps.update({k: Experiment((("method", "ours"),) + e.overrides, e.target) for k, e in ablations.items()})
     return exps
+
+
+def flow_key(exp, method, params):
+    """The experiment of row ``exp`` with ``flow.method`` = ``method``: the row's own with params.yaml's flow."""
+    return exp if method == params["flow"]["method"] else f"{exp}_flow_{method}"
 
 
 TABLES = {
@@ -108,6 +120,13 @@ TABLES = {
         Row("Base + fill-in (Eq. 14)", "vst_fillin", "vst", (50.0, 34.78)),
         Row("Base + cut-out (ours, Eq. 12)", "ours", "vst", (51.91, 36.43))],
 }
+# The flow-quality experiment: Table 4's aggregation rows and Table 6's refinement rows (every row whose
+# pseudo labels or refinement warp with the flow), with exact, DIS and no flow; EPE from reports/flow.json.
+FLOW_METHODS = {"gt": "exact (ground truth)", "dis": "DIS (OpenCV)", "zero": "none (identity flow)"}
+FLOW_ROWS = (Row("+ aggregated prediction (Table 4)", "vst_clip_agg", "vst", (49.52, 34.02)),
+             Row("+ regularisation (Table 4, Table 6's base)", "vst_clip_agg_reg", "vst", (51.52, 35.78)),
+             Row("Base + fill-in (Table 6, Eq. 14)", "vst_fillin", "vst", (50.0, 34.78)),
+             Row("Base + cut-out (ours, Table 4 and 6, Eq. 12)", "ours", "vst", (51.91, 36.43)))
 TABLE7_EXPERIMENT = "p_miou"
 TABLE7_LABELS = {"cb": "CB (class balanced)", "ia": "IA (instance adaptive)", "ours": "Ours (clip adaptive + agg.)"}
 
@@ -135,7 +154,10 @@ def queue_command(key, exp, seed):
 # training are computed once, early). The tables and Table 7 read exactly these (tests/test_paper_tables.py).
 EXPERIMENT_ORDER = ("source_only", "oracle", "adaptsegnet", "advent", "cbst", "crst", "cbst_star", "crst_star",
                     "iast", "ours", "p_miou", "vat_image", "vat_image_single", "vat_image_tube", "vst_cb", "vst_ia",
-                    "vst_clip", "vst_clip_agg", "vst_clip_agg_reg", "vst_fillin")
+                    "vst_clip", "vst_clip_agg", "vst_clip_agg_reg", "vst_fillin",
+                    "vst_clip_agg_flow_gt", "vst_clip_agg_reg_flow_gt", "vst_fillin_flow_gt", "ours_flow_gt",
+                    "vst_clip_agg_flow_zero", "vst_clip_agg_reg_flow_zero", "vst_fillin_flow_zero",
+                    "ours_flow_zero")
 
 
 def needed(seeds):

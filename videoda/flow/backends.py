@@ -6,6 +6,9 @@
   t+1 -> t by inverting the field (fixed-point iteration ``G(p) = -F(p + G(p))``; NaN, i.e. no
   correspondence, where frame t+1 shows what frame t does not), farther pairs by chaining steps; both are
   exact where the scene is visible in all the frames involved, and approximate at occlusion boundaries.
+- ``zero``: the identity flow (no warping): every neighbour is taken as already aligned with its reference, so
+  Eq. 10 averages the raw neighbours where they look alike and the refinement pastes without motion. The baseline
+  that measures what a flow buys (reports/paper_tables.md, the flow-quality table).
 - any other name: that ptlflow model, e.g. ``flownet2`` (Ilg et al., 2017), the paper's choice, or
   ``raft_small``, with the weights of a checkpoint found offline (``resolve_checkpoint``), never random ones.
   FlowNet models (flownet2, flownetc, flownetcs, flownetcss) get the exact fast correlation of
@@ -31,7 +34,7 @@ from videoda.flow.warp import flow_to_tensor, warp_probs
 from videoda.utils.device import CPU
 from videoda.utils.io import sha256_file
 
-BUILTIN_METHODS = ("dis", "gt")   # every other flow.method names a ptlflow model
+BUILTIN_METHODS = ("dis", "gt", "zero")   # every other flow.method names a ptlflow model
 DEFAULT_CKPT = "things"           # ptlflow's checkpoint name used when flow.ckpt is null
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
@@ -46,6 +49,14 @@ class DisFlow:
     def flows(self, clip, pairs):
         grey = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in clip.images]
         return np.stack([self.dis.calc(grey[a], grey[b], None) for a, b in pairs])
+
+
+class ZeroFlow:
+    attrs = {}
+
+    def flows(self, clip, pairs):
+        h, w = clip.images.shape[1:3]
+        return np.zeros((len(pairs), h, w, 2), np.float32)
 
 
 def resize_flow(flow, size):
@@ -336,4 +347,6 @@ def make_backend(method, dis_preset="medium", gt_root=None, ckpt=None, batch_siz
         return DisFlow(dis_preset)
     if method == "gt":
         return GroundTruthFlow(gt_root)
+    if method == "zero":
+        return ZeroFlow()
     return PtlflowFlow(load_ptlflow_model(method, ckpt), batch_size, compute)
