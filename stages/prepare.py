@@ -35,7 +35,8 @@ def main():
     # Each split is its own DVC output, written atomically by prepare_split.
     for (name, dataset, root, split, size, _), split_specs in zip(jobs, specs):
         prepare_split(dataset, root, split, Path(args.out) / name, size,
-                      min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle, specs=split_specs)
+                      min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle, specs=split_specs,
+                      classes=cfg.classes)
 
 
 if __name__ == "__main__":

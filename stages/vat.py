@@ -54,7 +54,8 @@ def main():
     objective = vat_objective(discriminator=cfg.discriminator, disc_input=cfg.disc_input, dice=cfg.dice,
                               lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
                               optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
-                              iterations=t.iterations, poly_power=t.optim.poly_power, compute=compute)
+                              iterations=t.iterations, poly_power=t.optim.poly_power, compute=compute,
+                              num_classes=model.config["num_classes"])
     snapshot = Snapshot.for_stage("vat", args.out, t.snapshot_every, run_params(args.params), __file__, init=args.init,
                                   data=[f"{args.data}/source", f"{args.data}/target_train"], world=compute.world)
     result = train(model, optimizer, batches, objective.forward, objective.terms, t.iterations, args.curve,

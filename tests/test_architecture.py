@@ -177,8 +177,11 @@ def dvc_stages():
     return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
+PACKAGE_DATA = ("videoda/data/class_sets",)     # data shipped in the package, read by a stage: not code
+
+
 def is_code_dep(dep):
-    return "${" not in dep and (dep.endswith(".py") or dep.split("/")[0] in ROOTS)
+    return "${" not in dep and dep not in PACKAGE_DATA and (dep.endswith(".py") or dep.split("/")[0] in ROOTS)
 
 
 def script_of(stage):

@@ -21,7 +21,9 @@ def test_ours_is_params_yaml_as_it_is():
     params = raw_params()
     assert params["method"] == "ours"
     assert apply_preset(params) == params
-    assert load_params(REPO / "params.yaml") == params
+    # load_params also reads the class set in, the one change it makes besides presets and profiles
+    from videoda.data.classes import load_class_set
+    assert load_params(REPO / "params.yaml") == {**params, "classes": load_class_set(params["classes"]).to_dict()}
 
 
 @pytest.mark.parametrize("method", sorted(PRESETS))
@@ -71,7 +73,8 @@ def test_embedded_profile_is_params_yaml_as_it_is():
     params = raw_params()
     assert params["profile"] == "embedded" and PROFILES["embedded"] == {}
     assert apply_profile(params) == params
-    before = {k: v for k, v in params.items() if k != "profile"}
+    from videoda.data.classes import load_class_set
+    before = {k: v for k, v in params.items() if k != "profile"} | {"classes": load_class_set("shin2021").to_dict()}
     effective = load_params(REPO / "params.yaml", verbose=False)
     for stage in STAGES:
         assert resolved_json(effective, stage) == resolved_json(apply_preset(before, verbose=False), stage), stage

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from test_pipeline import ok, stage, synth_and_prepare, tiny_params
 
+from videoda.data.classes import load_class_set
 from videoda.metrics import ConfusionMatrix, VPQStuff, clip_counts, score_counts
 from videoda.utils.distributed import SINGLE, World
 from videoda.utils.io import TEMP_TAG
@@ -112,5 +113,6 @@ def test_score_counts_adds_the_clips_as_update_does():
     for preds, gts in clips:
         cm.update(preds, gts)
         vpq.update(preds, gts)
-    report, mat = score_counts([clip_counts(p, g, 5, 4) for p, g in clips], 5, 4)
+    four = load_class_set({"classes": [[c, [0, 0, 0]] for c in "0123"], "maps": {"cityscapes": {}}})
+    report, mat = score_counts([clip_counts(p, g, 5, 4) for p, g in clips], 5, four)
     assert np.array_equal(mat, cm.mat) and report["vpq"] == vpq.compute() and report["miou"] == cm.to_dict()["miou"]

@@ -14,7 +14,7 @@ import argparse
 import subprocess
 import sys
 
-from videoda.data.classes import CLASSES
+from videoda.data.classes import DEFAULT_CLASS_SET, load_class_set
 from videoda.errors import DataError, ParamError
 from videoda.eval_folder import evaluate_folder
 from videoda.utils.io import write_json
@@ -28,17 +28,20 @@ def print_report(report):
     table = Table(title=f"{report['clips']} clips, {report['frames']} annotated frames")
     for col in ("class", "IoU (%)", "VPQ^s (%)"):
         table.add_column(col, justify="left" if col == "class" else "right")
-    for c in CLASSES:
+    for c in report["iou"]:
         table.add_row(c, fmt(report["iou"][c]), fmt(report["vpq"]["per_class"][c]))
     table.add_section()
     table.add_row("mean", fmt(report["miou"]), fmt(report["vpq"]["mean"]), style="bold")
     Console().print(table)
     ks = [k for k in report["vpq"] if k.startswith("k")]
     print("VPQ^s per window: " + ", ".join(f"{k}={fmt(report['vpq'][k])}" for k in ks))
+    if "not_defined" in report["vpq"]:
+        print(f"VPQ^s not defined: {report['vpq']['not_defined']}")
 
 
 def cmd_eval(args):
-    report = evaluate_folder(args.pred, args.gt, args.gt_ids, args.label_stride)
+    classes = load_class_set(args.classes, key="--classes", source="videoda eval")
+    report = evaluate_folder(args.pred, args.gt, args.gt_ids, args.label_stride, classes)
     write_json(args.out, report)
     print_report(report)
     return 0
@@ -53,7 +56,8 @@ def cmd_segment(args):
     report = segment_video(args.input, args.model, args.out, height=args.height, width=args.width,
                            alpha=args.alpha, batch_size=args.batch_size, max_frames=args.max_frames,
                            dis_preset=args.dis_preset, json_path=args.json, device=args.device,
-                           precision=args.precision)
+                           precision=args.precision,
+                           classes=load_class_set(args.classes, key="--classes", source="videoda segment"))
     tc = report["temporal_consistency"]
     h, w = report["frame_size"]
     mh, mw = report["model_size"]
@@ -148,6 +152,9 @@ def build_parser():
                    help="gt PNGs hold our train ids, or Cityscapes train ids 0..18 as in "
                         "Cityscapes-VPS labelmap PNGs (255 = void in both)")
     p.add_argument("--label-stride", type=int, default=5, help="frames between annotated frames")
+    p.add_argument("--classes", default=DEFAULT_CLASS_SET,
+                   help=f"the class set the ids belong to: a set's name (videoda/data/class_sets/) or a YAML file "
+                        f"(default {DEFAULT_CLASS_SET}, the seed paper's 15)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("segment", help="segment any video with a trained model: overlay video and "
@@ -174,6 +181,8 @@ def build_parser():
                    help="OpenCV DIS optical flow preset for the consistency score (default medium)")
     p.add_argument("--json", default=None, help="also write the report (frames, temporal_consistency, "
                                                 "seconds, ...) to this JSON file")
+    p.add_argument("--classes", default=DEFAULT_CLASS_SET,
+                   help=f"the class set the model was trained on (default {DEFAULT_CLASS_SET})")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("paper-tables", help="regenerate the paper's Tables 1-7 with dvc exp runs: "

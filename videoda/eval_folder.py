@@ -1,8 +1,9 @@
 """``videoda eval``'s scoring of a folder of prediction PNGs against Cityscapes-VPS style ground truth.
 
 Frames are matched by name (``<clip>_<frame index>_...``), grouped into clips in frame order, checked (sizes,
-ids; Cityscapes train ids mapped to ours with ``gt_ids="cityscapes"``) and scored by the pipeline's evaluator,
-``videoda.metrics.score_clips`` (stage ``evaluate`` uses it too). Bad input is a ``DataError``.
+ids; Cityscapes train ids mapped to the class set's with ``gt_ids="cityscapes"``) and scored by the pipeline's
+evaluator, ``videoda.metrics.score_clips`` (stage ``evaluate`` uses it too), for a class set
+(``videoda.data.classes``; the default: the seed paper's 15). Bad input is a ``DataError``.
 """
 
 import sys
@@ -11,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from videoda.data.classes import CITYSCAPES_TO_TRAIN, IGNORE_ID, NUM_CLASSES
+from videoda.data.classes import DEFAULT, IGNORE_ID
 from videoda.errors import DataError
 from videoda.metrics import score_clips
 from videoda.utils.images import read_label_png
 
 
-def cityscapes_lut() -> np.ndarray:
-    """256-entry lookup Cityscapes train id (0..18, 255) -> our train id; -1 for values that are neither."""
+def cityscapes_lut(classes=DEFAULT) -> np.ndarray:
+    """256-entry lookup Cityscapes train id (0..18, 255) -> the train id of ``classes``; -1 for values that are
+    neither."""
     lut = np.full(256, -1, dtype=np.int16)
-    for cs_id, train_id in CITYSCAPES_TO_TRAIN.items():
+    for cs_id, train_id in classes.table("cityscapes").items():
         lut[cs_id] = train_id
     return lut
 
@@ -67,7 +69,7 @@ def match_frames(pred_dir, gt_dir):
     return {c: [(g, p) for _, g, p in sorted(v)] for c, v in sorted(clips.items())}
 
 
-def load_pair(gt_path, pred_path, lut=None):
+def load_pair(gt_path, pred_path, lut=None, num_classes=DEFAULT.num_classes):
     gt, pred = read_label_png(gt_path), read_label_png(pred_path)
     if gt.shape != pred.shape:
         raise DataError(f"{pred_path}: size {pred.shape[::-1]} does not match ground truth {gt_path} {gt.shape[::-1]}")
@@ -76,21 +78,21 @@ def load_pair(gt_path, pred_path, lut=None):
         if unknown.size:
             raise DataError(f"{gt_path}: values {unknown.tolist()[:10]} are not Cityscapes train ids 0..18 or 255")
         gt = lut[gt].astype(np.uint8)
-    bad = (gt >= NUM_CLASSES) & (gt != IGNORE_ID)
+    bad = (gt >= num_classes) & (gt != IGNORE_ID)
     if bad.any():
         raise DataError(f"{gt_path}: ids {sorted(np.unique(gt[bad]).tolist())[:10]} are not train ids "
-                        f"0..{NUM_CLASSES - 1} or {IGNORE_ID} (use --gt-ids cityscapes for Cityscapes train ids)")
-    if pred.max() >= NUM_CLASSES:
-        raise DataError(f"{pred_path}: predicted ids {sorted(np.unique(pred[pred >= NUM_CLASSES]).tolist())[:10]} "
-                        f"are not train ids 0..{NUM_CLASSES - 1}")
+                        f"0..{num_classes - 1} or {IGNORE_ID} (use --gt-ids cityscapes for Cityscapes train ids)")
+    if pred.max() >= num_classes:
+        raise DataError(f"{pred_path}: predicted ids {sorted(np.unique(pred[pred >= num_classes]).tolist())[:10]} "
+                        f"are not train ids 0..{num_classes - 1}")
     return pred, gt
 
 
-def evaluate_folder(pred_dir, gt_dir, gt_ids="train", label_stride=5):
-    """Score a folder of prediction PNGs against a folder of ground truth (``gt_ids``: "train" for our train ids,
-    "cityscapes" for Cityscapes train ids); returns the report dict written by ``videoda eval``: ``score_clips``'s
-    report and how many frames and clips were scored."""
-    lut = cityscapes_lut() if gt_ids == "cityscapes" else None
+def evaluate_folder(pred_dir, gt_dir, gt_ids="train", label_stride=5, classes=DEFAULT):
+    """Score a folder of prediction PNGs against a folder of ground truth (``gt_ids``: "train" for the train ids of
+    the class set ``classes``, "cityscapes" for Cityscapes train ids); returns the report dict written by
+    ``videoda eval``: ``score_clips``'s report, the class set's name and how many frames and clips were scored."""
+    lut = cityscapes_lut(classes) if gt_ids == "cityscapes" else None
     clips = match_frames(pred_dir, gt_dir)
 
     def loaded():
@@ -98,10 +100,11 @@ def evaluate_folder(pred_dir, gt_dir, gt_ids="train", label_stride=5):
             steps = np.diff([frame_key(g)[1] for g, _ in pairs])
             if len(set(steps.tolist())) > 1:
                 print(f"warning: clip {name} has irregular annotated frame steps {steps.tolist()}", file=sys.stderr)
-            frames = [load_pair(g, p, lut) for g, p in pairs]
+            frames = [load_pair(g, p, lut, classes.num_classes) for g, p in pairs]
             if len({f[0].shape for f in frames}) > 1:
                 raise DataError(f"{pairs[0][0]}: frames of clip {name} differ in size")
             yield np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
 
-    report, _ = score_clips(loaded(), label_stride)
-    return {**report, "frames": sum(map(len, clips.values())), "clips": len(clips)}
+    report, _ = score_clips(loaded(), label_stride, classes)
+    extra = {} if classes == DEFAULT else {"classes": classes.name}    # the default's report is as it always was
+    return {**report, **extra, "frames": sum(map(len, clips.values())), "clips": len(clips)}

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from rich.progress import track
 
-from videoda.data.classes import colorize
+from videoda.data.classes import DEFAULT
+from videoda.errors import DataError
 from videoda.metrics import clip_counts, score_counts
 from videoda.model import load_checkpoint, normalize
 from videoda.utils.device import CPU
@@ -45,8 +46,9 @@ def predict_frames(model, images, frames, batch_size=PREDICT_BATCH_SIZE):
 
 
 def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pred_dir=None, description="evaluate",
-                   world=SINGLE, shards=None):
-    """Score a model on the annotated frames of each clip; optionally write the predictions as PNGs.
+                   world=SINGLE, shards=None, classes=DEFAULT):
+    """Score a model on the annotated frames of each clip for the class set ``classes``; optionally write the
+    predictions as PNGs.
 
     Clips are read one at a time, their frames ``batch_size`` at a time. Returns the report ``{"miou", "iou",
     "vpq"}`` and the confusion matrix (rows: ground truth), from ``videoda.metrics.score_counts`` as ``videoda
@@ -60,7 +62,7 @@ def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pr
     def predicted(index, clip):
         idx = np.flatnonzero(clip.labeled)
         preds = predict_frames(model, clip.images, idx, batch_size)
-        counts = clip_counts(preds, clip.labels[idx], label_stride)
+        counts = clip_counts(preds, clip.labels[idx], label_stride, classes.num_classes)
         png_dir = shards if world.distributed else pred_dir
         if png_dir is not None:
             for name, pred in zip(clip.frame_names[idx], preds):
@@ -80,17 +82,18 @@ def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pr
                         os.replace(png, pred_dir / png.name)
             yield counts
 
-    result = score_counts(merged(), label_stride)
+    result = score_counts(merged(), label_stride, classes)
     return result if world.is_main else None
 
 
-def qualitative_strip(model, clips, n_rows):
+def qualitative_strip(model, clips, n_rows, classes=DEFAULT):
     """One row per clip (its first annotated frame): input | prediction | ground truth, colourised, RGB."""
     rows = []
     for clip in clips[:n_rows]:
         t = int(np.flatnonzero(clip.labeled)[0])
         pred = predict(model, clip.images[t:t + 1])[0]
-        rows.append(np.concatenate([clip.images[t], colorize(pred), colorize(clip.labels[t])], axis=1))
+        rows.append(np.concatenate([clip.images[t], classes.colorize(pred), classes.colorize(clip.labels[t])],
+                                   axis=1))
     return np.concatenate(rows, axis=0)
 
 
@@ -109,17 +112,18 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None, 
     metrics, confusion = {}, {}
     for name, path in checkpoints:
         model = compute.module(load_checkpoint(path, map_location=compute.device)[0])
+        check_num_classes(model, cfg.classes, path)
         pred_dir = pred_root / name if world.is_main else None
         if pred_dir is not None:
             pred_dir.mkdir(parents=True)
         with compute.autocast():
             scored = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size, pred_dir,
                                     description=f"evaluate {name}", world=world,
-                                    shards=shards / name if world.distributed else None)
+                                    shards=shards / name if world.distributed else None, classes=cfg.classes)
             if not world.is_main:
                 continue
             metrics[name], confusion[name] = scored
-            strip = qualitative_strip(model, clips, cfg.strip_rows)
+            strip = qualitative_strip(model, clips, cfg.strip_rows, cfg.classes)
         write_rgb(fig_root / f"{name}_strip.png", strip)
     if not world.is_main:
         return None
@@ -127,6 +131,14 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None, 
     if cfg.final_model in metrics:
         metrics["final"] = metrics[cfg.final_model]
     return metrics
+
+
+def check_num_classes(model, classes, path):
+    """A model must predict the class set's classes: a checkpoint of another set is a DataError naming it."""
+    n = getattr(model, "module", model).config["num_classes"]
+    if n != classes.num_classes:
+        raise DataError(f"{path}: the model predicts {n} classes, the class set {classes.name!r} has "
+                        f"{classes.num_classes} (params.yaml: classes)")
 
 
 def headline_scores(metrics):

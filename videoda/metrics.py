@@ -6,6 +6,11 @@
 - ``score_clips``: both over a set of clips, and the report dict that stage ``evaluate`` and ``videoda eval``
   write.
 
+A class set (``videoda.data.classes.ClassSet``) names the classes and says which are *evaluated*: mIoU and VPQ^s
+average over those alone (a set may train a class it does not score, as DA-VSN's SYNTHIA-Seq set does); the
+others' IoU is reported apart. VPQ^s needs annotated frames ``label_stride`` apart: on a dataset that annotates one
+frame per clip (Cityscapes-Seq) no window with k > 0 exists, and VPQ^s is reported as not defined.
+
 Both accept numpy arrays or torch tensors of train ids; ``IGNORE_ID`` (255) in the ground truth marks void.
 """
 
@@ -13,7 +18,7 @@ import math
 
 import numpy as np
 
-from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
+from videoda.data.classes import CLASSES, DEFAULT, IGNORE_ID, NUM_CLASSES
 
 
 def _to_numpy(x):
@@ -52,12 +57,23 @@ def _names(num_classes, class_names):
     return list(class_names)
 
 
-class ConfusionMatrix:
-    """Pixel confusion matrix ``mat[gt, pred]`` accumulated over images; void gt pixels are skipped."""
+def _evaluated(num_classes, evaluated):
+    """The evaluated train ids, ascending (None: every class)."""
+    ids = np.arange(num_classes) if evaluated is None else np.unique(np.asarray(evaluated, np.int64))
+    if ids.size == 0 or ids.min() < 0 or ids.max() >= num_classes:
+        raise ValueError(f"evaluated classes {ids.tolist()} must be a non-empty subset of 0..{num_classes - 1}")
+    return ids
 
-    def __init__(self, num_classes, class_names=None):
+
+class ConfusionMatrix:
+    """Pixel confusion matrix ``mat[gt, pred]`` accumulated over images; void gt pixels are skipped. mIoU averages
+    over the ``evaluated`` train ids (None: all); a pixel of a class not evaluated still counts as a FP or FN of
+    the evaluated class it is confused with."""
+
+    def __init__(self, num_classes, class_names=None, evaluated=None):
         self.num_classes = num_classes
         self.class_names = _names(num_classes, class_names)
+        self.evaluated = _evaluated(num_classes, evaluated)
         self.mat = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, pred, gt):
@@ -86,15 +102,20 @@ class ConfusionMatrix:
             return np.where(union > 0, inter / union, np.nan)
 
     def miou(self):
-        """Mean IoU in percent over the classes present in gt or pred (NaN if none)."""
-        iou = self.iou()
+        """Mean IoU in percent over the evaluated classes present in gt or pred (NaN if none)."""
+        iou = self.iou()[self.evaluated]
         return float("nan") if np.isnan(iou).all() else 100.0 * float(np.nanmean(iou))
 
     def to_dict(self):
-        """``{"miou": %, "iou": {class_name: % or None}}``, rounded to 4 decimals."""
-        miou = self.miou()
-        return {"miou": None if math.isnan(miou) else round(miou, 4),
-                "iou": {c: _pct(v) for c, v in zip(self.class_names, self.iou())}}
+        """``{"miou": %, "iou": {class_name: % or None}}``, rounded to 4 decimals: the evaluated classes; those
+        trained but not evaluated, if any, under ``"iou_not_evaluated"``."""
+        miou, iou = self.miou(), self.iou()
+        out = {"miou": None if math.isnan(miou) else round(miou, 4),
+               "iou": {self.class_names[j]: _pct(iou[j]) for j in self.evaluated}}
+        rest = np.setdiff1d(np.arange(self.num_classes), self.evaluated)
+        if rest.size:
+            out["iou_not_evaluated"] = {self.class_names[j]: _pct(iou[j]) for j in rest}
+        return out
 
 
 class VPQStuff:
@@ -109,11 +130,12 @@ class VPQStuff:
     the IoU, and an unmatched prediction tube lying more than half on void is not counted as a FP.
     """
 
-    def __init__(self, num_classes, ks=(0, 5, 10, 15), label_stride=5, class_names=None):
+    def __init__(self, num_classes, ks=(0, 5, 10, 15), label_stride=5, class_names=None, evaluated=None):
         if any(k % label_stride for k in ks):
             raise ValueError(f"window sizes {ks} must be multiples of label_stride={label_stride}")
         self.num_classes = num_classes
         self.class_names = _names(num_classes, class_names)
+        self.evaluated = _evaluated(num_classes, evaluated)
         self.ks = tuple(ks)
         self.lengths = [k // label_stride + 1 for k in self.ks]  # annotated frames per window
         shape = (len(self.ks), num_classes)
@@ -170,14 +192,23 @@ class VPQStuff:
             return np.where(denom > 0, self.iou_sum / denom, np.nan)
 
     def compute(self):
-        """``{"k0": %, ..., "mean": %, "per_class": {name: %}}``; None where nothing was scored."""
-        pq = self.pq()
+        """``{"k0": %, ..., "mean": %, "per_class": {name: %}}`` over the evaluated classes; None where nothing
+        was scored. When the clips were scored but none has two annotated frames (one annotated frame per clip, as
+        Cityscapes-Seq), no window with k > 0 exists: the mean and per-class VPQ^s are None and ``"not_defined"``
+        says why (the k0 figure, a per-frame PQ, stays)."""
+        pq = self.pq()[:, self.evaluated]
         seen = ~np.isnan(pq)
         vpq = [float(np.nanmean(row)) if m.any() else float("nan") for row, m in zip(pq, seen)]
         out = {f"k{k}": _pct(v) for k, v in zip(self.ks, vpq)}
         out["mean"] = _pct(np.nanmean(vpq)) if not np.isnan(vpq).all() else None
-        out["per_class"] = {c: (_pct(np.nanmean(pq[:, j])) if seen[:, j].any() else None)
-                            for j, c in enumerate(self.class_names)}
+        out["per_class"] = {self.class_names[j]: (_pct(np.nanmean(pq[:, i])) if seen[:, i].any() else None)
+                            for i, j in enumerate(self.evaluated)}
+        temporal = [i for i, length in enumerate(self.lengths) if length > 1]
+        if self.num_windows.any() and temporal and not self.num_windows[temporal].any():
+            out["mean"] = None
+            out["per_class"] = {c: None for c in out["per_class"]}
+            out["not_defined"] = ("no clip has two annotated frames, so VPQ^s has no window with k > 0 (a dataset "
+                                  "annotating one frame per clip, as Cityscapes-Seq): mIoU only")
         return out
 
 
@@ -191,11 +222,13 @@ def clip_counts(preds, gts, label_stride, num_classes=NUM_CLASSES):
     return {"confusion": cm.mat, "joint": joint, "pred_all": pred_all}
 
 
-def score_counts(counts, label_stride, num_classes=NUM_CLASSES):
+def score_counts(counts, label_stride, classes=DEFAULT):
     """mIoU and VPQ^s from every clip's ``clip_counts``, taken in clip order (VPQ's IoU sums are float: the order
-    of the clips is that of ``score_clips``). Returns the report ``{"miou", "iou", "vpq"}`` and the confusion
-    matrix ``mat[gt, pred]``."""
-    cm, vpq = ConfusionMatrix(num_classes), VPQStuff(num_classes, label_stride=label_stride)
+    of the clips is that of ``score_clips``), named and averaged as the class set ``classes`` says. Returns the
+    report ``{"miou", "iou", "vpq"}`` and the confusion matrix ``mat[gt, pred]``."""
+    n, names, evaluated = classes.num_classes, classes.names, classes.evaluated_ids
+    cm = ConfusionMatrix(n, names, evaluated)
+    vpq = VPQStuff(n, label_stride=label_stride, class_names=names, evaluated=evaluated)
     for clip in counts:
         cm.mat += clip["confusion"]
         vpq.add_frame_counts(clip["joint"], clip["pred_all"])
@@ -204,9 +237,9 @@ def score_counts(counts, label_stride, num_classes=NUM_CLASSES):
     return report, cm.mat
 
 
-def score_clips(clips, label_stride, num_classes=NUM_CLASSES):
+def score_clips(clips, label_stride, classes=DEFAULT):
     """mIoU and VPQ^s over clips: ``clips`` yields each clip's annotated frames as (preds, gts), (N, H, W) each, in
-    temporal order (``label_stride`` frames apart). Returns the report ``{"miou", "iou", "vpq"}`` and the confusion
-    matrix ``mat[gt, pred]``."""
-    return score_counts((clip_counts(preds, gts, label_stride, num_classes) for preds, gts in clips), label_stride,
-                        num_classes)
+    temporal order (``label_stride`` frames apart), for the class set ``classes``. Returns the report ``{"miou",
+    "iou", "vpq"}`` and the confusion matrix ``mat[gt, pred]``."""
+    return score_counts((clip_counts(preds, gts, label_stride, classes.num_classes) for preds, gts in clips),
+                        label_stride, classes)

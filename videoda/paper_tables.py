@@ -79,7 +79,7 @@ def experiments(params):
     # The flow-quality experiment (beyond the paper): the rows that read the flow, with each other flow.method.
     for row in FLOW_ROWS:
         for method in FLOW_METHODS:
-            if method != params["flow"]["method"]:
+            if method != stage_config("flow", params).method:
                 base = ablations[row.exp].overrides if row.exp in ablations else ()
                 ablations[flow_key(row.exp, method, params)] = Experiment(base + (("flow.method", method),),
                                                                           "evaluate")
@@ -90,7 +90,7 @@ def experiments(params):
 
 def flow_key(exp, method, params):
     """The experiment of row ``exp`` with ``flow.method`` = ``method``: the row's own with params.yaml's flow."""
-    return exp if method == params["flow"]["method"] else f"{exp}_flow_{method}"
+    return exp if method == stage_config("flow", params).method else f"{exp}_flow_{method}"
 
 
 TABLES = {

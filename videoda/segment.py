@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from videoda.data.classes import IGNORE_ID, NUM_CLASSES, colorize
+from videoda.data.classes import DEFAULT, IGNORE_ID
 from videoda.errors import DataError
 from videoda.evaluate import predict
 from videoda.flow.backends import DisFlow
@@ -97,12 +97,12 @@ def iter_frames(video: Video, max_frames=None):
             frame = None
 
 
-def load_segmentation_model(path, map_location=None):
+def load_segmentation_model(path, map_location=None, classes=DEFAULT):
     """``load_checkpoint`` for a videoda segmentation model: returns (model in eval mode on ``map_location``, None:
     the CPU, and the checkpoint dict).
 
     A missing file, a file that is not a checkpoint, a checkpoint of another network, or a model whose number of
-    output classes is not ``NUM_CLASSES`` is a DataError naming the file.
+    output classes is not that of the class set ``classes`` is a DataError naming the file.
     """
     path = Path(path)
     try:
@@ -113,8 +113,9 @@ def load_segmentation_model(path, map_location=None):
         why = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise DataError(f"{path}: does not match a videoda segmentation model checkpoint ({why})") from e
     n = model.config["num_classes"]
-    if n != NUM_CLASSES:
-        raise DataError(f"{path}: the model predicts {n} classes, which does not match videoda's {NUM_CLASSES}")
+    if n != classes.num_classes:
+        raise DataError(f"{path}: the model predicts {n} classes, the class set {classes.name!r} has "
+                        f"{classes.num_classes} (--classes)")
     return model.eval(), meta
 
 
@@ -134,13 +135,13 @@ def to_model_input(frame_bgr, size):
     return cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
-def overlay(frame_bgr, pred, alpha=0.5):
+def overlay(frame_bgr, pred, alpha=0.5, classes=DEFAULT):
     """``alpha * colorize(pred) + (1 - alpha) * frame``, BGR uint8 at the frame's size; ``pred`` (h, w) train
     ids at any size is resized to the frame with nearest neighbour."""
     h, w = frame_bgr.shape[:2]
     if pred.shape != (h, w):
         pred = cv2.resize(pred, (w, h), interpolation=cv2.INTER_NEAREST)
-    colour = np.ascontiguousarray(colorize(pred)[..., ::-1])   # RGB -> BGR
+    colour = np.ascontiguousarray(classes.colorize(pred)[..., ::-1])   # RGB -> BGR
     return cv2.addWeighted(colour, float(alpha), frame_bgr, 1.0 - float(alpha), 0.0)
 
 
@@ -192,8 +193,10 @@ def _progress():
 
 
 def segment_video(input_path, model_path, out_path, height=None, width=None, alpha=0.5, batch_size=8,
-                  max_frames=None, dis_preset="medium", json_path=None, device="auto", precision="fp32"):
-    """Segment every frame of ``input_path`` with the checkpoint ``model_path`` on ``device`` (auto | cpu | cuda |
+                  max_frames=None, dis_preset="medium", json_path=None, device="auto", precision="fp32",
+                  classes=DEFAULT):
+    """Segment every frame of ``input_path`` with the checkpoint ``model_path`` (a model of the class set
+    ``classes``, whose colours the overlay draws) on ``device`` (auto | cpu | cuda |
     cuda:N) in ``precision`` (fp32 | bf16); write the overlay video to ``out_path`` (atomically: nothing is left
     behind on failure) and, if given, the report to ``json_path``. A device that is not here, or bf16 where it
     is not supported, is a ParamError naming ``--device`` or ``--precision``, before anything is read.
@@ -205,7 +208,7 @@ def segment_video(input_path, model_path, out_path, height=None, width=None, alp
     compute = resolve_runtime(device, precision, device_key="--device", precision_key="--precision")
     video = open_video(input_path)
     try:
-        model, meta = load_segmentation_model(model_path, map_location=compute.device)
+        model, meta = load_segmentation_model(model_path, map_location=compute.device, classes=classes)
         model = compute.module(model)
         size = model_size(meta, height, width)
         dis = DisFlow(dis_preset)
@@ -236,7 +239,7 @@ def segment_video(input_path, model_path, out_path, height=None, width=None, alp
                             a, c = consistency_counts(preds_all[:-1], preds_all[1:], flows)
                             agreeing, counted = agreeing + a, counted + c
                         for frame, pred in zip(batch, preds):
-                            writer.write(overlay(frame, pred, alpha))
+                            writer.write(overlay(frame, pred, alpha, classes))
                         prev_image, prev_pred = images[-1], preds[-1]
                         n += len(batch)
                         progress.advance(task, len(batch))

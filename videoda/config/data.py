@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from videoda.config.common import seed_param
-from videoda.config.fields import _range, choice, choice_list, flag, integer, names_or_file, number, part, text
+from videoda.config.fields import (_range, choice, choice_list, class_set, flag, integer, names_or_file, number, part,
+                                   text)
 from videoda.data.classes import VIPER_CONDITIONS
 
 
@@ -55,3 +56,4 @@ class Prepare:
     source: SourceDataset = part("prepare.source")
     target: TargetDataset = part("prepare.target")
     min_frames: int = integer(lo=2)
+    classes: object = class_set()

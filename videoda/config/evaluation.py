@@ -5,7 +5,7 @@ from typing import ClassVar
 
 from videoda.config.common import Occlusion, flow_tau_param
 from videoda.config.compute import Compute
-from videoda.config.fields import choice, integer, part
+from videoda.config.fields import choice, class_set, integer, part
 from videoda.presets import PRESETS, final_model
 
 
@@ -19,6 +19,7 @@ class Evaluate:
     strip_rows: int = integer(lo=1)
     threads: int = integer(lo=1)
     compute: Compute = part("compute")
+    classes: object = class_set()
 
     @property
     def final_model(self):
@@ -38,3 +39,4 @@ class Report:
     tau: int = flow_tau_param()
     occlusion: Occlusion = part()
     compute: Compute = part("compute")
+    classes: object = class_set()

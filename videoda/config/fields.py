@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from videoda.data.classes import load_class_set
 from videoda.errors import ParamError
 from videoda.presets import apply_preset, apply_profile
 
@@ -22,8 +23,12 @@ PARAMS_FILE = "params.yaml"
 
 def load_params(path=PARAMS_FILE, verbose=True):
     """params.yaml as the pipeline sees it: with its ``profile``, then the preset of its ``method`` applied
-    (``videoda.presets``)."""
-    return apply_preset(apply_profile(read_params(path), verbose=verbose), verbose=verbose)
+    (``videoda.presets``), and its class set (``classes``: a name or a file) read in, so that each stage's
+    resolved params hold the set itself (``videoda.data.classes``) and DVC sees a change of its content."""
+    params = apply_preset(apply_profile(read_params(path), verbose=verbose), verbose=verbose)
+    if "classes" in params:
+        params["classes"] = load_class_set(params["classes"]).to_dict()
+    return params
 
 
 def read_params(path=PARAMS_FILE):
@@ -121,6 +126,11 @@ def text(optional=False, key=None):
     return _field("str", key, optional=optional)
 
 
+def class_set(key="classes"):
+    """The class set (``videoda.data.classes.ClassSet``): a shipped set's name, a YAML file, or the set itself."""
+    return _field("class_set", key)
+
+
 def part(section=None):
     """A nested config read from ``section`` (None: the enclosing config's section)."""
     return field(metadata={"kind": "part", "section": section})
@@ -183,6 +193,8 @@ def _read_value(params, key, meta):
         if not ok:
             raise ParamError(f"params.yaml: {key} must be null, a non-empty list of names or a file path, got {v!r}")
         return tuple(str(x) for x in v)
+    if kind == "class_set":
+        return load_class_set(v, key)
     if kind == "float_list":
         if not isinstance(v, list) or not all(_is_number(x) for x in v):
             raise ParamError(f"params.yaml: {key} must be a list of numbers, got {v!r}")

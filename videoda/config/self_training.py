@@ -5,7 +5,7 @@ from typing import ClassVar
 
 from videoda.config.common import Occlusion, flow_tau_param, seed_param
 from videoda.config.compute import Compute
-from videoda.config.fields import choice, flag, integer, number, number_list, part
+from videoda.config.fields import choice, class_set, flag, integer, number, number_list, part
 from videoda.config.training import Training
 from videoda.domain_adaptation.pseudo_labels import GENERATORS
 from videoda.domain_adaptation.self_training import REFINEMENTS, REGULARISERS
@@ -23,6 +23,7 @@ class PseudoLabels:
     portion: float = number(0.0, 1.0, key="vst.cbst_portion")
     occlusion: Occlusion = part()
     equal_proportions: tuple = number_list(0.0, 1.0)
+    classes: object = class_set()                 # the thresholds' classes and the reports' names
     batch_size: int = PREDICT_BATCH_SIZE          # frames per forward pass when predicting
 
 

@@ -6,14 +6,15 @@ from typing import ClassVar
 
 from videoda.config.common import seed_param
 from videoda.config.compute import Compute
-from videoda.config.fields import choice, flag, int_list, integer, number, part, text
+from videoda.config.fields import choice, class_set, flag, int_list, integer, number, part, text
 from videoda.domain_adaptation.train import OPTIMIZERS
 from videoda.model.deeplabv2 import BACKBONES, NORMS
 
 
 @dataclass(frozen=True)
 class Model:
-    """DeepLabv2 on a torchvision ResNet (``videoda.model.build.build_model``)."""
+    """DeepLabv2 on a torchvision ResNet (``videoda.model.build.build_model``), one output per class of the set."""
+    classes: object = class_set()
     backbone: str = choice(BACKBONES)
     num_layers: int = integer(1, 4)
     norm: str = choice(NORMS)

@@ -20,6 +20,7 @@ split) a clip is its 6 annotated frames.
 
 import re
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -140,8 +141,9 @@ def list_clips(root, split) -> list:
     return specs
 
 
-def read_label(path) -> np.ndarray:
-    """A ``labelmap`` (train ids) or ``cls`` (colours) PNG -> our train ids (uint8, IGNORE_ID for void)."""
+def read_label(path, table=CITYSCAPES_TO_TRAIN) -> np.ndarray:
+    """A ``labelmap`` (Cityscapes train ids) or ``cls`` (colours) PNG -> train ids through ``table`` (Cityscapes
+    train id -> ours: ``ClassSet.table("cityscapes")``; uint8, IGNORE_ID for void)."""
     image = read_png(path)
     if image.mode in ("L", "P", "I", "I;16"):
         ids = np.asarray(image)
@@ -150,15 +152,15 @@ def read_label(path) -> np.ndarray:
         ids = colors_to_ids(np.asarray(image.convert("RGB")), CITYSCAPES_PALETTE, path, unknown=IGNORE_ID)
     else:
         raise DataError(f"{path}: unsupported label PNG mode {image.mode}")
-    return lookup(ids, CITYSCAPES_TO_TRAIN, path)
+    return lookup(ids, table, path)
 
 
-def clip_frames(spec: VideoSpec, size):
-    """Yield a clip's (image, labels) frame by frame at ``size`` = (H, W); unannotated frames get IGNORE_ID
-    labels (``spec.labeled`` False)."""
-    return read_frames(spec, size, read_label)
+def clip_frames(spec: VideoSpec, size, table=CITYSCAPES_TO_TRAIN):
+    """Yield a clip's (image, labels) frame by frame at ``size`` = (H, W), labels through ``table``; unannotated
+    frames get IGNORE_ID labels (``spec.labeled`` False)."""
+    return read_frames(spec, size, partial(read_label, table=table))
 
 
-def load_clip(spec: VideoSpec, size) -> Clip:
+def load_clip(spec: VideoSpec, size, table=CITYSCAPES_TO_TRAIN) -> Clip:
     """A whole clip in memory (``clip_frames`` stacked into a Clip)."""
-    return load_video(spec, size, read_label)
+    return load_video(spec, size, partial(read_label, table=table))

@@ -190,9 +190,10 @@ def _npy_header(f, shape):
                                               "fortran_order": False, "shape": tuple(int(s) for s in shape)})
 
 
-def write_clip(path, frames, labeled, frame_names, size):
-    """Write the clip folder ``path`` from ``frames``, an iterable of (image uint8 (H, W, 3), labels (H, W)) at
-    ``size`` = (H, W), one frame in memory at a time; ``labeled`` and ``frame_names`` (T,) give the clip's length.
+def write_clip(path, frames, labeled, frame_names, size, num_classes=NUM_CLASSES):
+    """Write the clip folder ``path`` from ``frames``, an iterable of (image uint8 (H, W, 3), labels (H, W): train
+    ids 0..``num_classes`` - 1 or IGNORE_ID) at ``size`` = (H, W), one frame in memory at a time; ``labeled`` and
+    ``frame_names`` (T,) give the clip's length.
 
     Each frame is checked (shape, dtype, train ids) as it comes; the folder appears complete or not at all
     (``atomic_path``). Returns ``path``.
@@ -219,7 +220,7 @@ def write_clip(path, frames, labeled, frame_names, size):
                     raise DataError(f"{where}: images must be uint8 {(h, w, 3)}, got {image.dtype} {image.shape}")
                 if labels.shape != (h, w):
                     raise DataError(f"{where}: labels shape {labels.shape} does not match images {(h, w)}")
-                bad = ((labels >= NUM_CLASSES) & (labels != IGNORE_ID)) | (labels < 0)
+                bad = ((labels >= num_classes) & (labels != IGNORE_ID)) | (labels < 0)
                 if bad.any():
                     raise DataError(f"{where}: label ids {sorted(set(np.unique(labels[bad]).tolist()))} are not "
                                     f"train ids")

@@ -6,6 +6,7 @@ from pathlib import Path
 from rich.progress import track
 
 from videoda.data import cityscapes_vps, viper
+from videoda.data.classes import DEFAULT
 from videoda.data.clips import write_clip
 from videoda.errors import DataError
 from videoda.utils.io import atomic_path
@@ -31,21 +32,27 @@ def list_split(dataset: str, root, split: str, min_frames: int = 1, conditions=N
     return specs
 
 
+# The label space each dataset's label files hold, as the class sets' maps name them.
+LABEL_SPACE = {"viper": "viper", "cityscapes_vps": "cityscapes"}
+
+
 def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int = 1, ignore_ego_vehicle=True,
-                  specs=None, **selection):
+                  specs=None, classes=DEFAULT, **selection):
     """Convert every video of ``root/split`` into the clip folder ``out_dir/<name>``; returns the written paths.
 
-    ``size`` = (H, W): the resolution frames are resized to. ``ignore_ego_vehicle`` (VIPER only): void the car
+    ``size`` = (H, W): the resolution frames are resized to. Labels are mapped to the class set ``classes``
+    (``ClassSet.table`` of the dataset's label space). ``ignore_ego_vehicle`` (VIPER only): void the car
     region under the camera, as on real VIPER data. ``specs``: the split's ``list_split`` result, when the caller
     has listed it already (it is listed here otherwise, with ``selection``: ``conditions`` / ``sequences``).
     ``out_dir`` appears complete or not at all: it is built in a temporary folder and renamed at the end.
     """
-    def viper_frames(spec, size):
-        return viper.sequence_frames(spec, size, ignore_ego_vehicle=ignore_ego_vehicle)
+    def viper_frames(spec, size, table):
+        return viper.sequence_frames(spec, size, ignore_ego_vehicle=ignore_ego_vehicle, table=table)
 
     readers = {"viper": viper_frames, "cityscapes_vps": cityscapes_vps.clip_frames}
     if dataset not in readers:
         raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(readers)})")
+    table = classes.table(LABEL_SPACE[dataset])
     size = tuple(int(s) for s in size)
     if len(size) != 2 or min(size) < 1:
         raise DataError(f"size: expected (H, W) with positive entries, got {size}")
@@ -56,5 +63,6 @@ def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         for spec in track(specs, description=f"prepare {dataset}/{split}"):
-            write_clip(tmp / spec.name, frames(spec, size), spec.labeled, spec.frame_names, size)
+            write_clip(tmp / spec.name, frames(spec, size, table), spec.labeled, spec.frame_names, size,
+                       classes.num_classes)
     return [out_dir / spec.name for spec in specs]

@@ -185,8 +185,9 @@ def list_sequences(root, split, conditions=None, sequences=None) -> list:
     return specs
 
 
-def read_label(path, ignore_ego_vehicle=True) -> np.ndarray:
-    """A ``cls`` PNG -> our train ids (uint8, IGNORE_ID for void), at full resolution."""
+def read_label(path, ignore_ego_vehicle=True, table=VIPER_TO_TRAIN) -> np.ndarray:
+    """A ``cls`` PNG -> train ids through ``table`` (VIPER id -> train id: ``ClassSet.table("viper")``; uint8,
+    IGNORE_ID for void), at full resolution."""
     image = read_png(path)
     if image.mode in ("P", "L", "I", "I;16"):
         ids = np.asarray(image)
@@ -196,7 +197,7 @@ def read_label(path, ignore_ego_vehicle=True) -> np.ndarray:
         raise DataError(f"{path}: unsupported label PNG mode {image.mode}")
     if ignore_ego_vehicle:
         ids = _drop_ego_vehicle(ids)
-    return lookup(ids, VIPER_TO_TRAIN, path)
+    return lookup(ids, table, path)
 
 
 def _drop_ego_vehicle(ids):
@@ -210,12 +211,12 @@ def _drop_ego_vehicle(ids):
     return np.where(components == components[h - 1, w // 2], 0, ids)
 
 
-def sequence_frames(spec: VideoSpec, size, ignore_ego_vehicle=True):
+def sequence_frames(spec: VideoSpec, size, ignore_ego_vehicle=True, table=VIPER_TO_TRAIN):
     """Yield a sequence's (image, labels) frame by frame at ``size`` = (H, W): RGB uint8 (INTER_AREA), train ids
-    (INTER_NEAREST); frames without a label file are void (``spec.labeled`` False)."""
-    return read_frames(spec, size, partial(read_label, ignore_ego_vehicle=ignore_ego_vehicle))
+    through ``table`` (INTER_NEAREST); frames without a label file are void (``spec.labeled`` False)."""
+    return read_frames(spec, size, partial(read_label, ignore_ego_vehicle=ignore_ego_vehicle, table=table))
 
 
-def load_sequence(spec: VideoSpec, size, ignore_ego_vehicle=True) -> Clip:
+def load_sequence(spec: VideoSpec, size, ignore_ego_vehicle=True, table=VIPER_TO_TRAIN) -> Clip:
     """A whole sequence in memory (``sequence_frames`` stacked into a Clip)."""
-    return load_video(spec, size, partial(read_label, ignore_ego_vehicle=ignore_ego_vehicle))
+    return load_video(spec, size, partial(read_label, ignore_ego_vehicle=ignore_ego_vehicle, table=table))

@@ -158,12 +158,13 @@ class VATObjective(NamedTuple):
 
 
 def vat_objective(*, discriminator, disc_input, dice, lambda_v, lambda_dice, disc_channels, optimizer_d, lr_d,
-                  momentum, iterations, poly_power, compute=None):
+                  momentum, iterations, poly_power, compute=None, num_classes=NUM_CLASSES):
     """VAT's objective (Eq. 9) or one of its baselines / Table 3 variants from the ``vat`` settings.
 
     Terms: per-frame cross-entropy on source, + ``lambda_dice`` x the Dice loss (``dice`` single | tube; none:
     left out), + ``lambda_v`` x the GAN loss against a new discriminator of kind ``discriminator`` (image |
-    sequence, ``disc_channels`` base channels; none: no discriminator, and the forward segments source pairs
+    sequence, ``disc_channels`` base channels, reading ``num_classes`` maps: the segmentation network's; none: no
+    discriminator, and the forward segments source pairs
     only: the target images are unused) reading ``disc_input`` (softmax | entropy). The discriminator gets its own
     optimiser ``optimizer_d`` (sgd | adam, learning rate ``lr_d``, ``momentum``, no weight decay) on the poly
     schedule over ``iterations`` with ``poly_power``. Draws the discriminator's random initialisation from torch's
@@ -175,7 +176,7 @@ def vat_objective(*, discriminator, disc_input, dice, lambda_v, lambda_dice, dis
     if dice != "none":
         terms.append(DiceTerm(dice, lambda_dice))
     if discriminator != "none":
-        disc = Discriminator(NUM_CLASSES, discriminator, base_channels=disc_channels)
+        disc = Discriminator(num_classes, discriminator, base_channels=disc_channels)
         if compute is not None:
             disc = compute.module(disc)
         d_optimizer = make_optimizer([{"params": list(disc.parameters()), "lr": lr_d}], optimizer_d, lr_d,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videoda.data.classes import CLASSES, IGNORE_ID
+from videoda.data.classes import IGNORE_ID
 from videoda.domain_adaptation.pseudo_labels import (LabelStats, aggregate_predictions, annotated_labels,
                                                      clip_frames, clip_predictions, cutout_refine, generator,
                                                      label_stream, maxima_of, miou_at_proportion, model_device,
@@ -106,7 +106,7 @@ def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress
     """
     gen = generator(cfg.kind)
     device = model_device(model, device)
-    stats, analysis = LabelStats(), Analysis(store, tau)
+    stats, analysis = LabelStats(cfg.classes), Analysis(store, tau)
     # the spill's keys of the generator's (confidence, argmax) of every frame: Table 7's arrays when it has them
     label_keys = ("conf", "pred")
     if cfg.equal_proportions:
@@ -155,14 +155,15 @@ def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress
             analysis.add(clip, labels, annotated)
         proportion = analysis.proportion()
         report = {"generator": cfg.kind, **stats.result(),
-                  "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, theta)},
+                  "thresholds": {c: round(float(t), 4) for c, t in zip(cfg.classes.names, theta)},
                   "equal_proportion": {
                       "proportion": round(100 * proportion, 4),
                       "single_frame_p_miou": miou_at_proportion(spill.chunks(
-                          "annotated_single_conf", "annotated_single_pred", "annotated_gt"), proportion, device),
+                          "annotated_single_conf", "annotated_single_pred", "annotated_gt"), proportion, device,
+                          cfg.classes),
                       "aggregated_p_miou": miou_at_proportion(spill.chunks(
                           "annotated_aggregated_conf", "annotated_aggregated_pred", "annotated_gt"), proportion,
-                          device)}}
+                          device, cfg.classes)}}
         prec_b, n_b = analysis.before.result()
         prec_a, n_a = analysis.after.result()
         report["cutout_refinement"] = {"precision_before": round(100 * prec_b, 4), "pixels_before": n_b,

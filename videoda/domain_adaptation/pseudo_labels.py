@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES
+from videoda.data.classes import DEFAULT, IGNORE_ID
 from videoda.domain_adaptation.order_statistics import RadixSelect, kth_largest
 from videoda.domain_adaptation.spill import Spill, shared_spill
 from videoda.errors import DataError
@@ -170,12 +170,12 @@ def generate_clip_labels(instance, conf, pred, theta, alpha, beta, gamma):
     if instance not in (IMAGE, CLIP):
         raise ValueError(f"instance must be {IMAGE!r} or {CLIP!r}, got {instance!r}")
     if instance == CLIP:
-        theta = adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, NUM_CLASSES)
+        theta = adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, len(theta))
         return label_with_thresholds(conf, pred, theta), theta
     labels = (torch.empty(pred.shape, dtype=torch.uint8, device=pred.device) if torch.is_tensor(pred)
               else np.empty(pred.shape, np.uint8))
     for t in range(len(pred)):
-        theta = adaptive_thresholds(conf[t], pred[t], theta, alpha, beta, gamma, NUM_CLASSES)
+        theta = adaptive_thresholds(conf[t], pred[t], theta, alpha, beta, gamma, len(theta))
         labels[t] = label_with_thresholds(conf[t], pred[t], theta)
     return labels, theta
 
@@ -290,8 +290,8 @@ def clip_maxima(model, clip, store, cfg, aggregate):
 def initial_thresholds(kind, cfg):
     """The thresholds before any clip: CBST's are 1 (never labelled) until the set is seen, the adaptive ones
     start at ``cfg.init_theta``."""
-    return np.ones(NUM_CLASSES) if generator(kind).thresholds == CLASS_BALANCED else np.full(NUM_CLASSES,
-                                                                                               cfg.init_theta)
+    n = cfg.classes.num_classes
+    return np.ones(n) if generator(kind).thresholds == CLASS_BALANCED else np.full(n, cfg.init_theta)
 
 
 def label_stream(kind, maxima, cfg, device=None, spill_root=None):
@@ -319,7 +319,7 @@ def label_stream(kind, maxima, cfg, device=None, spill_root=None):
                     spill.append(name, conf=conf, pred=pred)
                 yield from label_stream(kind, spill.view("conf", "pred"), cfg, device)
             return
-        theta = streamed_class_balanced_thresholds(maxima, cfg.portion, NUM_CLASSES, device)
+        theta = streamed_class_balanced_thresholds(maxima, cfg.portion, cfg.classes.num_classes, device)
         for name, (conf, pred) in maxima:
             yield name, torch.as_tensor(label_with_thresholds(*on_device(conf, pred), theta)), theta
         return
@@ -401,7 +401,7 @@ def knob_at_proportion(kind, maxima, cfg, proportion, steps=16, device=None):
     per step after a first pass, the labelled count being the count above each class's threshold)."""
     knob = generator(kind).knob
     if generator(kind).thresholds == CLASS_BALANCED:
-        selector = RadixSelect(maxima_chunks(maxima), NUM_CLASSES, device)
+        selector = RadixSelect(maxima_chunks(maxima), cfg.classes.num_classes, device)
 
         def run(value):
             return class_balanced_selection(selector, value)[1] / int(selector.counts.sum())
@@ -436,7 +436,7 @@ def table7_p_miou(single, aggregated, clips, cfg, proportions, device=None):
         for name, kind in TABLE7_GENERATORS.items():
             maxima = aggregated if GENERATORS[kind].aggregate else single
             knob, reached = knob_at_proportion(kind, maxima, cfg, proportion, device=device)
-            stats = LabelStats()
+            stats = LabelStats(cfg.classes)
             tuned = replace(cfg, **{GENERATORS[kind].knob: knob})
             for clip, (label_name, labels, _) in zip(clips, label_stream(kind, maxima, tuned, device)):
                 if label_name != clip.name:
@@ -457,15 +457,18 @@ def annotated_labels(clip):
 
 class LabelStats:
     """``pseudo_label_report`` accumulated clip by clip: ``add(clip, labels)`` for each clip, then ``result()``.
-    Memory: the class counts and a confusion matrix."""
+    Memory: the class counts and a confusion matrix. P-mIoU averages over the class set's evaluated classes, as
+    mIoU does."""
 
-    def __init__(self):
-        self.counts, self.total = np.zeros(NUM_CLASSES, np.int64), 0
-        self.cm = ConfusionMatrix(NUM_CLASSES)
+    def __init__(self, classes=DEFAULT):
+        self.classes = classes
+        self.counts, self.total = np.zeros(classes.num_classes, np.int64), 0
+        self.cm = ConfusionMatrix(classes.num_classes, classes.names, classes.evaluated_ids)
 
     def add(self, clip, labels, annotated=None):
         """labels: the clip's (T, H, W) uint8 numpy labels; annotated: ``annotated_labels(clip)`` if read."""
-        self.counts += np.bincount(labels[labels != IGNORE_ID], minlength=NUM_CLASSES)[:NUM_CLASSES]
+        n = self.classes.num_classes
+        self.counts += np.bincount(labels[labels != IGNORE_ID], minlength=n)[:n]
         self.total += labels.size
         idx, gt = annotated_labels(clip) if annotated is None else annotated
         kept = labels[idx] != IGNORE_ID
@@ -474,20 +477,21 @@ class LabelStats:
     def result(self):
         scores = self.cm.to_dict()
         return {"proportion": round(100 * self.counts.sum() / self.total, 4),
-                "proportion_per_class": {c: round(100 * n / self.total, 4) for c, n in zip(CLASSES, self.counts)},
+                "proportion_per_class": {c: round(100 * n / self.total, 4)
+                                         for c, n in zip(self.classes.names, self.counts)},
                 "p_miou": scores["miou"], "p_iou": scores["iou"]}
 
 
-def pseudo_label_report(labels_by_clip, clips):
+def pseudo_label_report(labels_by_clip, clips, classes=DEFAULT):
     """Proportion of pixels labelled (overall, and the share of each class), and P-mIoU: the mIoU of the pseudo
-    labels against the ground truth where both exist (the paper's Table 7)."""
-    stats = LabelStats()
+    labels against the ground truth where both exist (the paper's Table 7), for the class set ``classes``."""
+    stats = LabelStats(classes)
     for clip in clips:
         stats.add(clip, labels_by_clip[clip.name])
     return stats.result()
 
 
-def miou_at_proportion(chunks, proportion, device=None):
+def miou_at_proportion(chunks, proportion, device=None, classes=DEFAULT):
     """P-mIoU of the most confident ``proportion`` of the ground-truth-labelled pixels (Table 7's comparison of
     label generators at equal proportion), exactly as a stable sort of all of them would pick them.
 
@@ -509,7 +513,7 @@ def miou_at_proportion(chunks, proportion, device=None):
     value, above, _, _ = kth_largest(lambda: ((c, torch.zeros(c.shape, dtype=torch.int64, device=c.device))
                                               for c, _, _ in labelled()), 1, ranks, device)
     n, total = wanted.get("n", 0), wanted.get("total", 0)
-    cm = ConfusionMatrix(NUM_CLASSES)
+    cm = ConfusionMatrix(classes.num_classes, classes.names, classes.evaluated_ids)
     if n == 0:
         return cm.to_dict()["miou"]
     ties_left = n - int(above[0])             # of the pixels equal to the n-th value, the first ones are kept

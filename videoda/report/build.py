@@ -23,7 +23,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from videoda.data.classes import NUM_CLASSES
 from videoda.data.clips import NPZ_ERRORS, list_clips, load_clip
 from videoda.errors import DataError, ParamError
 from videoda.evaluate import PREDICT_BATCH_SIZE, predict
@@ -59,7 +58,7 @@ def read_metrics(path):
     return metrics
 
 
-def read_confusion(path, models):
+def read_confusion(path, models, num_classes):
     try:
         with np.load(path, allow_pickle=False) as z:
             mats = {k: z[k] for k in z.files}
@@ -68,9 +67,9 @@ def read_confusion(path, models):
     for m in models:
         if m not in mats:
             raise DataError(f"{path}: no confusion matrix for model '{m}' of the metrics (rerun stage evaluate)")
-        if mats[m].shape != (NUM_CLASSES, NUM_CLASSES):
+        if mats[m].shape != (num_classes, num_classes):
             raise DataError(f"{path}: the matrix of '{m}' is {mats[m].shape}, expected "
-                            f"{(NUM_CLASSES, NUM_CLASSES)}")
+                            f"{(num_classes, num_classes)} (the class set's classes)")
     return {m: mats[m] for m in models}
 
 
@@ -160,7 +159,7 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
             raise DataError(f"{p}: checkpoint file not found (run the stage that trains it)")
     metrics = read_metrics(metrics_path)
     models = ordered_models(metrics)
-    confusion = read_confusion(confusion_path, models)
+    confusion = read_confusion(confusion_path, models, cfg.classes.num_classes)
     pseudo = read_json(pseudo_report_path)
     train_paths = list_clips(data_root, "target_train")
     val_paths = list_clips(data_root, "target_val")
@@ -207,18 +206,19 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
     markdown = index_markdown(metrics, pseudo, pseudo_report_path, files, sources, cfg, video)
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        charts = {files["iou"]: iou_bars(metrics), files["legend"]: class_legend()}
+        charts = {files["iou"]: iou_bars(metrics, cfg.classes), files["legend"]: class_legend(classes=cfg.classes)}
         for m in models:
             charts[files["confusion"][m]] = confusion_chart(
-                confusion[m], f"{m}: confusion matrix, row-normalised (% of the ground-truth pixels)")
+                confusion[m], f"{m}: confusion matrix, row-normalised (% of the ground-truth pixels)", cfg.classes)
         for name, fig in charts.items():
             save_png(fig, tmp / name)
-        save_png(pseudo_figure(rows, cfg.figure_scale, cfg.tau), tmp / files["pseudo"], tight=False)
+        save_png(pseudo_figure(rows, cfg.figure_scale, cfg.tau, cfg.classes.colorize), tmp / files["pseudo"],
+                 tight=False)
 
         def frames():
             """The video's frames, drawn one at a time as the writer takes them; the middle one is the still."""
             for i in progress(range(len(clip)), description="report: video"):
-                frame = video_frame(clip.images[i], [p[i] for p in preds], titles(i), scale)
+                frame = video_frame(clip.images[i], [p[i] for p in preds], titles(i), scale, cfg.classes.colorize)
                 if i == middle and not cv2.imwrite(str(tmp / files["still"]), frame):
                     raise DataError(f"{tmp / files['still']}: could not write image")
                 yield frame

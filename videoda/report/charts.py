@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from videoda.data.classes import CLASSES, NUM_CLASSES, PALETTE  # noqa: E402
+from videoda.data.classes import DEFAULT  # noqa: E402
 
 DPI = 100                   # pixels per inch of every saved chart
 # PNG text chunks: matplotlib writes its version under "Software" unless told not to; without it the bytes are
@@ -123,12 +123,13 @@ def grouped_bars(title, categories, series, *, xlabel, x_max=100, mark_label=Non
     return fig
 
 
-def iou_bars(metrics):
-    """Per class, one bar per model of ``metrics`` (its per-class IoU, %); each model's mIoU in the legend."""
+def iou_bars(metrics, classes=DEFAULT):
+    """Per evaluated class of ``classes``, one bar per model of ``metrics`` (its per-class IoU, %); each model's
+    mIoU in the legend."""
     series = [BarSeries(f"{m}  (mIoU {fmt(metrics[m].get('miou'))})", MODEL_COLOURS[i % len(MODEL_COLOURS)],
-                        [metrics[m].get("iou", {}).get(c) for c in CLASSES])
+                        [metrics[m].get("iou", {}).get(c) for c in classes.evaluated])
               for i, m in enumerate(ordered_models(metrics))]
-    return grouped_bars("Per-class IoU (%) on the target-val clips", CLASSES, series, xlabel="IoU (%)")
+    return grouped_bars("Per-class IoU (%) on the target-val clips", classes.evaluated, series, xlabel="IoU (%)")
 
 
 # --- confusion matrix -----------------------------------------------------------------------------------------
@@ -142,12 +143,12 @@ def row_normalize(cm):
         return np.where(sums > 0, cm / np.where(sums > 0, sums, 1), np.nan)
 
 
-def confusion_chart(cm, title):
+def confusion_chart(cm, title, classes=DEFAULT):
     """A row-normalised confusion matrix as a heat map with the % in every cell that has a pixel ('<1' under
     0.5%), class names on both axes, the diagonal outlined; a row with no ground-truth pixel is grey."""
     norm = row_normalize(cm)
     k = norm.shape[0]
-    names = CLASSES if k == NUM_CLASSES else tuple(str(i) for i in range(k))
+    names = classes.names if k == classes.num_classes else tuple(str(i) for i in range(k))
     fig = Figure(figsize=(8, 7.2), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     colours = matplotlib.colormaps["viridis"].with_extremes(bad="#d7d7d7")    # NaN: a class absent from the gt
@@ -172,9 +173,10 @@ def confusion_chart(cm, title):
 
 # --- class colours --------------------------------------------------------------------------------------------
 
-def class_legend(columns=4):
-    """The colour of each class (as ``colorize`` draws it) and of void / unlabelled pixels."""
-    handles = [Patch(facecolor=PALETTE[i] / 255, edgecolor=GREY, label=name) for i, name in enumerate(CLASSES)]
+def class_legend(columns=4, classes=DEFAULT):
+    """The colour of each class of ``classes`` (as its ``colorize`` draws it) and of void / unlabelled pixels."""
+    palette = classes.palette
+    handles = [Patch(facecolor=palette[i] / 255, edgecolor=GREY, label=name) for i, name in enumerate(classes.names)]
     handles.append(Patch(facecolor="black", edgecolor=GREY, label="void / no label"))
     fig = Figure(figsize=(8, 1.6), dpi=DPI)
     fig.legend(handles=handles, loc="center", ncols=columns, frameon=False, fontsize=9, title="Class colours",

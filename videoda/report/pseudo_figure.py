@@ -62,10 +62,11 @@ def panel_origin(row, col, h, w, scale, header=56, caption=20, footer=40):
     return GAP + col * (w * scale + GAP), header + row * row_h + caption
 
 
-def pseudo_figure(rows, scale, tau):
+def pseudo_figure(rows, scale, tau, colorize=colorize):
     """rows: dicts with ``image`` (H, W, 3) RGB, ``labels`` (three (H, W) maps: generated, cut-out, fill-in),
     ``gt`` (H, W) and ``caption``. One figure row per frame, five columns. Saved unscaled (``save_png(fig,
-    path, tight=False)``), the PNG holds every panel at ``panel_origin``, pixel for pixel."""
+    path, tight=False)``), the PNG holds every panel at ``panel_origin``, pixel for pixel. ``colorize``: the class
+    set's."""
     h, w = rows[0]["gt"].shape
     pw, ph = w * scale, h * scale
     last_x, last_y = panel_origin(len(rows) - 1, len(PSEUDO_COLUMNS) - 1, h, w, scale)

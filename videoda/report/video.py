@@ -37,8 +37,9 @@ def fitting_video_scale(height, width, scale, panels, key="report.video_scale"):
                      f"at scale 1, over the {MP4V_MAX_SIDE}-pixel side OpenCV's mp4v writer takes")
 
 
-def video_frame(image, preds, titles, scale):
-    """input | colourised prediction per model, upscaled by ``scale``, titles above; BGR, even sizes."""
+def video_frame(image, preds, titles, scale, colorize=colorize):
+    """input | colourised prediction per model (``colorize``: the class set's), upscaled by ``scale``, titles
+    above; BGR, even sizes."""
     panels = [upscale(bgr(image), scale)] + [upscale(bgr(colorize(p)), scale) for p in preds]
     pw = panels[0].shape[1]
     img = canvas(*video_frame_size(*image.shape[:2], scale, len(panels)))
