@@ -239,8 +239,8 @@ def test_the_dep_check_catches_missing_extra_and_folder_deps():
 
 def test_stages_that_read_label_pngs_do_not_depend_on_the_dataset_readers():
     stages = dvc_stages()
-    readers = {"videoda/data/viper.py", "videoda/data/cityscapes_vps.py", "videoda/data/prepare.py",
-               "videoda/data/video.py"}
+    readers = {"videoda/data/viper.py", "videoda/data/cityscapes_vps.py", "videoda/data/cityscapes_seq.py",
+               "videoda/data/synthia_seq.py", "videoda/data/prepare.py", "videoda/data/video.py"}
     for name in ("evaluate", "pseudo_labels", "vst", "report"):
         assert not readers & set(stages[name]["deps"]), name
     users = {name for name, s in stages.items() if "videoda/data/viper.py" in s["deps"]}

@@ -1,6 +1,7 @@
-"""The frame-level helpers the dataset readers (``viper``, ``cityscapes_vps``) share: a video as found on disk,
-id mapping, resizing, and reading a video frame by frame (``read_frames``, what ``prepare`` streams into
-``write_clip``), so that every bad input is reported the same way: a ``DataError`` that names the file.
+"""The frame-level helpers the dataset readers (``viper``, ``cityscapes_vps``, ``cityscapes_seq``, ``synthia_seq``)
+share: a video as found on disk, id mapping, resizing, and reading a video frame by frame (``read_frames``, what
+``prepare`` streams into ``write_clip``), so that every bad input is reported the same way: a ``DataError`` that
+names the file.
 """
 
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ import numpy as np
 
 from videoda.data.classes import IGNORE_ID
 from videoda.data.clips import Clip
-from videoda.errors import DataError
+from videoda.errors import DataError, ParamError
 from videoda.utils.images import read_rgb
 
 
@@ -67,10 +68,12 @@ def resize_frame(image: np.ndarray, labels: np.ndarray, size):
     return image, labels
 
 
-def read_frames(spec: VideoSpec, size, read_label):
+def read_frames(spec: VideoSpec, size, read_label, crop_bottom=0):
     """Yield (image, labels) for each frame of ``spec`` in order: read, checked and resized to ``size`` = (H, W),
     one frame at a time; ``read_label(path) -> train ids at full resolution``, IGNORE_ID where a frame has no
-    label file."""
+    label file. ``crop_bottom``: rows dropped at the bottom of every image and label before resizing."""
+    if crop_bottom < 0:
+        raise ParamError(f"crop_bottom: rows to drop must be >= 0, got {crop_bottom}")
     for image_path, label_path in zip(spec.images, spec.labels):
         image = read_rgb(image_path)
         if label_path is None:
@@ -80,15 +83,20 @@ def read_frames(spec: VideoSpec, size, read_label):
             if label.shape != image.shape[:2]:
                 raise DataError(f"{label_path}: label size {label.shape} differs from image {image_path} "
                                 f"size {image.shape[:2]}")
+        if crop_bottom:
+            height = image.shape[0]
+            if crop_bottom >= height:
+                raise DataError(f"{image_path}: crop_bottom={crop_bottom} drops all {height} rows of the frame")
+            image, label = image[:height - crop_bottom], label[:height - crop_bottom]
         image, label = resize_frame(image, label, size)
         yield image, label
         del image, label    # one frame in memory: this one is freed before the next is decoded
 
 
-def load_video(spec: VideoSpec, size, read_label) -> Clip:
+def load_video(spec: VideoSpec, size, read_label, crop_bottom=0) -> Clip:
     """The whole video in memory as a ``Clip`` (tests, small videos; ``prepare`` streams ``read_frames``)."""
     images, labels = [], []
-    for image, label in read_frames(spec, size, read_label):
+    for image, label in read_frames(spec, size, read_label, crop_bottom):
         images.append(image)
         labels.append(label)
     return Clip(spec.name, np.stack(images), np.stack(labels), spec.labeled, np.array(spec.frame_names, str))

@@ -51,8 +51,9 @@ def _check_complete(path, data: bytes):
             raise DataError(f"{path}: {problem}")
 
 
-def read_rgb(path) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB frame, decoded by cv2; a missing, truncated or non-image file is a DataError."""
+def _decode(path, flags) -> np.ndarray:
+    """cv2's decoding of the image file ``path`` with ``flags``; a missing, truncated or non-image file is a
+    DataError."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -60,10 +61,21 @@ def read_rgb(path) -> np.ndarray:
     except OSError as e:   # a folder, no permission, an I/O error
         raise DataError(f"{path}: unreadable image ({e.strerror or e})") from None
     _check_complete(path, data)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if data else None
     if image is None:  # cv2 reports truncated PNGs and non-image files alike by returning None
         raise DataError(f"{path}: unreadable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
+
+
+def read_rgb(path) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB frame, decoded by cv2; a missing, truncated or non-image file is a DataError."""
+    return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def read_unchanged(path) -> np.ndarray:
+    """An image as stored: its channels (in cv2's BGR(A) order) and bit depth kept, e.g. SYNTHIA's 16-bit label
+    PNGs, which PIL cannot decode; a missing, truncated or non-image file is a DataError."""
+    return _decode(path, cv2.IMREAD_UNCHANGED)
 
 
 def read_png(path) -> Image.Image:
