@@ -2,8 +2,8 @@
 resolution (``prepare.source.height``/``width``, ``prepare.target.height``/``width``).
 
 Later stages read the clip folders ``data/prepared/{source,target_train,target_val}/<clip>/`` and never know
-which dataset they came from (VIPER or the embedded benchmark as source, Cityscapes-VPS or the embedded benchmark
-as target).
+which dataset they came from (VIPER, SYNTHIA-Seq or the embedded benchmark as source, Cityscapes-VPS,
+Cityscapes-Seq or the embedded benchmark as target); labels are train ids of the class set (``classes``).
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -24,7 +24,7 @@ def main():
     args = ap.parse_args()
     cfg = read_stage_config(Prepare, args.params)
     src, tgt = cfg.source, cfg.target
-    selection = {"conditions": src.conditions, "sequences": src.sequences}
+    selection = {"conditions": src.conditions, "sequences": src.sequences, "layout": src.layout}
     jobs = [("source", src.dataset, src.root, src.split, (src.height, src.width), selection),
             ("target_train", tgt.dataset, tgt.root, tgt.train_split, (tgt.height, tgt.width), {}),
             ("target_val", tgt.dataset, tgt.root, tgt.val_split, (tgt.height, tgt.width), {})]
@@ -36,7 +36,7 @@ def main():
     for (name, dataset, root, split, size, _), split_specs in zip(jobs, specs):
         prepare_split(dataset, root, split, Path(args.out) / name, size,
                       min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle, specs=split_specs,
-                      classes=cfg.classes)
+                      classes=cfg.classes, crop_bottom=src.crop_bottom if name == "source" else 0)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ chosen set; and the bad inputs."""
 import json
 
 import numpy as np
+import torch
 import pytest
 import yaml
 from test_pipeline import REPO, ok, stage, tiny_params, write_params
@@ -225,3 +226,51 @@ def test_resolve_params_rejects_an_unknown_set_and_writes_nothing(tmp_path):
         "error: params.yaml: classes = 'nope' is neither one of the class sets")
     assert not (tmp_path / "data/params").exists()
 
+
+
+def test_synthia_seq_to_cityscapes_seq_through_the_stages(tmp_path):
+    """The third scenario's layouts on tiny trees: prepare reads SYNTHIA-Seq (official folders, bottom rows
+    cropped) and Cityscapes-Seq (one annotated frame per 30-frame snippet) into DA-VSN's 12 classes; the model has
+    12 outputs; evaluate reports mIoU over the 11 evaluated classes and says VPQ^s is not defined."""
+    from videoda.data import cityscapes_seq, synthia_seq
+    rng = np.random.default_rng(0)
+    road, car, fence = SY["road"], SY["car"], SY["fence"]
+    for f in range(8):                          # SYNTHIA: 24 rows, the bottom 8 cropped: 16 x 32 after resizing
+        ids = np.full((24, 32), road, np.uint16)
+        ids[:6], ids[6:12, : 10 + f], ids[20:] = SY["sky"], car, fence   # the fence rows are cropped away
+        synthia_seq.write_frame(tmp_path / "synthia", "SYNTHIA-SEQS-04-DAWN", f,
+                                rng.integers(0, 255, (24, 32, 3), np.uint8), ids)
+    for split in ("train", "val"):             # Cityscapes labelIds: 7 road, 23 sky, 26 car, 25 rider
+        for seq, annotated in ((0, 19), (1, 49)):
+            for frame in range(annotated - 19, annotated + 11):
+                label = None
+                if frame == annotated:
+                    label = np.full((16, 32), 7, np.uint8)
+                    label[:5], label[6:10, :12], label[12:, 20:] = 23, 26, 25
+                cityscapes_seq.write_frame(tmp_path / "cityscapes", split, "aachen", seq, frame,
+                                           rng.integers(0, 255, (16, 32, 3), np.uint8), label)
+    params = tiny_params()
+    params["classes"] = "davsn_synthia"
+    params["prepare"]["source"].update(dataset="synthia_seq", root=str(tmp_path / "synthia"),
+                                       sequences=["SYNTHIA-SEQS-04-DAWN"], crop_bottom=8)
+    params["prepare"]["target"].update(dataset="cityscapes_seq", root=str(tmp_path / "cityscapes"))
+    write_params(tmp_path, params)
+    ok(stage(tmp_path, "prepare.py", "--out", "data/prepared"))
+    source = np.load(tmp_path / "data/prepared/source/SYNTHIA-SEQS-04-DAWN/labels.npy")
+    assert source.shape == (8, 16, 32) and set(np.unique(source).tolist()) == {0, 8, 11}   # road, sky, car; no fence
+    val = sorted((tmp_path / "data/prepared/target_val").iterdir())
+    assert [c.name for c in val] == ["aachen_000000_000019", "aachen_000001_000049"]
+    labeled = np.load(val[0] / "labeled.npy")
+    assert labeled.sum() == 1 and labeled[19]
+    gt = np.load(val[0] / "labels.npy")[19]
+    assert (gt[0, 0], gt[7, 0], gt[14, 25], gt[14, 0]) == (8, 11, 10, 0)   # sky, car, rider (its own class), road
+    ok(stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
+             "--out", "models/s.pt", "--curve", "reports/curves/s.tsv"))
+    assert torch.load(tmp_path / "models/s.pt", weights_only=True)["model"]["head.branches.0.weight"].shape[0] == 12
+    ok(stage(tmp_path, "evaluate.py", "--model", "s=models/s.pt"))
+    report = json.loads((tmp_path / "reports/metrics.json").read_text())["s"]
+    assert list(report["iou"]) == [n for n in DAVSN_SYNTHIA if n != "fence"]
+    assert list(report["iou_not_evaluated"]) == ["fence"] and report["miou"] is not None
+    assert report["vpq"]["mean"] is None and "Cityscapes-Seq" in report["vpq"]["not_defined"]
+    scores = json.loads((tmp_path / "reports/scores.json").read_text())
+    assert scores["s"]["VPQ"] is None and scores["s"]["mIoU"] == report["miou"]

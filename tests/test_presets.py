@@ -125,7 +125,7 @@ def test_profile_applies_before_the_method_preset(monkeypatch, tmp_path):
 def test_bad_profile_and_missing_key_name_the_key(tmp_path):
     params = raw_params()
     for bad in ("huge", None, ["paper"]):
-        with pytest.raises(ParamError, match=r"params.yaml: profile = .* is not one of \['embedded', 'paper'\]"):
+        with pytest.raises(ParamError, match=r"params.yaml: profile = .* is not one of \['embedded', 'paper', "):
             apply_profile({**params, "profile": bad})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "profile": "huge"}))
     with pytest.raises(ParamError, match="profile = 'huge'"):
@@ -138,3 +138,42 @@ def test_bad_profile_and_missing_key_name_the_key(tmp_path):
     no_profile = read_params(REPO / "params.yaml")
     del no_profile["profile"]
     assert apply_profile(no_profile) is no_profile
+
+
+@pytest.mark.parametrize("profile, source, target, classes, source_size", [
+    ("paper", "viper", "cityscapes_vps", "shin2021", (720, 1280)),
+    ("viper_cityscapes_seq", "viper", "cityscapes_seq", "davsn_viper", (720, 1280)),
+    ("synthia_seq_cityscapes_seq", "synthia_seq", "cityscapes_seq", "davsn_synthia", (640, 1280)),
+])
+def test_each_scenario_is_one_switch_on_the_paper_configuration(tmp_path, profile, source, target, classes,
+                                                                 source_size):
+    """One ``profile`` per benchmark: the paper's training (ResNet-50, SGD, FlowNet2) with the peers' datasets,
+    class set and resolutions (DA-VSN's: VIPER 1280 x 720, SYNTHIA-Seq 1280 x 760 less its bottom 120 rows,
+    Cityscapes 1024 x 512); every stage's config reads."""
+    params = raw_params() | {"profile": profile}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    loaded = load_params(tmp_path / "params.yaml", verbose=False)
+    for stage in STAGES:
+        stage_config(stage, loaded)
+    prepare = stage_config("prepare", loaded)
+    assert (prepare.source.dataset, prepare.target.dataset, prepare.classes.name) == (source, target, classes)
+    assert (prepare.source.height, prepare.source.width) == source_size
+    assert (prepare.target.height, prepare.target.width) == (512, 1024)
+    assert stage_config("train_source", loaded).model.backbone == "resnet50"
+    assert stage_config("flow", loaded).method == "flownet2"
+    if source == "synthia_seq":
+        assert prepare.source.crop_bottom == 120 and prepare.source.sequences == ("SYNTHIA-SEQS-04-DAWN",)
+        assert prepare.source.layout == "official"
+        assert stage_config("evaluate", loaded).classes.evaluated_ids.tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]
+    else:
+        assert prepare.source.crop_bottom == 0
+
+
+def test_synthia_needs_its_sequences_and_crop_is_synthia_only(tmp_path):
+    params = raw_params()
+    params["prepare"]["source"]["dataset"] = "synthia_seq"
+    with pytest.raises(ParamError, match="prepare.source.sequences must name the SYNTHIA-Seq sequence folders"):
+        stage_config("prepare", params)
+    params["prepare"]["source"].update(dataset="viper", crop_bottom=120)
+    with pytest.raises(ParamError, match="crop_bottom = 120 applies to synthia_seq only"):
+        stage_config("prepare", params)

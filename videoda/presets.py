@@ -10,7 +10,9 @@ self-training, which is a copy of ``models/source_only.pt`` when it has no adver
 ``models/oracle.pt``. ``evaluate`` reports it as ``final`` in ``reports/metrics.json``.
 
 A profile (``profile`` in params.yaml) sets the scale and the optimisation of a run: ``embedded`` (params.yaml as
-it is: the tiny model on the embedded benchmark) or ``paper`` (VIPER -> Cityscapes-VPS as the paper trains it).
+it is: the tiny model on the embedded benchmark), ``paper`` (VIPER -> Cityscapes-VPS as the paper trains it), or
+the paper's training on the field's other benchmarks with their class sets: ``viper_cityscapes_seq`` and
+``synthia_seq_cityscapes_seq``.
 It is data, dotted keys -> values, applied *before* the method preset: a preset fixes what defines a method, so
 e.g. ``method: advent`` keeps ADVENT's ``vat.lambda_v`` under any profile.
 """
@@ -107,9 +109,25 @@ PAPER = {
     # ResNet-50 snapshot (weights, optimiser, D) is about 0.2 GB.
     **{f"{stage}.snapshot_every": 2000 for stage in ("train_source", "train_oracle", "vat", "vst")},
 }
+# The field's other two benchmarks, each the paper configuration with the peers' datasets, class sets and
+# resolutions (README "The field's benchmarks"; DA-VSN, Guan et al. 2021: davsn/scripts/configs/
+# davsn_viper2city.yml and davsn_syn2city.yml, davsn/dataset/*.py). Cityscapes-Seq: leftImg8bit_sequence/ and
+# gtFine/ under prepare.target.root, trained and evaluated at 1024 x 512 (DA-VSN's INPUT_SIZE_TARGET; it scores
+# its logits upsampled to 2048 x 1024, we score at the prepared 1024 x 512).
+VIPER_CITYSCAPES_SEQ = {**PAPER, "classes": "davsn_viper", "prepare.target.dataset": "cityscapes_seq"}
+SYNTHIA_SEQ_CITYSCAPES_SEQ = {
+    **VIPER_CITYSCAPES_SEQ, "classes": "davsn_synthia",
+    # SYNTHIA-SEQS-04-DAWN's left front camera (DA-VSN issue #3: Stereo_Left, Omni_F), its bottom 120 of 760 rows
+    # dropped (SynthiaSeq.py: image[:-120]), then not resized: 1280 x 640 (INPUT_SIZE_SOURCE [1280, 640]).
+    "prepare.source.dataset": "synthia_seq", "prepare.source.sequences": ["SYNTHIA-SEQS-04-DAWN"],
+    "prepare.source.layout": "official", "prepare.source.crop_bottom": 120, "prepare.source.ignore_ego_vehicle": False,
+    "prepare.source.height": 640, "prepare.source.width": 1280,
+}
 PROFILES = {
     "embedded": {},       # params.yaml as it is: the tiny from-scratch model on the embedded benchmark
-    "paper": PAPER,
+    "paper": PAPER,       # VIPER -> Cityscapes-VPS, the seed paper's benchmark and classes
+    "viper_cityscapes_seq": VIPER_CITYSCAPES_SEQ,
+    "synthia_seq_cityscapes_seq": SYNTHIA_SEQ_CITYSCAPES_SEQ,
 }
 
 

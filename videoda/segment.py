@@ -114,8 +114,8 @@ def load_segmentation_model(path, map_location=None, classes=DEFAULT):
         raise DataError(f"{path}: does not match a videoda segmentation model checkpoint ({why})") from e
     n = model.config["num_classes"]
     if n != classes.num_classes:
-        raise DataError(f"{path}: the model predicts {n} classes, the class set {classes.name!r} has "
-                        f"{classes.num_classes} (--classes)")
+        raise DataError(f"{path}: the model predicts {n} classes, which does not match the class set "
+                        f"{classes.name!r} of {classes.num_classes} (--classes)")
     return model.eval(), meta
 
 

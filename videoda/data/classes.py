@@ -185,8 +185,10 @@ CITYSCAPES_PALETTE = np.array([
     (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
 ], dtype=np.uint8)
 
-# SYNTHIA-SEQS class ids 0..15 (the README of each SYNTHIA-SEQS-* folder; not SYNTHIA-RAND-CITYSCAPES' 0..22),
-# the first channel of its GT/LABELS PNGs (videoda.data.synthia_seq).
+# SYNTHIA-SEQS class ids 0..15, the first channel of its GT/LABELS PNGs (videoda.data.synthia_seq), in id order
+# (the README of each SYNTHIA-SEQS-* folder). Ids 13 and 14 are reserved (unused): the sequences hold 0..12 and 15.
+# "bicycle" is the cyclist (DA-VSN evaluates it as Cityscapes' rider). Other SYNTHIA releases differ:
+# SYNTHIA-RAND-CITYSCAPES has 23 classes with 12 = motorcycle and 22 = lanemarking.
 SYNTHIA_CLASSES = (
     "void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car", "traffic sign",
     "pedestrian", "bicycle", "lanemarking", "reserved 13", "reserved 14", "traffic light",

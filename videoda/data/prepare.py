@@ -5,23 +5,30 @@ from pathlib import Path
 
 from rich.progress import track
 
-from videoda.data import cityscapes_vps, viper
+from videoda.data import cityscapes_seq, cityscapes_vps, synthia_seq, viper
 from videoda.data.classes import DEFAULT
 from videoda.data.clips import write_clip
 from videoda.errors import DataError
 from videoda.utils.io import atomic_path
 
 
-def list_split(dataset: str, root, split: str, min_frames: int = 1, conditions=None, sequences=None) -> list:
+def list_split(dataset: str, root, split: str, min_frames: int = 1, conditions=None, sequences=None,
+               layout="official") -> list:
     """The videos of ``root/split`` as VideoSpecs, checked without decoding a frame: the dataset name, the root and
     split folders, the file names and label files, and every video's length (``min_frames``).
 
-    ``conditions`` / ``sequences`` (VIPER only): which sequences to convert (``viper.select_sequences``; None for
-    both: every sequence)."""
+    ``conditions`` / ``sequences`` (VIPER): which sequences to convert (``viper.select_sequences``; None for both:
+    every sequence). SYNTHIA-Seq has no split: ``sequences`` (a list, or a file of names) are its sequence folders
+    under ``root``, in ``layout``."""
     def list_viper(root, split):
         return viper.list_sequences(root, split, conditions=conditions, sequences=sequences)
 
-    listings = {"viper": list_viper, "cityscapes_vps": cityscapes_vps.list_clips}
+    def list_synthia(root, split):
+        names = viper.read_sequence_list(sequences) if isinstance(sequences, str) else sequences
+        return synthia_seq.list_sequences(root, names, layout)
+
+    listings = {"viper": list_viper, "cityscapes_vps": cityscapes_vps.list_clips, "synthia_seq": list_synthia,
+                "cityscapes_seq": cityscapes_seq.list_clips}
     if dataset not in listings:
         raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(listings)})")
     specs = listings[dataset](root, split)  # raises on a missing root/split folder or an empty split
@@ -33,15 +40,17 @@ def list_split(dataset: str, root, split: str, min_frames: int = 1, conditions=N
 
 
 # The label space each dataset's label files hold, as the class sets' maps name them.
-LABEL_SPACE = {"viper": "viper", "cityscapes_vps": "cityscapes"}
+LABEL_SPACE = {"viper": "viper", "cityscapes_vps": "cityscapes", "synthia_seq": "synthia",
+               "cityscapes_seq": "cityscapes"}
 
 
 def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int = 1, ignore_ego_vehicle=True,
-                  specs=None, classes=DEFAULT, **selection):
+                  specs=None, classes=DEFAULT, crop_bottom=0, **selection):
     """Convert every video of ``root/split`` into the clip folder ``out_dir/<name>``; returns the written paths.
 
     ``size`` = (H, W): the resolution frames are resized to. Labels are mapped to the class set ``classes``
-    (``ClassSet.table`` of the dataset's label space). ``ignore_ego_vehicle`` (VIPER only): void the car
+    (``ClassSet.table`` of the dataset's label space). ``crop_bottom`` (SYNTHIA-Seq only): rows dropped at the
+    bottom of every frame and label before resizing. ``ignore_ego_vehicle`` (VIPER only): void the car
     region under the camera, as on real VIPER data. ``specs``: the split's ``list_split`` result, when the caller
     has listed it already (it is listed here otherwise, with ``selection``: ``conditions`` / ``sequences``).
     ``out_dir`` appears complete or not at all: it is built in a temporary folder and renamed at the end.
@@ -49,7 +58,11 @@ def prepare_split(dataset: str, root, split: str, out_dir, size, min_frames: int
     def viper_frames(spec, size, table):
         return viper.sequence_frames(spec, size, ignore_ego_vehicle=ignore_ego_vehicle, table=table)
 
-    readers = {"viper": viper_frames, "cityscapes_vps": cityscapes_vps.clip_frames}
+    def synthia_frames(spec, size, table):
+        return synthia_seq.sequence_frames(spec, size, table, crop_bottom)
+
+    readers = {"viper": viper_frames, "cityscapes_vps": cityscapes_vps.clip_frames, "synthia_seq": synthia_frames,
+               "cityscapes_seq": cityscapes_seq.clip_frames}
     if dataset not in readers:
         raise DataError(f"dataset: unknown dataset {dataset!r} (expected one of {sorted(readers)})")
     table = classes.table(LABEL_SPACE[dataset])

@@ -35,19 +35,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from videoda.data.classes import SYNTHIA_CLASSES
 from videoda.data.clips import Clip
 from videoda.data.video import VideoSpec, load_video, lookup, read_frames
 from videoda.errors import DataError, ParamError
 from videoda.utils.images import read_unchanged, write_rgb
 from videoda.utils.io import atomic_path
-
-# SYNTHIA-SEQS class ids, in id order (the SYNTHIA-SEQS README's table). Ids 13 and 14 are reserved (unused): the
-# sequences hold 0..12 and 15. "bicycle" is the cyclist (DA-VSN evaluates it as Cityscapes' rider). The other
-# SYNTHIA releases differ: SYNTHIA-RAND-CITYSCAPES has 23 classes with 12 = motorcycle and 22 = lanemarking.
-SYNTHIA_CLASSES = (
-    "void", "sky", "building", "road", "sidewalk", "fence", "vegetation", "pole", "car", "traffic sign",
-    "pedestrian", "bicycle", "lanemarking", "reserved 1", "reserved 2", "traffic light",
-)
 
 # {layout: (frames folder, labels folder)} inside a sequence folder.
 LAYOUTS = {
