@@ -235,42 +235,68 @@ def test_synthia_seq_to_cityscapes_seq_through_the_stages(tmp_path):
     from videoda.data import cityscapes_seq, synthia_seq
     rng = np.random.default_rng(0)
     road, car, fence = SY["road"], SY["car"], SY["fence"]
-    for f in range(8):                          # SYNTHIA: 24 rows, the bottom 8 cropped: 16 x 32 after resizing
-        ids = np.full((24, 32), road, np.uint16)
-        ids[:6], ids[6:12, : 10 + f], ids[20:] = SY["sky"], car, fence   # the fence rows are cropped away
+    for f in range(8):                          # SYNTHIA: 40 rows, the bottom 8 cropped: 32 x 32 (VAT's D needs 32)
+        ids = np.full((40, 32), road, np.uint16)
+        ids[:12], ids[12:24, : 10 + f], ids[32:] = SY["sky"], car, fence   # the fence rows are cropped away
         synthia_seq.write_frame(tmp_path / "synthia", "SYNTHIA-SEQS-04-DAWN", f,
-                                rng.integers(0, 255, (24, 32, 3), np.uint8), ids)
+                                rng.integers(0, 255, (40, 32, 3), np.uint8), ids)
     for split in ("train", "val"):             # Cityscapes labelIds: 7 road, 23 sky, 26 car, 25 rider
         for seq, annotated in ((0, 19), (1, 49)):
             for frame in range(annotated - 19, annotated + 11):
                 label = None
                 if frame == annotated:
-                    label = np.full((16, 32), 7, np.uint8)
-                    label[:5], label[6:10, :12], label[12:, 20:] = 23, 26, 25
+                    label = np.full((32, 32), 7, np.uint8)
+                    label[:10], label[12:20, :12], label[24:, 20:] = 23, 26, 25
                 cityscapes_seq.write_frame(tmp_path / "cityscapes", split, "aachen", seq, frame,
-                                           rng.integers(0, 255, (16, 32, 3), np.uint8), label)
+                                           rng.integers(0, 255, (32, 32, 3), np.uint8), label)
     params = tiny_params()
     params["classes"] = "davsn_synthia"
     params["prepare"]["source"].update(dataset="synthia_seq", root=str(tmp_path / "synthia"),
-                                       sequences=["SYNTHIA-SEQS-04-DAWN"], crop_bottom=8)
-    params["prepare"]["target"].update(dataset="cityscapes_seq", root=str(tmp_path / "cityscapes"))
+                                       sequences=["SYNTHIA-SEQS-04-DAWN"], crop_bottom=8, height=32, width=32)
+    params["prepare"]["target"].update(dataset="cityscapes_seq", root=str(tmp_path / "cityscapes"), height=32,
+                                       width=32)
+    params["flow"].update(epe=False, compare=[])            # real datasets ship no ground-truth flow
+    params["vat"].update(iterations=2, batch_size=2)
+    params["vst"].update(iterations=2, batch_size=2, equal_proportions=[0.5])
     write_params(tmp_path, params)
     ok(stage(tmp_path, "prepare.py", "--out", "data/prepared"))
     source = np.load(tmp_path / "data/prepared/source/SYNTHIA-SEQS-04-DAWN/labels.npy")
-    assert source.shape == (8, 16, 32) and set(np.unique(source).tolist()) == {0, 8, 11}   # road, sky, car; no fence
+    assert source.shape == (8, 32, 32) and set(np.unique(source).tolist()) == {0, 8, 11}   # road, sky, car; no fence
     val = sorted((tmp_path / "data/prepared/target_val").iterdir())
     assert [c.name for c in val] == ["aachen_000000_000019", "aachen_000001_000049"]
     labeled = np.load(val[0] / "labeled.npy")
     assert labeled.sum() == 1 and labeled[19]
     gt = np.load(val[0] / "labels.npy")[19]
-    assert (gt[0, 0], gt[7, 0], gt[14, 25], gt[14, 0]) == (8, 11, 10, 0)   # sky, car, rider (its own class), road
+    assert (gt[0, 0], gt[14, 0], gt[28, 25], gt[22, 0]) == (8, 11, 10, 0)   # sky, car, rider (its own class), road
     ok(stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
              "--out", "models/s.pt", "--curve", "reports/curves/s.tsv"))
     assert torch.load(tmp_path / "models/s.pt", weights_only=True)["model"]["head.branches.0.weight"].shape[0] == 12
-    ok(stage(tmp_path, "evaluate.py", "--model", "s=models/s.pt"))
-    report = json.loads((tmp_path / "reports/metrics.json").read_text())["s"]
+    # VAT (a discriminator on 12 maps), flow, pseudo labels, VST, evaluate and the report, on the set's classes
+    ok(stage(tmp_path, "vat.py", "--init", "models/s.pt", "--out", "models/vat.pt", "--curve", "reports/curves/v.tsv"))
+    ok(stage(tmp_path, "flow.py", "--data", "data/prepared", "--out", "data/flow/target_train.h5",
+             "--report", "reports/flow.json"))
+    ok(stage(tmp_path, "pseudo_labels.py", "--model", "models/vat.pt"))
+    pseudo = json.loads((tmp_path / "reports/pseudo_labels.json").read_text())
+    assert list(pseudo["thresholds"]) == DAVSN_SYNTHIA and list(pseudo["proportion_per_class"]) == DAVSN_SYNTHIA
+    assert list(pseudo["p_iou"]) == [n for n in DAVSN_SYNTHIA if n != "fence"]
+    ok(stage(tmp_path, "vst.py", "--init", "models/vat.pt", "--out", "models/vst.pt", "--curve", "reports/curves/t.tsv"))
+    ok(stage(tmp_path, "evaluate.py", "--model", "source_only=models/s.pt", "--model", "vst=models/vst.pt"))
+    report = json.loads((tmp_path / "reports/metrics.json").read_text())["vst"]
     assert list(report["iou"]) == [n for n in DAVSN_SYNTHIA if n != "fence"]
     assert list(report["iou_not_evaluated"]) == ["fence"] and report["miou"] is not None
     assert report["vpq"]["mean"] is None and "Cityscapes-Seq" in report["vpq"]["not_defined"]
     scores = json.loads((tmp_path / "reports/scores.json").read_text())
-    assert scores["s"]["VPQ"] is None and scores["s"]["mIoU"] == report["miou"]
+    assert scores["vst"]["VPQ"] is None and scores["vst"]["mIoU"] == report["miou"]
+    ok(stage(tmp_path, "report.py", "--baseline", "models/s.pt", "--model", "models/vst.pt", "--out", "reports/visual"))
+    assert (tmp_path / "reports/visual/index.md").is_file() and (tmp_path / "reports/visual/classes.png").is_file()
+
+
+def test_report_charts_name_the_sets_classes():
+    """The legend lists the set's classes (12 and void), the per-class chart its evaluated ones (11)."""
+    from videoda.report.charts import class_legend, iou_bars
+    synthia = load_class_set("davsn_synthia")
+    legend = class_legend(classes=synthia).legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == DAVSN_SYNTHIA + ["void / no label"]
+    metrics = {"vst": {"miou": 50.0, "iou": {n: 50.0 for n in synthia.evaluated}}}
+    ax = iou_bars(metrics, synthia).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [n for n in DAVSN_SYNTHIA if n != "fence"]

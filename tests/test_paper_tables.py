@@ -1,6 +1,7 @@
 """`python -m videoda paper-tables` (videoda/paper_tables.py): the experiment specs, the `dvc exp` commands,
 reading `dvc exp show --json`, mean +- std, disagreements with the paper, and the written report."""
 
+import json
 import math
 from pathlib import Path
 
@@ -106,15 +107,48 @@ def test_mean_std_and_format_by_hand():
     assert pt.ranks([3.0, math.nan, 5.0, 3.0]) == [2, "–", 1, 2]
 
 
-def test_disagreements_list_inverted_pairs_and_flag_noise():
-    a, b, c = (pt.Row(x, x, "vst", p) for x, p in (("a", (50.0, 30.0)), ("b", (45.0, 29.0)), ("c", (40.0, 20.0))))
-    # Ours: a 41 +- 1, b 42 +- 1 (inverted, within noise), c 30 (as the paper).
-    stats = {a: [(41.0, 1.0, 2), (20.0, 0.1, 2)], b: [(42.0, 1.0, 2), (25.0, 0.1, 2)],
-             c: [(30.0, 1.0, 2), (10.0, 0.1, 2)]}
-    assert pt.disagreements([a, b, c], stats, 0) == [(a, b, 50.0, 45.0, 41.0, 42.0, True)]
-    assert pt.disagreements([a, b, c], stats, 1) == [(a, b, 30.0, 29.0, 20.0, 25.0, False)]
-    stats[b] = [(math.nan, math.nan, 0)] * 2                                   # a row not run: no verdict
-    assert pt.disagreements([a, b, c], stats, 0) == []
+def test_confidence_interval_by_hand():
+    """95% CI of the mean: mean ± t_{0.975, n-1} s / sqrt(n). [40, 44]: s = sqrt(8), t_{0.975,1} = 12.7062 ->
+    42 ± 25.4124. [1..5]: s = sqrt(2.5), t_{0.975,4} = 2.7764 -> 3 ± 1.9632."""
+    assert pt.t_quantile(1) == pytest.approx(12.7062, abs=1e-4) and pt.t_quantile(4) == pytest.approx(2.7764, abs=1e-4)
+    s = pt.summarize([40.0, 44.0, None, math.nan])
+    assert (s.n, s.mean, s.std) == (2, 42.0, pytest.approx(math.sqrt(8)))
+    assert (s.lo, s.hi) == (pytest.approx(42 - 25.4124, abs=1e-4), pytest.approx(42 + 25.4124, abs=1e-4))
+    s = pt.summarize([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (s.lo, s.hi) == (pytest.approx(1.0368, abs=1e-4), pytest.approx(4.9632, abs=1e-4))
+    assert pt.with_ci(s) == "3.00 ± 1.58 [1.04, 4.96]" and pt.with_ci(pt.summarize([7.0])) == "7.00"
+    assert pt.summarize([]).n == 0 and pt.with_ci(pt.summarize([])) == "not run"
+
+
+def test_verdicts_by_hand():
+    """The paper's order a > b: our paired differences a - b agree if their 95% CI lies above 0, disagree below,
+    and are undecided if it spans 0 ([-1, 1, 2]: 0.67 ± 4.30 x 1.53 / sqrt 3 = [-3.13, 4.46]) or one seed ran."""
+    assert pt.verdict(pt.summarize([1.0, 2.0, 3.0, 4.0, 5.0])) == "agrees"
+    assert pt.verdict(pt.summarize([-1.0, -2.0, -3.0, -4.0, -5.0])) == "disagrees"
+    s = pt.summarize([-1.0, 1.0, 2.0])
+    assert (s.lo, s.hi) == (pytest.approx(-3.1279, abs=1e-4), pytest.approx(4.4612, abs=1e-4))
+    assert pt.verdict(s) == "undecided" and pt.verdict(pt.summarize([9.0])) == "undecided"
+    assert pt.verdict(pt.summarize([])) == "undecided"
+
+
+def test_orderings_pair_the_seeds_and_skip_rows_of_one_model():
+    """Rows a (paper 50) > b (45) > c (40), and c2 reading c's model (no order between them). Ours per seed:
+    a 41, 43, 45; b 42, 44, 46 (a - b = -1 every seed: CI [-1, -1], disagrees); c 30, 20, 40 (a - c = 11, 23, 5:
+    mean 13, CI 13 ± 4.3027 x 9.165 / sqrt 3 = [-9.77, 35.77], undecided)."""
+    a, b, c = (pt.Row(x, x, "vst", p) for x, p in (("a", (50.0, 30.0)), ("b", (45.0, 30.0)), ("c", (40.0, 20.0))))
+    c2 = pt.Row("c2", "c", "vst", (41.0, 21.0))
+    ours = {"a": (41.0, 43.0, 45.0), "b": (42.0, 44.0, 46.0), "c": (30.0, 20.0, 40.0)}
+    found = {pt.exp_name(k, s): {"metrics": {"reports/metrics.json": {"vst": {
+        "miou": v[s], "iou": {}, "vpq": {"mean": v[s] / 2, "per_class": {}}}}}} for k, v in ours.items() for s in range(3)}
+    orders = pt.stated_orderings(found, "T", [a, b, c, c2], [0, 1, 2])
+    by_pair = {(o.metric, o.high, o.low): o for o in orders}
+    assert ("mIoU", "c2", "c") not in by_pair and ("VPQ^s", "a", "b") not in by_pair     # equal paper VPQ^s
+    ab = by_pair["mIoU", "a", "b"]
+    assert (ab.diff.mean, ab.diff.lo, ab.diff.hi, ab.verdict) == (-1.0, -1.0, -1.0, "disagrees")
+    ac = by_pair["mIoU", "a", "c"]
+    assert ac.diff.mean == 13.0 and ac.diff.lo == pytest.approx(-9.7675, abs=1e-3) and ac.verdict == "undecided"
+    assert len(orders) == 5 + 4                # mIoU: ab ac ac2 bc bc2; VPQ^s: ac ac2 bc bc2
+    assert pt.verdict_counts(orders) == {"agrees": 0, "disagrees": 1, "undecided": 8}
 
 
 def test_report_has_every_row_mean_std_and_plots(tmp_path):
@@ -133,23 +167,35 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
             rev["data"]["metrics"]["reports/pseudo_labels.json"] = {"data": {"table7": {
                 k: {g: {**r, "p_miou": 50.0 + 2 * seed} for g, r in row.items()} for k, row in t7.items()}}}
     found = pt.read_experiments(show)
+    epe = {"gt": 0.0, "dis": 3.0, "zero": 4.4}
+    flow_json = lambda rev, path: json.dumps({"epe": {m: {"epe": v} for m, v in epe.items()}})   # noqa: E731
     out = tmp_path / "reports/paper_tables.md"
-    pt.write_report(found, [0, 1], out)
+    pt.write_report(found, [0, 1], out, params=repo_params(), read=flow_json)
     text = out.read_text()
     for rows in pt.TABLES.values():
         for row in rows:
             assert f"| {row.label} |" in text
-    assert "31.00 ± 1.41" in text and "21.00 ± 1.41" in text and "51.00 ± 1.41" in text
+    # two seeds, 30 and 32: 31 ± 1.41, CI 31 ± 12.7062 x 1.41 / sqrt 2
+    assert "31.00 ± 1.41 [18.29, 43.71]" in text and "21.00 ± 1.41 [8.29, 33.71]" in text
+    assert "51.00 ± 1.41 [38.29, 63.71]" in text
     assert "Not run" not in text
-    assert "paper: Ours 51.91 > IAST 49.36; here 31.00 vs 31.00 (within one std; paired difference 0.00 ± 0.00)" in text
-    assert "- at 0.4: paper Ours (clip adaptive + agg.) 67.1 > IA (instance adaptive) 66.4; here 51.00 vs 51.00" in text
-    assert "- at 0.3" not in text                    # a proportion not run has no verdict
+    # every row moves with the seed alike: every paired difference is 0, 0 (CI [0, 0]), so every order undecided
+    n = len(pt.all_orderings(found, [0, 1]))
+    assert f"**0 agree** (CI above 0), **0 disagree** (CI below 0), **{n} undecided**" in text
+    assert n == 2 * (45 + 10 + 21 + 6 + 3) + 3      # Tables 1-6 on two metrics (all paper values differ), Table 7
+    assert "| mIoU | Ours > IAST | 51.91 > 49.36 | +0.00 [+0.00, +0.00] | 2 | undecided |" in text
+    assert "| P-mIoU at 0.4 | Ours (clip adaptive + agg.) > IA (instance adaptive) | 67.10 > 66.40 |" in text
+    assert "P-mIoU at 0.3" not in text                    # a proportion not run has no verdict
+    flow = text.split("## The flow-quality experiment")[1]
+    assert "| EPE of the flow (px) | 0.00 ± 0.00 [0.00, 0.00] | 3.00 ± 0.00 [3.00, 3.00] | 4.40 ± 0.00" in flow
+    assert "| Base + cut-out (ours, Table 4 and 6, Eq. 12) | 31.00 ± 1.41 [18.29, 43.71] |" in flow
+    assert cv2.imread(str(tmp_path / "reports/paper_tables/flow_quality.png")) is not None
     for name in ("table1-2.png", "table3.png", "table4.png", "table5.png", "table6.png"):
         img = cv2.imread(str(tmp_path / f"reports/paper_tables/{name}"))
         assert img is not None and img.shape[0] > 100 and f"paper_tables/{name}" in text
     # A seed that has not run is named as missing and the std falls back to one value.
     del found[pt.exp_name("ours", 1)]
-    text = pt.render(found, [0, 1])
+    text = pt.render(found, [0, 1], params=repo_params(), read=flow_json)
     assert "`ours-s1`" in text.split("Not run (yet):")[1]
 
 
@@ -158,9 +204,9 @@ def test_bar_chart_shows_mean_std_and_the_papers_value():
 
     rows = pt.TABLES["Table 5: our VST on different adversarial models"]
     a, b = rows[0], rows[1]
-    stats = {r: [(math.nan, math.nan, 0)] * 2 for r in rows}
-    stats[a] = [(40.0, 2.0, 2), (20.0, 1.0, 2)]                      # two seeds: whiskers
-    stats[b] = [(0.0, math.nan, 1), (100.0, math.nan, 1)]            # one seed: no whisker
+    stats = {r: [pt.summarize([])] * 2 for r in rows}
+    stats[a] = [pt.summarize([38.0, 42.0]), pt.summarize([19.0, 21.0])]    # two seeds: 95% CI whiskers
+    stats[b] = [pt.summarize([0.0]), pt.summarize([100.0])]                # one seed: no whisker
     fig = pt.bar_chart("title", rows, stats)
     ax = fig.axes[0]
     bars = {}
