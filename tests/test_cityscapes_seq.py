@@ -136,22 +136,17 @@ def test_the_official_label_table():
 
 # ---------------------------------------------------------------- bad inputs
 
-def bad_frame_name(root):
-    path = root / "leftImg8bit_sequence/val/lindau/lindau_000001_x_leftImg8bit.png"
-    cv2.imwrite(str(path), image(0))
-    return path.name
+def stray_frame(name):
+    """A case that writes one more frame file, ``name``, into lindau's folder."""
+    def write(root):
+        cv2.imwrite(str(root / "leftImg8bit_sequence/val/lindau" / name), image(0))
+        return name
+    return write
 
 
-def frame_of_another_city(root):
-    path = root / "leftImg8bit_sequence/val/lindau/zurich_000001_000005_leftImg8bit.png"
-    cv2.imwrite(str(path), image(0))
-    return path.name
-
-
-def frame_stored_twice(root):
-    path = root / "leftImg8bit_sequence/val/lindau/lindau_000001_0005_leftImg8bit.png"
-    cv2.imwrite(str(path), image(0))
-    return path.name
+bad_frame_name = stray_frame("lindau_000001_x_leftImg8bit.png")
+frame_of_another_city = stray_frame("zurich_000001_000005_leftImg8bit.png")
+frame_stored_twice = stray_frame("lindau_000001_0005_leftImg8bit.png")
 
 
 def missing_frame(root):
