@@ -167,6 +167,10 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
             rev["data"]["metrics"]["reports/pseudo_labels.json"] = {"data": {"table7": {
                 k: {g: {**r, "p_miou": 50.0 + 2 * seed} for g, r in row.items()} for k, row in t7.items()}}}
     found = pt.read_experiments(show)
+    for seed in (0, 1):                 # the pseudo labels' P-mIoU of ours with each flow: 50 / 49 / 47 + 2 seed
+        for method, value in (("gt", 50.0), ("dis", 49.0), ("zero", 47.0)):
+            key = pt.flow_key("ours", method, repo_params())
+            found[pt.exp_name(key, seed)]["metrics"]["reports/p_miou.json"] = {"p_miou": value + 2 * seed}
     epe = {"gt": 0.0, "dis": 3.0, "zero": 4.4}
     flow_json = lambda rev, path: json.dumps({"epe": {m: {"epe": v} for m, v in epe.items()}})   # noqa: E731
     out = tmp_path / "reports/paper_tables.md"
@@ -189,6 +193,8 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
     flow = text.split("## The flow-quality experiment")[1]
     assert "| EPE of the flow (px) | 0.00 ± 0.00 [0.00, 0.00] | 3.00 ± 0.00 [3.00, 3.00] | 4.40 ± 0.00" in flow
     assert "| Base + cut-out (ours, Table 4 and 6, Eq. 12) | 31.00 ± 1.41 [18.29, 43.71] |" in flow
+    assert "| P-mIoU of the pseudo labels (Eq. 10-11) | 51.00 ± 1.41 [38.29, 63.71] | 50.00 ± 1.41" in flow
+    assert "| P-mIoU of the pseudo labels | +1.00 [+1.00, +1.00] | +2.00 [+2.00, +2.00] | +3.00 [+3.00, +3.00] |" in flow
     assert cv2.imread(str(tmp_path / "reports/paper_tables/flow_quality.png")) is not None
     for name in ("table1-2.png", "table3.png", "table4.png", "table5.png", "table6.png"):
         img = cv2.imread(str(tmp_path / f"reports/paper_tables/{name}"))

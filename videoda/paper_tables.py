@@ -468,18 +468,26 @@ def flow_epe(found, key, seed, method, read=experiment_file):
     return epe["epe"] if epe else None
 
 
+def p_miou(found, key, seed):
+    """P-mIoU of the pseudo labels of run ``key`` of ``seed`` (its reports/p_miou.json), or None."""
+    exp = found.get(exp_name(key, seed)) or {}
+    return ((exp.get("metrics") or {}).get("reports/p_miou.json") or {}).get("p_miou")
+
+
 def flow_table(found, seeds, params, read=experiment_file):
-    """{(row, method): [Summary of mIoU, Summary of VPQ^s]} and {method: Summary of EPE} of the flow-quality
-    experiment."""
-    cells, epe = {}, {}
+    """{(row, method): [Summary of mIoU, Summary of VPQ^s]}, {method: Summary of EPE} and {method: Summary of the
+    pseudo labels' P-mIoU} of the flow-quality experiment (every row's labels are the same clip-adaptive labels on
+    aggregated predictions: ``ours``' are read)."""
+    cells, epe, labels = {}, {}, {}
     for method in FLOW_METHODS:
         for row in FLOW_ROWS:
             key = flow_key(row.exp, method, params)
             runs = [model_metrics(found, key, s, row.model) for s in seeds]
             cells[row, method] = [summarize([r[c] if r else None for r in runs]) for c in (0, 1)]
-        epe[method] = summarize([flow_epe(found, flow_key(FLOW_ROWS[-1].exp, method, params), s, method, read)
-                                 for s in seeds])
-    return cells, epe
+        ours = flow_key(FLOW_ROWS[-1].exp, method, params)
+        epe[method] = summarize([flow_epe(found, ours, s, method, read) for s in seeds])
+        labels[method] = summarize([p_miou(found, ours, s) for s in seeds])
+    return cells, epe, labels
 
 
 def flow_differences(found, seeds, params, row, better, worse, column=0):
@@ -489,7 +497,7 @@ def flow_differences(found, seeds, params, row, better, worse, column=0):
 
 
 def flow_section(found, seeds, params, plot=None, read=experiment_file):
-    cells, epe = flow_table(found, seeds, params, read)
+    cells, epe, labels = flow_table(found, seeds, params, read)
     vat = summarize([(model_metrics(found, "ours", s, "vat") or [None])[0] for s in seeds])
     clip = summarize([(model_metrics(found, "vst_clip", s, "vst") or [None])[0] for s in seeds])
     methods = list(FLOW_METHODS)
@@ -501,15 +509,23 @@ def flow_section(found, seeds, params, plot=None, read=experiment_file):
            "each run's `reports/flow.json` (forward t -> t+1 pairs against the ground truth). mIoU, mean ± std "
            "[95% CI] over the seeds.", ""]
     header = ["row"] + [f"{FLOW_METHODS[m]} (`{m}`)" for m in methods]
-    lines = [["EPE of the flow (px)"] + [with_ci(epe[m]) for m in methods]]
+    lines = [["EPE of the flow (px)"] + [with_ci(epe[m]) for m in methods],
+             ["P-mIoU of the pseudo labels (Eq. 10-11)"] + [with_ci(labels[m]) for m in methods]]
     lines += [[row.label] + [with_ci(cells[row, m][0]) for m in methods] for row in FLOW_ROWS]
     out += markdown_table(header, lines)
     out += ["", f"References without flow: the VAT model {with_ci(vat)}; clip-adaptive labels without aggregation "
             f"or refinement (Table 4's \"Clip adaptive\") {with_ci(clip)} mIoU.", "",
-            "Paired per-seed differences in mIoU, mean [95% CI]:", ""]
-    lines = [[row.label, signed(flow_differences(found, seeds, params, row, "gt", "dis")),
-              signed(flow_differences(found, seeds, params, row, "dis", "zero")),
-              signed(flow_differences(found, seeds, params, row, "gt", "zero"))] for row in FLOW_ROWS]
+            "Paired per-seed differences (P-mIoU, then the rows' mIoU), mean [95% CI]:", ""]
+    def label_difference(better, worse):
+        a, b = (flow_key(FLOW_ROWS[-1].exp, m, params) for m in (better, worse))
+        return summarize([p_miou(found, a, s) - p_miou(found, b, s) for s in seeds
+                          if p_miou(found, a, s) is not None and p_miou(found, b, s) is not None])
+
+    lines = [["P-mIoU of the pseudo labels"] + [signed(label_difference(*pair))
+                                                 for pair in (("gt", "dis"), ("dis", "zero"), ("gt", "zero"))]]
+    lines += [[row.label, signed(flow_differences(found, seeds, params, row, "gt", "dis")),
+               signed(flow_differences(found, seeds, params, row, "dis", "zero")),
+               signed(flow_differences(found, seeds, params, row, "gt", "zero"))] for row in FLOW_ROWS]
     out += markdown_table(["row", "exact - DIS", "DIS - none", "exact - none"], lines)
     if plot:
         out += ["", f"![The flow-quality experiment]({plot})"]
@@ -612,15 +628,18 @@ def bar_chart(title, rows, stats):
 FLOW_TITLE = "The flow-quality experiment: mIoU by flow"
 
 
-def flow_chart(cells, epe):
+def flow_chart(cells, epe, labels):
     """One group per flow-dependent row, one bar per flow method (mean mIoU, 95% CI whiskers); the legend gives
-    each flow's EPE."""
+    each flow's EPE and its pseudo labels' P-mIoU (means over the seeds)."""
     from videoda.report.charts import MODEL_COLOURS, BarSeries, grouped_bars
 
     series = []
     for i, method in enumerate(FLOW_METHODS):
-        e = epe[method]
-        label = f"{FLOW_METHODS[method]}, EPE {e.mean:.2f} px" if e.n else FLOW_METHODS[method]
+        label = FLOW_METHODS[method]
+        if epe[method].n:
+            label += f", EPE {epe[method].mean:.2f} px"
+        if labels[method].n:
+            label += f", P-mIoU {labels[method].mean:.1f}"
         means = [cells[r, method][0].mean if cells[r, method][0].n else None for r in FLOW_ROWS]
         whiskers = [cells[r, method][0].half_width if cells[r, method][0].n > 1 else None for r in FLOW_ROWS]
         series.append(BarSeries(label, MODEL_COLOURS[i], means, errors=whiskers))
