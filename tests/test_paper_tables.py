@@ -100,10 +100,12 @@ def test_read_experiments_keeps_the_baselines_finished_runs():
 
 
 def test_mean_std_and_format_by_hand():
-    m, s, n = pt.mean_std([40.0, 44.0, None])
+    r = pt.summarize([40.0, 44.0, None])
+    m, s, n = r.mean, r.std, r.n
     assert (m, n) == (42.0, 2) and s == pytest.approx(math.sqrt(8.0))        # sample std: ((2^2 + 2^2) / 1)^.5
     assert pt.pm(m, s, n) == "42.00 ± 2.83" and pt.pm(41.0, math.nan, 1) == "41.00"
-    assert pt.pm(*pt.mean_std([])) == "not run"
+    empty = pt.summarize([])
+    assert pt.pm(empty.mean, empty.std, empty.n) == "not run"
     assert pt.ranks([3.0, math.nan, 5.0, 3.0]) == [2, "–", 1, 2]
 
 

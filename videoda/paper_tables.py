@@ -251,12 +251,6 @@ def summarize(values):
     return Summary(int(v.size), mean, std, mean - h, mean + h)
 
 
-def mean_std(values):
-    """Mean and sample standard deviation (ddof 1; nan for one value) of the non-missing values, and n."""
-    s = summarize(values)
-    return s.mean, s.std, s.n
-
-
 def pm(mean, std, n):
     if n == 0:
         return "not run"
@@ -339,16 +333,22 @@ def stated_orderings(found, title, rows, seeds):
     return out
 
 
-def table7_values(found, seeds, key, gen):
-    """Per seed, Table 7's P-mIoU of generator ``gen`` at proportion ``key`` (None where not run)."""
-    values = []
+def table7_entries(found, seeds, key, gen):
+    """Per seed, Table 7's entry ``{knob, proportion, p_miou}`` of generator ``gen`` at proportion ``key`` (None
+    where not run)."""
+    entries = []
     for s in seeds:
         exp = found.get(exp_name(TABLE7_EXPERIMENT, s))
         found_metrics = (exp or {}).get("metrics", {})      # Table 7 moved to p_miou.json; older runs
         t7 = (found_metrics.get("reports/p_miou.json") or found_metrics.get("reports/pseudo_labels.json")
               or {}).get("table7", {})
-        values.append(t7[key][gen]["p_miou"] if key in t7 else None)
-    return values
+        entries.append(t7[key][gen] if key in t7 else None)
+    return entries
+
+
+def table7_values(found, seeds, key, gen):
+    """Per seed, Table 7's P-mIoU of generator ``gen`` at proportion ``key`` (None where not run)."""
+    return [e["p_miou"] if e else None for e in table7_entries(found, seeds, key, gen)]
 
 
 def table7_orderings(found, seeds):
@@ -434,14 +434,8 @@ def table7_section(found, seeds):
         key = f"{prop:g}"
         cells = [f"{prop:g}"]
         for gen in TABLE7_LABELS:
-            values, reached = table7_values(found, seeds, key, gen), []
-            for s in seeds:
-                exp = found.get(exp_name(TABLE7_EXPERIMENT, s))
-                found_metrics = (exp or {}).get("metrics", {})
-                t7 = (found_metrics.get("reports/p_miou.json") or found_metrics.get("reports/pseudo_labels.json")
-                      or {}).get("table7", {})
-                if key in t7:
-                    reached.append(t7[key][gen]["proportion"])
+            entries = [e for e in table7_entries(found, seeds, key, gen) if e]
+            values, reached = [e["p_miou"] for e in entries], [e["proportion"] for e in entries]
             paper = PAPER_TABLE7.get(key, {}).get(gen)
             reach = f" (at {np.mean(reached):.1f}%)" if reached else ""
             cells.append(f"{with_ci(summarize(values))}{reach} / {paper if paper is not None else '–'}")
