@@ -213,8 +213,8 @@ def test_prepare_train_and_evaluate_follow_the_class_set(tmp_path):
     params["classes"] = "davsn_synthia"
     write_params(tmp_path, params)
     bad = stage(tmp_path, "evaluate.py", "--model", "s=models/s.pt", "--metrics", "reports/other.json")
-    assert bad.returncode == 2 and "models/s.pt: the model predicts 15 classes, the class set 'davsn_synthia' " \
-        "has 12" in bad.stderr
+    assert bad.returncode == 2 and "models/s.pt: the model predicts 15 classes, which does not match the class " \
+        "set 'davsn_synthia' of 12 (params.yaml: classes)" in bad.stderr
     assert not (tmp_path / "reports/other.json").exists()
 
 

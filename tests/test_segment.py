@@ -190,6 +190,8 @@ def test_bad_input_exits_2_and_writes_nothing(assets, tmp_path, capsys, case):
     assert str(video if "video" in case or "mp4" in case else model) in err
     if case in ("text", "hello", "other_keys", "bare_state_dict", "seven_classes"):
         assert "does not match" in err
+    if case == "seven_classes":
+        assert "predicts 7 classes, which does not match the class set 'shin2021' of 15 (--classes)" in err
     assert not (tmp_path / "out").exists()
 
 

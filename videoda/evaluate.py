@@ -133,12 +133,13 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None, 
     return metrics
 
 
-def check_num_classes(model, classes, path):
-    """A model must predict the class set's classes: a checkpoint of another set is a DataError naming it."""
+def check_num_classes(model, classes, path, key="params.yaml: classes"):
+    """A model must predict the class set's classes: a checkpoint of another set is a DataError naming it, both
+    counts and ``key``, where the set was chosen (the stages' param; ``videoda eval/segment``'s option)."""
     n = getattr(model, "module", model).config["num_classes"]
     if n != classes.num_classes:
-        raise DataError(f"{path}: the model predicts {n} classes, the class set {classes.name!r} has "
-                        f"{classes.num_classes} (params.yaml: classes)")
+        raise DataError(f"{path}: the model predicts {n} classes, which does not match the class set "
+                        f"{classes.name!r} of {classes.num_classes} ({key})")
 
 
 def headline_scores(metrics):

@@ -22,7 +22,7 @@ import torch
 
 from videoda.data.classes import DEFAULT, IGNORE_ID
 from videoda.errors import DataError
-from videoda.evaluate import predict
+from videoda.evaluate import check_num_classes, predict
 from videoda.flow.backends import DisFlow
 from videoda.flow.warp import flow_to_tensor, warp_labels
 from videoda.model import load_checkpoint
@@ -112,10 +112,7 @@ def load_segmentation_model(path, map_location=None, classes=DEFAULT):
     except ValueError as e:   # not a checkpoint, or one of another network
         why = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise DataError(f"{path}: does not match a videoda segmentation model checkpoint ({why})") from e
-    n = model.config["num_classes"]
-    if n != classes.num_classes:
-        raise DataError(f"{path}: the model predicts {n} classes, which does not match the class set "
-                        f"{classes.name!r} of {classes.num_classes} (--classes)")
+    check_num_classes(model, classes, path, key="--classes")
     return model.eval(), meta
 
 
