@@ -99,6 +99,71 @@ def test_read_experiments_keeps_the_baselines_finished_runs():
     assert pt.model_metrics(found, "ours", 1, "vst") is None and pt.model_metrics(found, "ours", 0, "vat") is None
 
 
+def show_on(commit, values):
+    """fake_show with the baseline commit ``commit`` (one hex digit, repeated)."""
+    show = fake_show(values)
+    show[1]["rev"] = commit * 40
+    return show
+
+
+def test_the_runs_file_adds_up_runs_of_several_commits_and_the_report_renders_from_it(tmp_path, monkeypatch):
+    out = tmp_path / "reports/paper_tables.md"
+    runs_file = tmp_path / "reports/paper_tables.json"
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path)                     # (not a git repository: no experiment has a reports/flow.json)
+    monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: show_on("a", {
+        "ours-s0": {"final": (40.0, 25.0)}, "my-own-s0": {"final": (1.0, 1.0)}, "ours-s1": None}))
+    assert pt.collect([0, 1], out) == 1             # runs missing
+    runs = pt.load_runs(runs_file)
+    assert set(runs) == {"ours-s0"} and runs["ours-s0"]["commit"] == "a" * 40      # not a table's run: not kept
+    # Another session, another clone: its experiments of commit c are added; a run of the same name replaces.
+    monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: show_on("c", {
+        "ours-s1": {"final": (44.0, 27.0)}, "iast-s0": {"final": (39.0, 24.0)}}))
+    pt.collect([0, 1], out)
+    runs = pt.load_runs(runs_file)
+    assert {n: r["commit"][0] for n, r in runs.items()} == {"ours-s0": "a", "ours-s1": "c", "iast-s0": "c"}
+    assert pt.model_metrics(runs, "ours", 0, "final")[:2] == (40.0, 25.0)
+    assert pt.model_metrics(runs, "ours", 1, "final")[:2] == (44.0, 27.0)
+    text = out.read_text()
+    assert "runs on commit ccccccc (2 runs), aaaaaaa (1 run), whose numbers" in text
+    assert "| Ours | `ours-s<seed>` final | 42.00 ± 2.83 [16.59, 67.41] | 26.00 ± 1.41 [13.29, 38.71] |" in text
+    lines = runs_file.read_text().splitlines()       # one run a line, sorted
+    assert len(lines) == 5 and lines[1].startswith('"iast-s0": {') and lines[3].startswith('"ours-s1": {')
+    # The report renders from the runs file alone (git), to the byte.
+    again = tmp_path / "again/reports/paper_tables.md"
+    pt.write_report(pt.load_runs(runs_file), [0, 1], again)
+    assert again.read_text() == text
+    monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: show_on("d", {"ours-s0": {"final": (41.0, 26.0)}}))
+    pt.collect([0, 1], out)
+    assert pt.load_runs(runs_file)["ours-s0"]["commit"] == "d" * 40
+
+
+def test_run_does_not_queue_what_the_runs_file_has(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "pt.md"
+    pt.save_runs(pt.runs_path(out), {"ours-s0": {"commit": "a" * 40, "metrics": {}},
+                                     "iast-s3": {"commit": "a" * 40, "metrics": {}}})
+    monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: fake_show({"cbst-s0": {"final": (1.0, 1.0)}}))
+    monkeypatch.chdir(REPO)
+    assert main(["paper-tables", "--seeds", "0", "--dry-run", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("dvc exp run --queue") == len(pt.experiments(repo_params())) - 2
+    assert "-n ours-s0 " not in printed and "-n cbst-s0 " not in printed and "-n iast-s0 " in printed
+
+
+@pytest.mark.parametrize("text", ["{", '{"runs": []}', '{"runs": {"my-own-s0": {"commit": "a", "metrics": {}}}}',
+                                  '{"runs": {"ours-s0": {"metrics": {}}}}'])
+def test_a_malformed_runs_file_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys, text):
+    out = tmp_path / "reports/paper_tables.md"
+    out.parent.mkdir()
+    pt.runs_path(out).write_text(text)
+    monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: fake_show({"ours-s0": {"vst": (40.0, 25.0)}}))
+    assert main(["paper-tables", "--seeds", "0", "--collect-only", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {pt.runs_path(out)}: not a paper-tables runs file")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["paper_tables.json"]
+    assert pt.runs_path(out).read_text() == text
+
+
 def test_mean_std_and_format_by_hand():
     r = pt.summarize([40.0, 44.0, None])
     m, s, n = r.mean, r.std, r.n
@@ -168,16 +233,17 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
             seed = int(rev["name"][-1])
             rev["data"]["metrics"]["reports/pseudo_labels.json"] = {"data": {"table7": {
                 k: {g: {**r, "p_miou": 50.0 + 2 * seed} for g, r in row.items()} for k, row in t7.items()}}}
-    found = pt.read_experiments(show)
+    epe = {"gt": 0.0, "dis": 3.0, "zero": 4.4}
+    flow_json = lambda rev, path: json.dumps({"epe": {m: {"epe": v} for m, v in epe.items()}})   # noqa: E731
+    found = pt.finished_runs(show, read=flow_json)
     for seed in (0, 1):                 # the pseudo labels' P-mIoU of ours with each flow: 50 / 49 / 47 + 2 seed
         for method, value in (("gt", 50.0), ("dis", 49.0), ("zero", 47.0)):
             key = pt.flow_key("ours", method, repo_params())
             found[pt.exp_name(key, seed)]["metrics"]["reports/p_miou.json"] = {"p_miou": value + 2 * seed}
-    epe = {"gt": 0.0, "dis": 3.0, "zero": 4.4}
-    flow_json = lambda rev, path: json.dumps({"epe": {m: {"epe": v} for m, v in epe.items()}})   # noqa: E731
     out = tmp_path / "reports/paper_tables.md"
-    pt.write_report(found, [0, 1], out, params=repo_params(), read=flow_json)
+    pt.write_report(found, [0, 1], out, params=repo_params())
     text = out.read_text()
+    assert f"runs on commit aaaaaaa ({len(found)} runs), whose numbers are in `paper_tables.json`" in text
     for rows in pt.TABLES.values():
         for row in rows:
             assert f"| {row.label} |" in text
@@ -203,7 +269,7 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
         assert img is not None and img.shape[0] > 100 and f"paper_tables/{name}" in text
     # A seed that has not run is named as missing and the std falls back to one value.
     del found[pt.exp_name("ours", 1)]
-    text = pt.render(found, [0, 1], params=repo_params(), read=flow_json)
+    text = pt.render(found, [0, 1], params=repo_params())
     assert "`ours-s1`" in text.split("Not run (yet):")[1]
 
 

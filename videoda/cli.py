@@ -193,7 +193,9 @@ def build_parser():
                                                                     "named after it)")
     p.add_argument("--jobs", type=positive_int, default=1, help="experiments run at a time (default 1)")
     p.add_argument("--dry-run", action="store_true", help="print the dvc exp commands, run nothing")
-    p.add_argument("--collect-only", action="store_true", help="only read the finished experiments")
+    p.add_argument("--collect-only", action="store_true",
+                   help="run nothing: add the finished experiments to the runs file (<out>.json) and render the "
+                        "report from it")
     p.add_argument("--rev", default=None, help="with --collect-only: read the experiments of this commit "
                                                "(default HEAD; experiments belong to the commit they ran on)")
     p.add_argument("--rerun", action="store_true", help="remove and rerun experiments that already exist")

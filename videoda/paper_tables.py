@@ -4,9 +4,11 @@ Every row of every table is one experiment of the pipeline: a few ``-S`` overrid
 ``method=<preset>``, ``videoda/presets.py``) and the stage to reproduce up to. An experiment serves every row
 that reads it (e.g. ``ours`` gives Table 1's "Ours", Table 3's VAT row from its ``vat`` model, Table 4's last
 row), so each (experiment, seed) runs once. ``run`` queues the missing ones (``dvc exp run --queue``), runs the
-queue (``dvc exp run --run-all``), then ``collect`` reads ``dvc exp show --json`` and writes
-``reports/paper_tables.md`` (mean +- std over seeds of the last checkpoint, the paper's numbers beside ours,
-and every pair of rows whose order differs from the paper's) with one bar chart per table.
+queue (``dvc exp run --run-all``), then ``collect`` reads ``dvc exp show --json``, adds every finished run's
+numbers to ``reports/paper_tables.json`` (the runs file, committed: seeds run in other sessions or on other
+machines add up there) and renders ``reports/paper_tables.md`` from it (mean +- std and 95% CI over seeds of the
+last checkpoint, the paper's numbers beside ours, each ordering the paper states as a paired difference) with
+one bar chart per table.
 
 DVC's run cache does the rest: stages whose effective inputs an experiment shares with an earlier one (the
 data, source-only training, AdaptSegNet's warm-up under CBST*, CRST* and IAST, ...) are restored, not rerun.
@@ -201,9 +203,8 @@ def _baseline(show):
 
 def _entry(rev):
     data = rev.get("data") or {}
-    params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
     metrics = {f: (m or {}).get("data") for f, m in (data.get("metrics") or {}).items()}
-    return {"params": params, "metrics": metrics, "rev": rev.get("rev")}
+    return {"metrics": metrics, "rev": rev.get("rev")}
 
 
 def dvc_exp_show(rev=None):
@@ -213,6 +214,80 @@ def dvc_exp_show(rev=None):
     if r.returncode != 0:
         raise RuntimeError(f"dvc exp show failed: {r.stderr.strip()}")
     return json.loads(r.stdout)
+
+
+def experiment_file(rev, path):
+    """The text of ``path`` as experiment commit ``rev`` holds it (``git show``), or None. reports/flow.json is a
+    git-tracked output (``cache: false``), not a DVC metric, so ``dvc exp show`` does not carry it."""
+    r = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else None
+
+
+# --- the runs file: the numbers of every finished run, kept in git --------------------------------------------
+# A `dvc exp` lives in one clone's .git and DVC cache; the runs file is committed, so the seeds of a long run that
+# spans sessions or machines add up, and the report renders from git alone.
+
+def runs_path(out_md):
+    """reports/paper_tables.json beside reports/paper_tables.md."""
+    return Path(out_md).with_suffix(".json")
+
+
+def is_table_run(name):
+    """Whether ``name`` is ``exp_name(key, seed)`` of an experiment the tables read."""
+    key, sep, seed = name.rpartition("-s")
+    return bool(sep) and seed.isdigit() and key.replace("-", "_") in EXPERIMENT_ORDER
+
+
+def finished_runs(show, read=experiment_file):
+    """{name: {"commit": the commit it ran on, "metrics": {file: data}}} of the finished experiments in ``show``
+    that the tables read, each with its reports/flow.json (a git-tracked output, not a DVC metric)."""
+    found = read_experiments(show)
+    commit = (found.pop("@baseline", None) or {}).get("rev")
+    runs = {}
+    for name, exp in found.items():
+        if not is_table_run(name):
+            continue
+        metrics = dict(exp["metrics"])
+        flow = read(exp["rev"], "reports/flow.json")
+        if flow:
+            metrics["reports/flow.json"] = json.loads(flow)
+        runs[name] = {"commit": commit, "metrics": metrics}
+    return runs
+
+
+def load_runs(path):
+    """The runs file as {name: run}; {} when there is none. A malformed one is an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        bad = [n for n, r in runs.items() if not is_table_run(n) or not isinstance(r.get("metrics"), dict)
+               or not isinstance(r.get("commit"), str)]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RuntimeError(f"{path}: not a paper-tables runs file ({type(e).__name__}: {e})") from None
+    if bad:
+        raise RuntimeError(f"{path}: not a paper-tables runs file (run {bad[0]!r} lacks a commit or metrics, or "
+                           f"is not an experiment the tables read)")
+    return runs
+
+
+def save_runs(path, runs):
+    """Write the runs file atomically, one run a line (sorted), so a commit's diff shows the runs it adds."""
+    from videoda.utils.io import atomic_path
+    lines = [f"{json.dumps(n)}: {json.dumps(runs[n], sort_keys=True, separators=(',', ':'))}" for n in sorted(runs)]
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_text('{"runs": {\n' + ",\n".join(lines) + "\n}}\n")
+
+
+def run_commits(found, seeds):
+    """The commits the tables' runs of ``seeds`` ran on, each with its number of runs: "5bab680 (140 runs)"."""
+    counts = {}
+    for key, seed in needed(seeds):
+        commit = (found.get(exp_name(key, seed)) or {}).get("commit")
+        if commit:
+            counts[commit[:7]] = counts.get(commit[:7], 0) + 1
+    return ", ".join(f"{c} ({n} run{'s' * (n != 1)})" for c, n in counts.items()) or "none"
 
 
 # --- statistics and tables ------------------------------------------------------------------------------------
@@ -445,20 +520,10 @@ def table7_section(found, seeds):
 
 # --- the flow-quality experiment (beyond the paper) --------------------------------------------------------------
 
-def experiment_file(rev, path):
-    """The text of ``path`` as experiment commit ``rev`` holds it (``git show``), or None. reports/flow.json is a
-    git-tracked output (``cache: false``), not a DVC metric, so ``dvc exp show`` does not carry it."""
-    r = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return r.stdout if r.returncode == 0 else None
-
-
-def flow_epe(found, key, seed, method, read=experiment_file):
+def flow_epe(found, key, seed, method):
     """The end-point error (px) of ``method``'s flow in run ``key`` of ``seed`` (its reports/flow.json), or None."""
-    exp = found.get(exp_name(key, seed))
-    if exp is None or not exp.get("rev"):
-        return None
-    text = read(exp["rev"], "reports/flow.json")
-    epe = (json.loads(text).get("epe") or {}).get(method) if text else None
+    exp = found.get(exp_name(key, seed)) or {}
+    epe = (((exp.get("metrics") or {}).get("reports/flow.json") or {}).get("epe") or {}).get(method)
     return epe["epe"] if epe else None
 
 
@@ -468,7 +533,7 @@ def p_miou(found, key, seed):
     return ((exp.get("metrics") or {}).get("reports/p_miou.json") or {}).get("p_miou")
 
 
-def flow_table(found, seeds, params, read=experiment_file):
+def flow_table(found, seeds, params):
     """{(row, method): [Summary of mIoU, Summary of VPQ^s]}, {method: Summary of EPE} and {method: Summary of the
     pseudo labels' P-mIoU} of the flow-quality experiment (every row's labels are the same clip-adaptive labels on
     aggregated predictions: ``ours``' are read)."""
@@ -479,7 +544,7 @@ def flow_table(found, seeds, params, read=experiment_file):
             runs = [model_metrics(found, key, s, row.model) for s in seeds]
             cells[row, method] = [summarize([r[c] if r else None for r in runs]) for c in (0, 1)]
         ours = flow_key(FLOW_ROWS[-1].exp, method, params)
-        epe[method] = summarize([flow_epe(found, ours, s, method, read) for s in seeds])
+        epe[method] = summarize([flow_epe(found, ours, s, method) for s in seeds])
         labels[method] = summarize([p_miou(found, ours, s) for s in seeds])
     return cells, epe, labels
 
@@ -490,8 +555,8 @@ def flow_differences(found, seeds, params, row, better, worse, column=0):
     return summarize(paired_differences(found, a, b, seeds, column))
 
 
-def flow_section(found, seeds, params, plot=None, read=experiment_file):
-    cells, epe, labels = flow_table(found, seeds, params, read)
+def flow_section(found, seeds, params, plot=None):
+    cells, epe, labels = flow_table(found, seeds, params)
     vat = summarize([(model_metrics(found, "ours", s, "vat") or [None])[0] for s in seeds])
     clip = summarize([(model_metrics(found, "vst_clip", s, "vst") or [None])[0] for s in seeds])
     methods = list(FLOW_METHODS)
@@ -526,15 +591,17 @@ def flow_section(found, seeds, params, plot=None, read=experiment_file):
     return out + [""]
 
 
-def render(found, seeds, plots=None, rev=None, params=None, read=experiment_file):
-    """reports/paper_tables.md as text. ``plots``: {table title: relative PNG path} to link."""
+def render(found, seeds, plots=None, params=None):
+    """reports/paper_tables.md as text, from the runs ``found`` ({name: run}, as in the runs file).
+    ``plots``: {table title: relative PNG path} to link."""
     plots = plots or {}
     params = params if params is not None else read_params()
     orderings = all_orderings(found, seeds)
     counts = verdict_counts(orderings)
     out = ["# The paper's tables on the embedded benchmark", "",
            f"Generated by `python -m videoda paper-tables --seeds {' '.join(map(str, seeds))}` from `dvc exp` runs "
-           f"on commit {rev or 'HEAD'}. Every number is the **last checkpoint** (no model selection on the "
+           f"on commit {run_commits(found, seeds)}, whose numbers are in `paper_tables.json` beside this file. "
+           f"Every number is the **last checkpoint** (no model selection on the "
            f"evaluation set): mean ± sample std [95% confidence interval of the mean, Student's t] over seeds "
            f"{', '.join(map(str, seeds))}. The paper's numbers (VIPER -> Cityscapes-VPS, ResNet-50) are beside "
            "ours for the ordering only: the benchmark and model here are small, so absolute values differ. "
@@ -593,7 +660,7 @@ def render(found, seeds, plots=None, rev=None, params=None, read=experiment_file
     t7 = per_table.get("Table 7", [])
     if t7:
         out += orderings_lines(t7) + [""]
-    out += flow_section(found, seeds, params, plots.get(FLOW_TITLE), read)
+    out += flow_section(found, seeds, params, plots.get(FLOW_TITLE))
     missing = missing_experiments(found, seeds)
     if missing:
         out += ["Not run (yet): " + ", ".join(f"`{m}`" for m in missing), ""]
@@ -641,7 +708,7 @@ def flow_chart(cells, epe, labels):
                         xlabel="mIoU % (whiskers: 95% CI of the mean)", missing="not run", bar_inches=0.16)
 
 
-def write_report(found, seeds, out_md, rev=None, params=None, read=experiment_file):
+def write_report(found, seeds, out_md, params=None):
     """Write the markdown and one PNG per table (``<out_md stem>/table*.png``, ``flow_quality.png``), each
     atomically."""
     from videoda.report.charts import save_png
@@ -656,10 +723,10 @@ def write_report(found, seeds, out_md, rev=None, params=None, read=experiment_fi
             name = title.split(":")[0].lower().replace(" ", "") + ".png"      # "Table 1-2: ..." -> table1-2.png
             save_png(bar_chart(title, rows, table_stats(found, rows, seeds)), tmp / name)
             plots[title] = f"{fig_dir.name}/{name}"
-        save_png(flow_chart(*flow_table(found, seeds, params, read)), tmp / "flow_quality.png")
+        save_png(flow_chart(*flow_table(found, seeds, params)), tmp / "flow_quality.png")
         plots[FLOW_TITLE] = f"{fig_dir.name}/flow_quality.png"
     with atomic_path(out_md) as tmp:
-        tmp.write_text(render(found, seeds, plots, rev, params, read) + "\n")
+        tmp.write_text(render(found, seeds, plots, params) + "\n")
 
 
 # --- the command ----------------------------------------------------------------------------------------------
@@ -669,7 +736,7 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
     params = read_params(params_path)
     exps = experiments(params)
     show = dvc_exp_show()
-    found, pending = read_experiments(show), pending_experiments(show)
+    found, pending = {**load_runs(runs_path(out_md)), **read_experiments(show)}, pending_experiments(show)
     todo = [(k, s) for k, s in needed(seeds)
             if exp_name(k, s) not in pending and (rerun or exp_name(k, s) not in found)]
     if todo and not dry_run:
@@ -686,7 +753,7 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
         print(" ".join(argv), flush=True)
         if dry_run:
             continue
-        if rerun and exp_name(key, seed) in found:
+        if rerun and exp_name(key, seed) in read_experiments(show):
             subprocess.run(["dvc", "exp", "remove", exp_name(key, seed)], check=True)
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     if dry_run:
@@ -700,8 +767,12 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
 
 
 def collect(seeds, out_md, rev=None):
-    found = read_experiments(dvc_exp_show(rev))
-    write_report(found, seeds, out_md, rev)
+    """Add the finished experiments of HEAD (or commit ``rev``) to the runs file, a run of the same name replacing
+    the one there, and render the report from it."""
+    path = runs_path(out_md)
+    found = {**load_runs(path), **finished_runs(dvc_exp_show(rev))}
+    save_runs(path, found)
+    write_report(found, seeds, out_md)
     missing = missing_experiments(found, seeds)
     print(f"wrote {out_md} ({len(needed(seeds)) - len(missing)} of {len(needed(seeds))} experiments)")
     return 1 if missing else 0
