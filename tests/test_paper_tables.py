@@ -111,12 +111,15 @@ def test_the_runs_file_adds_up_runs_of_several_commits_and_the_report_renders_fr
     runs_file = tmp_path / "reports/paper_tables.json"
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     monkeypatch.chdir(tmp_path)                     # (not a git repository: no experiment has a reports/flow.json)
+    monkeypatch.setattr(pt, "cpu_model", lambda: "Some CPU")
     monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: show_on("a", {
         "ours-s0": {"final": (40.0, 25.0)}, "my-own-s0": {"final": (1.0, 1.0)}, "ours-s1": None}))
     assert pt.collect([0, 1], out) == 1             # runs missing
     runs = pt.load_runs(runs_file)
     assert set(runs) == {"ours-s0"} and runs["ours-s0"]["commit"] == "a" * 40      # not a table's run: not kept
+    assert runs["ours-s0"]["cpu"] == "Some CPU"
     # Another session, another clone: its experiments of commit c are added; a run of the same name replaces.
+    monkeypatch.setattr(pt, "cpu_model", lambda: "Other CPU")
     monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: show_on("c", {
         "ours-s1": {"final": (44.0, 27.0)}, "iast-s0": {"final": (39.0, 24.0)}}))
     pt.collect([0, 1], out)
@@ -125,7 +128,8 @@ def test_the_runs_file_adds_up_runs_of_several_commits_and_the_report_renders_fr
     assert pt.model_metrics(runs, "ours", 0, "final")[:2] == (40.0, 25.0)
     assert pt.model_metrics(runs, "ours", 1, "final")[:2] == (44.0, 27.0)
     text = out.read_text()
-    assert "runs on commit ccccccc (2 runs), aaaaaaa (1 run), whose numbers" in text
+    assert ("runs on commit ccccccc (seeds 0, 1; 2 runs), aaaaaaa (seed 0; 1 run), on the CPU Other CPU (seeds 0, "
+            "1; 2 runs), Some CPU (seed 0; 1 run);") in text
     assert "| Ours | `ours-s<seed>` final | 42.00 ± 2.83 [16.59, 67.41] | 26.00 ± 1.41 [13.29, 38.71] |" in text
     lines = runs_file.read_text().splitlines()       # one run a line, sorted
     assert len(lines) == 5 and lines[1].startswith('"iast-s0": {') and lines[3].startswith('"ours-s1": {')
@@ -140,8 +144,8 @@ def test_the_runs_file_adds_up_runs_of_several_commits_and_the_report_renders_fr
 
 def test_run_does_not_queue_what_the_runs_file_has(tmp_path, monkeypatch, capsys):
     out = tmp_path / "pt.md"
-    pt.save_runs(pt.runs_path(out), {"ours-s0": {"commit": "a" * 40, "metrics": {}},
-                                     "iast-s3": {"commit": "a" * 40, "metrics": {}}})
+    pt.save_runs(pt.runs_path(out), {"ours-s0": {"commit": "a" * 40, "cpu": "c", "metrics": {}},
+                                     "iast-s3": {"commit": "a" * 40, "cpu": "c", "metrics": {}}})
     monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: fake_show({"cbst-s0": {"final": (1.0, 1.0)}}))
     monkeypatch.chdir(REPO)
     assert main(["paper-tables", "--seeds", "0", "--dry-run", "--out", str(out)]) == 0
@@ -150,8 +154,8 @@ def test_run_does_not_queue_what_the_runs_file_has(tmp_path, monkeypatch, capsys
     assert "-n ours-s0 " not in printed and "-n cbst-s0 " not in printed and "-n iast-s0 " in printed
 
 
-@pytest.mark.parametrize("text", ["{", '{"runs": []}', '{"runs": {"my-own-s0": {"commit": "a", "metrics": {}}}}',
-                                  '{"runs": {"ours-s0": {"metrics": {}}}}'])
+@pytest.mark.parametrize("text", ["{", '{"runs": []}', '{"runs": {"my-own-s0": {"commit": "a", "cpu": "c", "metrics": {}}}}',
+                                  '{"runs": {"ours-s0": {"cpu": "c", "metrics": {}}}}'])
 def test_a_malformed_runs_file_is_one_error_line_and_writes_nothing(tmp_path, monkeypatch, capsys, text):
     out = tmp_path / "reports/paper_tables.md"
     out.parent.mkdir()
@@ -235,7 +239,7 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
                 k: {g: {**r, "p_miou": 50.0 + 2 * seed} for g, r in row.items()} for k, row in t7.items()}}}
     epe = {"gt": 0.0, "dis": 3.0, "zero": 4.4}
     flow_json = lambda rev, path: json.dumps({"epe": {m: {"epe": v} for m, v in epe.items()}})   # noqa: E731
-    found = pt.finished_runs(show, read=flow_json)
+    found = pt.finished_runs(show, read=flow_json, cpu="Some CPU")
     for seed in (0, 1):                 # the pseudo labels' P-mIoU of ours with each flow: 50 / 49 / 47 + 2 seed
         for method, value in (("gt", 50.0), ("dis", 49.0), ("zero", 47.0)):
             key = pt.flow_key("ours", method, repo_params())
@@ -243,7 +247,8 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
     out = tmp_path / "reports/paper_tables.md"
     pt.write_report(found, [0, 1], out, params=repo_params())
     text = out.read_text()
-    assert f"runs on commit aaaaaaa ({len(found)} runs), whose numbers are in `paper_tables.json`" in text
+    assert (f"runs on commit aaaaaaa (seeds 0, 1; {len(found)} runs), on the CPU Some CPU (seeds 0, 1; "
+            f"{len(found)} runs); their numbers are in `paper_tables.json`") in text
     for rows in pt.TABLES.values():
         for row in rows:
             assert f"| {row.label} |" in text
