@@ -312,7 +312,7 @@ def test_cli_rejects_negative_seeds(capsys):
     assert "--seeds" in capsys.readouterr().err
 
 
-def test_run_reproduces_the_baseline_first_and_reports_a_failing_dvc(monkeypatch, capsys):
+def test_run_reproduces_the_baseline_first_and_reports_a_failing_dvc(tmp_path, monkeypatch, capsys):
     import subprocess
 
     calls = []
@@ -324,10 +324,11 @@ def test_run_reproduces_the_baseline_first_and_reports_a_failing_dvc(monkeypatch
     monkeypatch.setattr(pt, "dvc_exp_show", lambda rev=None: fake_show({}))
     monkeypatch.setattr(pt.subprocess, "run", fake_run)
     monkeypatch.chdir(REPO)
-    assert main(["paper-tables", "--seeds", "0"]) == 2
+    out = str(tmp_path / "pt.md")                   # (not the committed report: its runs file has seeds already)
+    assert main(["paper-tables", "--seeds", "0", "--out", out]) == 2
     assert calls == [["dvc", "repro"]] and "`dvc repro` failed with exit status 1" in capsys.readouterr().err
     # --dry-run only prints the queue commands.
     calls.clear()
-    assert main(["paper-tables", "--seeds", "0", "--dry-run"]) == 0
+    assert main(["paper-tables", "--seeds", "0", "--dry-run", "--out", out]) == 0
     out = capsys.readouterr().out
     assert calls == [] and out.count("dvc exp run --queue") == len(pt.experiments(repo_params()))
