@@ -291,15 +291,14 @@ def save_runs(path, runs):
 def provenance(found, seeds, field, width=None):
     """Where the tables' runs of ``seeds`` come from: each value of ``field`` ("commit", "cpu") with the seeds
     of its runs and their number, e.g. "5bab680 (seeds 0, 1; 56 runs)"."""
-    seen = {}
+    per_value = {}                                  # {value: {seed: runs}}, in the order first seen
     for key, seed in needed(seeds):
         value = (found.get(exp_name(key, seed)) or {}).get(field)
         if value:
-            entry = seen.setdefault(value[:width], [[], 0])
-            entry[0] += [seed] if seed not in entry[0] else []
-            entry[1] += 1
-    return ", ".join(f"{v} (seed{'s' * (len(ss) > 1)} {', '.join(map(str, ss))}; {n} run{'s' * (n != 1)})"
-                     for v, (ss, n) in seen.items()) or "none"
+            per_seed = per_value.setdefault(value[:width], {})
+            per_seed[seed] = per_seed.get(seed, 0) + 1
+    return ", ".join(f"{v} (seed{'s' * (len(ss) > 1)} {', '.join(map(str, ss))}; {sum(ss.values())} "
+                     f"run{'s' * (sum(ss.values()) != 1)})" for v, ss in per_value.items()) or "none"
 
 
 # --- statistics and tables ------------------------------------------------------------------------------------
@@ -749,7 +748,8 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
     params = read_params(params_path)
     exps = experiments(params)
     show = dvc_exp_show()
-    found, pending = {**load_runs(runs_path(out_md)), **read_experiments(show)}, pending_experiments(show)
+    in_dvc, pending = read_experiments(show), pending_experiments(show)
+    found = {**load_runs(runs_path(out_md)), **in_dvc}
     todo = [(k, s) for k, s in needed(seeds)
             if exp_name(k, s) not in pending and (rerun or exp_name(k, s) not in found)]
     if todo and not dry_run:
@@ -766,7 +766,7 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
         print(" ".join(argv), flush=True)
         if dry_run:
             continue
-        if rerun and exp_name(key, seed) in read_experiments(show):
+        if rerun and exp_name(key, seed) in in_dvc:
             subprocess.run(["dvc", "exp", "remove", exp_name(key, seed)], check=True)
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
     if dry_run:
