@@ -3,6 +3,7 @@ reading `dvc exp show --json`, mean +- std, disagreements with the paper, and th
 
 import json
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -281,6 +282,15 @@ def test_report_has_every_row_mean_std_and_plots(tmp_path):
     del found[pt.exp_name("ours", 1)]
     text = pt.render(found, [0, 1], params=repo_params())
     assert "`ours-s1`" in text.split("Not run (yet):")[1]
+
+
+def test_the_committed_report_is_what_the_committed_runs_file_renders(tmp_path):
+    # README: the report is written from the runs file alone, nothing hand-edited; so the committed pair must agree
+    committed = (REPO / "reports/paper_tables.md").read_text()
+    seeds = [int(s) for s in re.search(r"paper-tables --seeds ([0-9 ]+)`", committed).group(1).split()]
+    out = tmp_path / "reports/paper_tables.md"
+    pt.write_report(pt.load_runs(REPO / "reports/paper_tables.json"), seeds, out, params=repo_params())
+    assert out.read_text() == committed
 
 
 def test_bar_chart_shows_mean_std_and_the_papers_value():
