@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videoda.numerics import FORCED, MODE_VARIABLE, PINS, cpu_flags
+from videoda.numerics import FORCED, MODE_VARIABLE, PINS, cpu_flags, opencv_avx512_features
 from videoda.utils.machine import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +76,21 @@ def effective_state(target, mode="pinned"):
 def states():
     with ThreadPoolExecutor(max_workers=2) as pool:
         return dict(zip(TARGETS, pool.map(effective_state, TARGETS)))
+
+
+def test_opencv_is_told_to_disable_only_the_avx512_groups_the_cpu_has():
+    skx = {"avx2", "avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}
+    assert opencv_avx512_features({"avx", "avx2", "fma"}) is None                 # AVX2 only: nothing to disable
+    assert opencv_avx512_features(skx) == "AVX512F,AVX512-SKX"
+    assert opencv_avx512_features({"avx2", "avx512f", "avx512cd", "avx512er", "avx512pf"}) == "AVX512F"   # KNL
+
+
+def test_importing_videoda_and_its_libraries_prints_nothing_on_this_cpu():
+    # OpenCV prints a line for each feature in OPENCV_CPU_DISABLE the CPU lacks: every stage's error would then
+    # come after stray lines (one clear line, exit 2, is the contract)
+    done = subprocess.run([sys.executable, "-c", "import videoda, numpy, torch, cv2"], cwd=REPO,
+                          capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
 
 
 def test_every_stage_is_listed():

@@ -30,7 +30,8 @@ PINS = {
     "MKL_CBWR": ("COMPATIBLE", "MKL BLAS: the vendor-independent code branch"),
     # numpy's runtime SIMD dispatch: the AVX2 (x86-64-v3) targets at most (names of numpy >= 2.4; see below)
     "NPY_DISABLE_CPU_FEATURES": ("X86_V4 AVX512_ICL AVX512_SPR", "numpy: no AVX-512 dispatch targets"),
-    # OpenCV: its own dispatched AVX-512 kernels off, and Intel IPP off (IPP picks its code by CPU model)
+    # OpenCV: its own dispatched AVX-512 kernels off (only those the CPU has: see opencv_avx512_features), and
+    # Intel IPP off (IPP picks its code by CPU model)
     "OPENCV_CPU_DISABLE": ("AVX512F,AVX512-SKX", "OpenCV: no AVX-512 dispatched kernels"),
     "OPENCV_IPP": ("disabled", "OpenCV: no Intel IPP (its code depends on the CPU)"),
     # OpenCV logs a warning that IPP is disabled each time it loads: errors only (decoding errors are raised)
@@ -62,6 +63,22 @@ def numpy_avx512_targets():
     return PINS["NPY_DISABLE_CPU_FEATURES"][0] if (major, minor) >= (2, 4) else NUMPY_AVX512_BEFORE_2_4
 
 
+# OpenCV's AVX-512 feature groups and the CPU flags each needs (OpenCV's cv::CPU_AVX_512F, cv::CPU_AVX512_SKX)
+OPENCV_AVX512_GROUPS = (
+    ("AVX512F", {"avx512f"}),
+    ("AVX512-SKX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}),
+)
+
+
+def opencv_avx512_features(flags):
+    """The value of OPENCV_CPU_DISABLE for a CPU with these flags: the AVX-512 groups it has, or None. OpenCV
+    prints a line to stderr for every named feature the CPU lacks, whatever OPENCV_LOG_LEVEL says, so naming
+    them all would put two stray lines before every stage's output on an AVX2-only CPU (and there is nothing
+    to disable there)."""
+    names = [name for name, needs in OPENCV_AVX512_GROUPS if needs <= flags]
+    return ",".join(names) or None
+
+
 def cpu_flags():
     """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
     try:
@@ -86,11 +103,16 @@ def pin():
     if mode() != "pinned":
         raise SystemExit(f"error: {MODE_VARIABLE} must be 'pinned' or 'native', not {os.environ[MODE_VARIABLE]!r}")
     late = [name for name in LIBRARIES if name in sys.modules]
+    flags = cpu_flags()
     for name, (value, _) in PINS.items():
         if name == "NPY_DISABLE_CPU_FEATURES":
             value = numpy_avx512_targets()
+        elif name == "OPENCV_CPU_DISABLE":
+            value = opencv_avx512_features(flags)
+            if value is None:
+                continue
         os.environ.setdefault(name, value)
-    if "avx2" in cpu_flags():
+    if "avx2" in flags:
         for name, (value, _) in FORCED.items():
             os.environ[name] = value
     return late
