@@ -182,7 +182,8 @@ print("PROBE " + json.dumps({"opencv": digest(small, big, gray, flow), "numpy": 
 
 # the pinned probe's bytes, recorded on a 2-core AMD EPYC (Zen 4, AVX-512) with these library versions. OpenCV's and
 # numpy's were also reproduced on an emulated Haswell, so any x86-64 CPU with AVX2 must give them; torch's are
-# checked on the CPU model they were recorded on only (README "Reproducibility across CPUs": unverified elsewhere)
+# checked on AMD EPYCs only: they hold on the Zen 4 with AVX-512 that recorded them and on an AMD EPYC without
+# AVX-512, not on an Intel Xeon (README "Reproducibility across CPUs")
 VERSIONS = {"torch": "2.14.1", "numpy": "2.4.6", "cv2": "4.13.0"}
 REFERENCE = {"opencv": "17d92b8b9f58c05a", "numpy": "67ab3668c5959e9c", "torch": "84677fdd1fa5f6b5"}
 REFERENCE_CPU = "AMD EPYC"
