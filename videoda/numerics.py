@@ -19,6 +19,13 @@ import sys
 
 MODE_VARIABLE = "VIDEODA_NUMERICS"      # "pinned" (default) | "native"
 
+# OpenCV's AVX-512 feature groups and the CPU flags each needs (OpenCV's cv::CPU_AVX_512F, cv::CPU_AVX512_SKX)
+OPENCV_AVX512_GROUPS = (
+    ("AVX512F", {"avx512f"}),
+    ("AVX512-SKX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}),
+)
+
+
 # variable -> (value, why); each is read by its library when it loads or first computes
 PINS = {
     # ATen's own vectorised kernels (elementwise ops, reductions, softmax, upsampling, ...): AVX2, not AVX-512
@@ -32,7 +39,8 @@ PINS = {
     "NPY_DISABLE_CPU_FEATURES": ("X86_V4 AVX512_ICL AVX512_SPR", "numpy: no AVX-512 dispatch targets"),
     # OpenCV: its own dispatched AVX-512 kernels off (only those the CPU has: see opencv_avx512_features), and
     # Intel IPP off (IPP picks its code by CPU model)
-    "OPENCV_CPU_DISABLE": ("AVX512F,AVX512-SKX", "OpenCV: no AVX-512 dispatched kernels"),
+    "OPENCV_CPU_DISABLE": (",".join(name for name, _ in OPENCV_AVX512_GROUPS),
+                           "OpenCV: no AVX-512 dispatched kernels"),
     "OPENCV_IPP": ("disabled", "OpenCV: no Intel IPP (its code depends on the CPU)"),
     # OpenCV logs a warning that IPP is disabled each time it loads: errors only (decoding errors are raised)
     "OPENCV_LOG_LEVEL": ("ERROR", "OpenCV: no warning noise in the stage logs"),
@@ -61,13 +69,6 @@ def numpy_avx512_targets():
     except (PackageNotFoundError, ValueError):
         return PINS["NPY_DISABLE_CPU_FEATURES"][0]
     return PINS["NPY_DISABLE_CPU_FEATURES"][0] if (major, minor) >= (2, 4) else NUMPY_AVX512_BEFORE_2_4
-
-
-# OpenCV's AVX-512 feature groups and the CPU flags each needs (OpenCV's cv::CPU_AVX_512F, cv::CPU_AVX512_SKX)
-OPENCV_AVX512_GROUPS = (
-    ("AVX512F", {"avx512f"}),
-    ("AVX512-SKX", {"avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl"}),
-)
 
 
 def opencv_avx512_features(flags):
