@@ -53,7 +53,7 @@ def stage_commands(iterations):
 
 
 def write_params(folder, iterations):
-    """The repository's params.yaml (as written: the preset is applied by stage resolve_params) made small."""
+    """The repository's params.yaml (composed from conf/: the embedded profile, our method) made small."""
     params = read_params(REPO / "params.yaml")
     for section, values in SMALL.items():
         params.get(section).update(values)

@@ -73,10 +73,10 @@ class Timed:
 
 def build(kind):
     """The embedded model (params.yaml's ``model``) or the paper's DeepLabv2-ResNet-50 (randomly initialised: no
-    weights file needed), as ``videoda.presets`` sets it."""
+    weights file needed), as the paper profile (conf/profile/paper.yaml) sets it."""
     if kind == "paper":
         return DeepLabV2(NUM_CLASSES, backbone="resnet50", norm="frozen_batch", num_layers=4, aspp_rates=(6, 12, 18, 24))
-    return build_model(stage_config("train_source", load_params(verbose=False)).model)
+    return build_model(stage_config("train_source", load_params()).model)
 
 
 def run_case(args):

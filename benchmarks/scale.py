@@ -67,7 +67,7 @@ def first_key(params, *keys):
 
 
 def bench_params(n, args):
-    """The repository's params.yaml (as written: stage resolve_params applies profile and method) at size ``n``."""
+    """The repository's params.yaml (composed from conf/: the embedded profile, our method) at size ``n``."""
     params = read_params(REPO / "params.yaml")
     sets = {f"synth.{k}": v for k, v in clip_counts(n).items()}
     sets.update({"synth.height": args.height, "synth.width": args.width, "synth.frames_per_clip": args.frames,

@@ -89,7 +89,7 @@ def main():
     ap.add_argument("--label-stride", type=int, default=5)
     ap.add_argument("--out", help="also append the JSON lines here")
     args = ap.parse_args()
-    params = load_params(verbose=False)
+    params = load_params()
     jobs = [(*parse_setting(s, params), args) for s in args.settings]
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for result in pool.imap(screen, jobs):

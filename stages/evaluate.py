@@ -1,7 +1,7 @@
 """Stage `evaluate`: score every trained model on the target validation clips.
 
 Writes ``reports/scores.json`` (the headline: mIoU and VPQ^s per model), ``reports/metrics.json`` (nested per model: mIoU with per-class IoU, VPQ^s per window size k; ``final``:
-the selected ``method``'s model, see ``videoda/presets.py``),
+the selected method's model, ``evaluate.final_model``),
 the predictions as label PNGs (so ``videoda eval`` can re-score them), confusion matrices and
 qualitative strips (input | prediction | ground truth). With several processes (``compute``) the clips are
 sharded across the ranks and rank 0 merges them in clip order: the same bytes as one process

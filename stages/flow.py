@@ -44,7 +44,8 @@ def main():
     cv2.setNumThreads(cfg.threads)
     report, seconds = compute_flows(
         args.data, args.out, method=cfg.method, tau=cfg.tau, alpha=cfg.occlusion.alpha,
-        threshold=cfg.occlusion.threshold, dis_preset=cfg.dis_preset, ckpt=cfg.ckpt, batch_size=cfg.batch_size,
+        threshold=cfg.occlusion.occlusion_threshold, dis_preset=cfg.dis_preset, ckpt=cfg.ckpt,
+        batch_size=cfg.batch_size,
         score=cfg.epe, gt_root=cfg.gt_root, compare=list(cfg.compare) if cfg.epe else [], progress=track,
         compute=compute)
     if not compute.world.is_main:            # rank 0 merged the clips and writes the outputs

@@ -1,9 +1,11 @@
-"""Stage `resolve_params`: every stage's params, with the `method` preset applied, as ``<out>/<stage>.json``.
+"""Stage `resolve_params`: check params.yaml (composed from conf/), then write every stage's params as
+``<out>/<stage>.json``.
 
-Each file holds the keys that stage reads (``videoda.config.stages``), and the stage reads
-its config from that file alone. So DVC reruns a stage only when its *effective* values change, and a phase shared
-by several methods (e.g. AdaptSegNet's warm-up under CBST*, CRST* and IAST) is trained once and then restored from
-DVC's run cache. Every stage's values are checked before any file is written.
+Each file holds the keys that stage reads (``videoda.config.stages``), and the stage reads its config from that
+file alone. So DVC reruns a stage only when its own values change, and a phase shared by several methods (e.g.
+AdaptSegNet's warm-up under CBST*, CRST* and IAST) is trained once and then restored from DVC's run cache. Every
+value is checked before any file is written (``videoda.config.compose.check_params``): an unknown key, a bad
+value, an override of a key the method fixes.
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -11,19 +13,22 @@ import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (vid
 import argparse
 from pathlib import Path
 
-from videoda.config.fields import load_params
-from videoda.config.stages import STAGES, resolved_json, stage_config
+from videoda.config.compose import CONF_DIR, check_params
+from videoda.config.fields import PARAMS_FILE, read_params
+from videoda.config.stages import STAGES, resolved_json
 from videoda.errors import run_stage
 from videoda.utils.io import atomic_path
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--params", default=PARAMS_FILE)
+    ap.add_argument("--conf", default=str(Path(__file__).resolve().parents[1] / CONF_DIR),
+                    help="the config folder: its profile and method names, the keys each method fixes "
+                         "(default: the repository's)")
     ap.add_argument("--out", default="data/params")
     args = ap.parse_args()
-    params = load_params()
-    for stage in STAGES:
-        stage_config(stage, params)          # a bad value of any stage: nothing is written
+    params = check_params(read_params(args.params), source=args.params, conf_dir=args.conf)
     for stage in STAGES:
         with atomic_path(Path(args.out) / f"{stage}.json") as tmp:
             tmp.write_text(resolved_json(params, stage))

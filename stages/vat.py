@@ -36,7 +36,7 @@ def main():
     if cfg.enabled and cfg.compute.launch("vat"):    # several processes: this one ran them as ranks, now done
         return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
-    if not cfg.enabled:      # a method without an adversarial phase (videoda/presets.py)
+    if not cfg.enabled:      # a method without an adversarial phase (conf/method/)
         model, _ = load_checkpoint(args.init)
         write_curve(args.curve, [])
         save_checkpoint(args.out, model, {"stage": "vat", "enabled": False, "init": str(args.init)})

@@ -41,7 +41,7 @@ def main():
     seed_everything(cfg.seed, compute.device)
     torch.set_num_threads(cfg.train.threads)
     model = compute.module(load_checkpoint(args.init, map_location=compute.device)[0])
-    if not cfg.enabled:              # a method without self-training (videoda/presets.py)
+    if not cfg.enabled:              # a method without self-training (conf/method/)
         write_curve(args.curve, [])
         save_checkpoint(args.out, model, {"stage": "vst", "enabled": False, "init": str(args.init)})
         return

@@ -88,7 +88,7 @@ def predict_probs(model, images, batch_size):
 def aggregate_predictions(probs, clip, store, cfg):
     store.check_clip(clip.name, len(clip), *clip.images.shape[1:3])
     return aggregate_clip(probs, clip.images, lambda a, b: store.flow(clip.name, a, b), cfg.occlusion.alpha,
-                          cfg.occlusion.threshold)
+                          cfg.occlusion.occlusion_threshold)
 
 
 def clip_maxima(model, clip, store, cfg, aggregate):
@@ -104,7 +104,7 @@ def label_maxima(kind, maxima, cfg):
         maxima = list(maxima)
         conf_all = np.concatenate([c.ravel() for _, (c, _) in maxima])
         pred_all = np.concatenate([p.ravel() for _, (_, p) in maxima])
-        theta = class_balanced_thresholds(conf_all, pred_all, cfg.portion, NUM_CLASSES)
+        theta = class_balanced_thresholds(conf_all, pred_all, cfg.cbst_portion, NUM_CLASSES)
         return {name: label_with_thresholds(c, p, theta) for name, (c, p) in maxima}, theta
     out, theta = {}, np.full(NUM_CLASSES, cfg.init_theta)
     for name, (conf, pred) in maxima:
@@ -113,13 +113,13 @@ def label_maxima(kind, maxima, cfg):
 
 
 def generate_pseudo_labels(model, clips, store, cfg):
-    maxima = [(clip.name, clip_maxima(model, clip, store, cfg, GENERATOR_RULES[cfg.kind][1])) for clip in clips]
-    return label_maxima(cfg.kind, maxima, cfg)
+    maxima = [(clip.name, clip_maxima(model, clip, store, cfg, GENERATOR_RULES[cfg.pseudo_label][1])) for clip in clips]
+    return label_maxima(cfg.pseudo_label, maxima, cfg)
 
 
 def labels_at_proportion(kind, maxima, cfg, proportion, steps=16):
     total = sum(c.size for _, (c, _) in maxima)
-    knob = "portion" if GENERATOR_RULES[kind][0] == "class_balanced" else "alpha"
+    knob = "cbst_portion" if GENERATOR_RULES[kind][0] == "class_balanced" else "alpha"
 
     def run(value):
         labels, _ = label_maxima(kind, maxima, replace(cfg, **{knob: value}))
@@ -224,6 +224,6 @@ def analyse(model, clips, store, labels, cfg, tau):
 
 
 def pseudo_labels_report(model, clips, store, labels, theta, cfg, tau):
-    return {"generator": cfg.kind, **pseudo_label_report(labels, clips),
+    return {"generator": cfg.pseudo_label, **pseudo_label_report(labels, clips),
             "thresholds": {c: round(float(t), 4) for c, t in zip(CLASSES, theta)},
             **analyse(model, clips, store, labels, cfg, tau)}

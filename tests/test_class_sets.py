@@ -100,13 +100,13 @@ def test_a_custom_file_works_and_its_content_is_in_the_resolved_params(tmp_path)
     """resolve_params copies the set into each reading stage's params: editing the file reruns them under DVC."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "classes": str(write_set(tmp_path / "m.yaml"))}))
-    loaded = load_params(tmp_path / "params.yaml", verbose=False)
+    loaded = load_params(tmp_path / "params.yaml")
     before = {s: resolved_json(loaded, s) for s in ("prepare", "train_source", "pseudo_labels", "evaluate", "report")}
     assert all('"rider"' in text for text in before.values())
     assert "classes" not in resolved_json(loaded, "flow")         # stages that do not read it do not rerun
     write_set(tmp_path / "m.yaml", classes=[["road", [1, 1, 1]], ["car", [2, 2, 2]]], evaluated="all",
               maps={"synthia": {"road": "road", "car": "car"}})
-    loaded = load_params(tmp_path / "params.yaml", verbose=False)
+    loaded = load_params(tmp_path / "params.yaml")
     assert all(resolved_json(loaded, s) != text for s, text in before.items())
     cfg = stage_config("train_source", loaded)
     assert cfg.model.classes.names == ("road", "car")

@@ -1,4 +1,4 @@
-"""The one config layer (videoda/config.py): typed stage configs, key checks, resolved params files."""
+"""The one config layer (videoda/config/): typed stage configs, key checks, resolved params files."""
 
 import dataclasses
 import json
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from videoda.config.compose import compose_params, group_options, known_keys, method_fixes
 from videoda.config.fields import load_params, read_stage_config
 from videoda.config.stages import STAGES, resolve, resolved_json, stage_config, stage_keys
 from videoda.config.vat import VAT
 from videoda.errors import ParamError
-from videoda.presets import PRESETS, apply_preset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,8 @@ def test_config_values_are_the_params_values():
     params = raw_params()
     vst = stage_config("vst", params)
     assert vst.train.optim.lr == params["vst"]["lr"] and vst.train.iterations == params["vst"]["iterations"]
-    assert vst.tau == params["flow"]["tau"] and vst.labels.occlusion.threshold == params["flow"]["occlusion_threshold"]
-    assert vst.labels.kind == params["vst"]["pseudo_label"] and vst.labels.portion == params["vst"]["cbst_portion"]
+    assert vst.tau == params["flow"]["tau"] and vst.labels.occlusion.occlusion_threshold == params["flow"]["occlusion_threshold"]
+    assert vst.labels.pseudo_label == params["vst"]["pseudo_label"] and vst.labels.cbst_portion == params["vst"]["cbst_portion"]
     oracle = stage_config("train_oracle", params)
     assert oracle.train.batch_size == params["train_oracle"]["batch_size"]
     assert oracle.model.aspp_rates == tuple(params["model"]["aspp_rates"])
@@ -107,8 +107,8 @@ def test_methods_that_share_a_phase_resolve_to_the_same_stage_params():
     """CBST*, CRST* and IAST share AdaptSegNet's warm-up, so the vat stage of all four has one run (DVC's run
     cache restores it); their pseudo-label and VST settings differ."""
     params = raw_params()
-    resolved = {m: {s: resolve(apply_preset({**params, "method": m}, verbose=False), s) for s in STAGES}
-                for m in PRESETS}
+    resolved = {m: {s: resolve(compose_params([f"method={m}"], REPO / "conf"), s) for s in STAGES}
+                for m in group_options("method", REPO / "conf")}
     vat = {m: r["vat"] for m, r in resolved.items()}
     assert vat["adaptsegnet"] == vat["cbst_star"] == vat["crst_star"] == vat["iast"]
     assert vat["adaptsegnet"] != vat["ours"] and vat["cbst"] == vat["source_only"] == vat["oracle"]
@@ -117,25 +117,24 @@ def test_methods_that_share_a_phase_resolve_to_the_same_stage_params():
     labels = {m: r["pseudo_labels"] for m, r in resolved.items()}
     assert labels["cbst_star"] == labels["crst_star"] != labels["iast"]
     assert labels["ours"]["vst"]["alpha"] == params["vst"]["alpha"] and labels["iast"]["vst"]["alpha"] == 0.2
-    # stages no preset touches resolve alike for every method
+    # stages no method touches resolve alike for every method
     for stage in ("synth", "prepare", "train_source", "train_oracle", "flow", "report"):
         assert len({json.dumps(r[stage], sort_keys=True) for r in resolved.values()}) == 1, stage
 
 
-def test_every_key_a_preset_sets_reaches_a_stage():
+def test_every_key_a_method_fixes_reaches_a_stage():
     read = {k for stage in STAGES for k in stage_keys(stage)}
-    for method, sections in PRESETS.items():
-        for section, overrides in sections.items():
-            for key in overrides:
-                assert f"{section}.{key}" in read, (method, section, key)
+    assert read | {"profile", "method"} == known_keys()
+    for method in group_options("method", REPO / "conf"):
+        assert set(method_fixes(method, REPO / "conf")) <= read, method
 
 
 def test_dvc_stages_read_their_resolved_params_file():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     resolver = stages.pop("resolve_params")
-    assert "videoda/presets.py" in resolver["deps"] and "videoda/config/stages.py" in resolver["deps"]
+    assert "conf" in resolver["deps"] and "videoda/config/compose.py" in resolver["deps"]
     sections = {k.split(".")[0] for stage in STAGES for k in stage_keys(stage)}
-    assert set(resolver["params"]) == sections | {"profile"}      # the profile sets keys, no stage reads it
+    assert set(resolver["params"]) == sections | {"profile", "method"}    # records: no stage reads them
     for name, stage in stages.items():
         path = f"data/params/{name}.json"
         assert path in stage["deps"] and path in resolver["outs"], name
@@ -145,17 +144,16 @@ def test_dvc_stages_read_their_resolved_params_file():
 
 
 def test_resolve_params_stage_writes_effective_values_or_nothing(tmp_path):
-    params = raw_params()
-    params["method"] = "iast"
+    params = compose_params(["method=iast"], REPO / "conf")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, str(REPO / "stages/resolve_params.py"), "--out", "data/params"]
+    cmd = [sys.executable, str(REPO / "stages/resolve_params.py"), "--conf", str(REPO / "conf"), "--out", "data/params"]
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     written = json.loads((tmp_path / "data/params/pseudo_labels.json").read_text())
     assert written["vst"]["pseudo_label"] == "iast" and written["vst"]["gamma"] == 8.0
     assert json.loads((tmp_path / "data/params/vat.json").read_text())["vat"]["discriminator"] == "image"
     assert sorted(p.stem for p in (tmp_path / "data/params").glob("*.json")) == sorted(STAGES)
-    params["method"] = "ours"
+    params = compose_params(["method=ours"], REPO / "conf")
     params["vst"]["beta"] = 7        # a bad value of one stage: no file of any stage is (re)written
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "data/params/vat.json").unlink()
@@ -178,7 +176,7 @@ def test_config_is_the_only_reader_of_params():
     offenders = []
     for path in sorted([*REPO.glob("videoda/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("benchmarks/*.py")]):
         name = path.relative_to(REPO).as_posix()
-        if name.startswith("videoda/config/") or name == "videoda/presets.py":
+        if name.startswith("videoda/config/"):
             continue
         source = path.read_text()
         if ("safe_load(" in source and name not in yaml_readers) or "Section(" in source \

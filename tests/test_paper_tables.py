@@ -13,7 +13,7 @@ import yaml
 from videoda import paper_tables as pt
 from videoda.cli import main
 from videoda.data.classes import CLASSES
-from videoda.presets import PRESETS
+from videoda.config.compose import group_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,10 +48,11 @@ def test_every_row_has_an_experiment_whose_keys_exist_in_params():
             for part in k.split("."):
                 assert part in node, (key, k)
                 node = node[part]
-    assert set(pt.METHOD_LABELS) == set(PRESETS) == set(pt.PAPER_MAIN)
+    methods = group_options("method", REPO / "conf")
+    assert set(pt.METHOD_LABELS) == set(methods) == set(pt.PAPER_MAIN)
     # Table 4's class-balanced row uses our proportion knob; every ablation is on our method.
     assert dict(exps["vst_cb"].overrides)["vst.cbst_portion"] == params["vst"]["alpha"]
-    assert all(dict(e.overrides)["method"] == ("ours" if k not in PRESETS else k) for k, e in exps.items())
+    assert all(dict(e.overrides)["method"] == ("ours" if k not in methods else k) for k, e in exps.items())
     # Table 4's generators and Table 7's columns are entries of the pseudo-label generators' registry.
     from videoda.domain_adaptation.pseudo_labels import GENERATORS, TABLE7_GENERATORS
     assert {dict(e.overrides)["vst.pseudo_label"] for e in exps.values()

@@ -9,15 +9,16 @@ import pytest
 import torch
 import yaml
 
+from videoda.config.compose import compose_params
 from videoda.config.stages import STAGES, resolved_json
-from videoda.presets import apply_preset
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = 15
 
 
-def tiny_params():
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+def tiny_params(*overrides):
+    """params.yaml composed with ``overrides`` (e.g. ``method=source_only``), at a tiny size."""
+    params = compose_params(list(overrides), REPO / "conf")
     params["synth"].update(height=24, width=48, frames_per_clip=10, source_sequences=2, target_train_clips=2,
                            target_val_clips=2)
     for side in ("source", "target"):
@@ -37,10 +38,9 @@ def write_params(cwd, params):
     """params.yaml and what stage resolve_params makes of it, data/params/<stage>.json (values not checked here:
     each stage checks its own when it reads its file, as under `dvc repro` after a hand-edited file)."""
     (Path(cwd) / "params.yaml").write_text(yaml.safe_dump(params))
-    effective = apply_preset(params, verbose=False)
     (Path(cwd) / "data/params").mkdir(parents=True, exist_ok=True)
     for name in STAGES:
-        (Path(cwd) / f"data/params/{name}.json").write_text(resolved_json(effective, name))
+        (Path(cwd) / f"data/params/{name}.json").write_text(resolved_json(params, name))
 
 
 def written_files(root):
@@ -167,8 +167,7 @@ def test_method_presets_pass_models_through_disabled_phases_and_report_final(pre
     """method: source_only skips both adaptation phases: vat.pt and vst.pt are the source-only weights, and
     evaluate's `final` is their score; method: oracle makes `final` the oracle's."""
     cwd = prepared
-    params = tiny_params()
-    params["method"] = "source_only"
+    params = tiny_params("method=source_only")
     params["flow"]["method"] = "gt"
     write_params(cwd, params)
     ok(stage(cwd, "train_supervised.py", "--stage", "train_source", "--split", "source",
@@ -191,12 +190,11 @@ def test_method_presets_pass_models_through_disabled_phases_and_report_final(pre
     ok(stage(cwd, *evaluate))
     metrics = json.loads((cwd / "reports/m.json").read_text())
     assert metrics["final"] == metrics["vst"] == metrics["source_only"]
-    params["method"] = "oracle"
-    write_params(cwd, params)
+    write_params(cwd, tiny_params("method=oracle"))
     ok(stage(cwd, *evaluate[:-6], "--metrics", "reports/m2.json", "--predictions", "data/pred_o",
              "--figures", "reports/fig_o"))
     assert json.loads((cwd / "reports/m2.json").read_text())["final"]["miou"] == metrics["oracle"]["miou"]
     params["method"] = "everything"          # stage resolve_params checks it, before any stage runs
     (cwd / "params.yaml").write_text(yaml.safe_dump(params))
-    r = stage(cwd, "resolve_params.py", "--out", "data/params_bad")
+    r = stage(cwd, "resolve_params.py", "--conf", str(REPO / "conf"), "--out", "data/params_bad")
     assert r.returncode == 2 and "method = 'everything'" in r.stderr and not (cwd / "data/params_bad").exists()

@@ -123,7 +123,7 @@ def test_streamed_cbst_thresholds_equal_the_whole_set_ones(portion):
 @pytest.mark.parametrize("kind", list(GENERATORS))
 def test_label_stream_equals_the_whole_set_labels_for_lists_and_one_shot_streams(kind, tmp_path):
     maxima = tied_maxima(np.random.default_rng(3), levels=11)
-    cfg = label_config(kind=kind, portion=0.3, alpha=0.4, beta=0.5, gamma=1.0, init_theta=0.9)
+    cfg = label_config(pseudo_label=kind, cbst_portion=0.3, alpha=0.4, beta=0.5, gamma=1.0, init_theta=0.9)
     expected, theta = ref.label_maxima(kind, maxima, cfg)
     got, got_theta = label_maxima(kind, maxima, cfg)
     assert got_theta.tobytes() == theta.tobytes()
@@ -139,7 +139,7 @@ def test_label_stream_equals_the_whole_set_labels_for_lists_and_one_shot_streams
 @pytest.mark.parametrize("proportion", [0.0, 0.35, 0.6, 1.0])
 def test_labels_at_proportion_equals_the_whole_set_search(kind, proportion):
     maxima = tied_maxima(np.random.default_rng(4), levels=9)
-    cfg = label_config(kind=kind, alpha=0.5, beta=0.5, gamma=0.0, init_theta=0.9)
+    cfg = label_config(pseudo_label=kind, alpha=0.5, beta=0.5, gamma=0.0, init_theta=0.9)
     labels, knob, reached = ref.labels_at_proportion(kind, maxima, cfg, proportion)
     assert knob_at_proportion(kind, maxima, cfg, proportion) == (knob, reached)
     # the labels at that knob, made again, are the ones the search had found
@@ -158,7 +158,7 @@ def test_table7_equals_the_whole_set_table():
         gt[:, 0] = IGNORE_ID
         clips.append(Clip(name, np.zeros(conf.shape + (3,), np.uint8), gt, np.array([True, False, True, True]),
                           np.array([f"{name}_{t}" for t in range(len(conf))])))
-    cfg = label_config(kind="clip_agg", alpha=0.5, beta=0.3, gamma=1.0, init_theta=0.9)
+    cfg = label_config(pseudo_label="clip_agg", alpha=0.5, beta=0.3, gamma=1.0, init_theta=0.9)
     expected = ref.table7_p_miou(single, aggregated, clips, cfg, [0.3, 0.8])
     assert table7_p_miou(single, aggregated, clips, cfg, [0.3, 0.8]) == expected
 
@@ -242,7 +242,7 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("kind, equal_proportions", [("clip_agg", [0.5]), ("cbst", []), ("iast", []), ("clip", [])])
 def test_stage_work_writes_the_same_files_and_report_as_the_whole_set_code(tiny, tmp_path, kind, equal_proportions):
-    cfg = label_config(kind=kind, equal_proportions=tuple(equal_proportions), batch_size=2)
+    cfg = label_config(pseudo_label=kind, equal_proportions=tuple(equal_proportions), batch_size=2)
     model, clips = tiny["model"], tiny["clips"]
     with FlowStore(tiny["flow"]) as store:
         labels, theta = ref.generate_pseudo_labels(model, clips, store, cfg)
@@ -295,7 +295,7 @@ def test_the_flow_metadata_held_does_not_grow_with_the_clips(tiny, tmp_path, kin
             return flow
 
         store.flow = spy
-        make_pseudo_labels(tiny["model"], tiny["clips"], store, label_config(kind=kind, batch_size=2), 1,
+        make_pseudo_labels(tiny["model"], tiny["clips"], store, label_config(pseudo_label=kind, batch_size=2), 1,
                            tmp_path / "out")
     first = next(i for i, (clip, _) in enumerate(cached) if clip != "clip0")     # the first clip's reads
     assert {clip for clip, _ in cached} == {"clip0", "clip1", "clip2"}
@@ -310,7 +310,7 @@ def test_accelerator_code_paths_give_the_same_numbers(monkeypatch):
     import videoda.domain_adaptation.pseudo_labels as pl
 
     maxima = tied_maxima(np.random.default_rng(8), levels=11)
-    cfgs = {kind: label_config(kind=kind, portion=0.3, alpha=0.4, beta=0.5, gamma=1.0) for kind in GENERATORS}
+    cfgs = {kind: label_config(pseudo_label=kind, cbst_portion=0.3, alpha=0.4, beta=0.5, gamma=1.0) for kind in GENERATORS}
     expected = {kind: ref.label_maxima(kind, maxima, cfg) for kind, cfg in cfgs.items()}
     conf = np.concatenate([c.ravel() for _, (c, _) in maxima])
     gt = np.concatenate([p.ravel() for _, (_, p) in maxima])
@@ -329,14 +329,14 @@ def test_accelerator_code_paths_give_the_same_numbers(monkeypatch):
 def test_on_cuda_thresholds_selection_and_labels_equal_the_cpu(tiny, tmp_path):
     maxima = tied_maxima(np.random.default_rng(9), levels=11)
     for kind in GENERATORS:
-        cfg = label_config(kind=kind, portion=0.3, alpha=0.4, beta=0.5, gamma=1.0)
+        cfg = label_config(pseudo_label=kind, cbst_portion=0.3, alpha=0.4, beta=0.5, gamma=1.0)
         cpu, theta = label_maxima(kind, maxima, cfg)
         cuda = list(label_stream(kind, [(n, (torch.from_numpy(c).cuda(), torch.from_numpy(p).cuda()))
                                         for n, (c, p) in maxima], cfg, "cuda"))
         assert all(lab.is_cuda and np.array_equal(lab.cpu().numpy(), cpu[n]) for n, lab, _ in cuda), kind
         assert cuda[-1][2].tobytes() == theta.tobytes(), kind
     # the whole stage's work on the GPU: the model's softmax differs in its last bits, the labels barely
-    cfg = label_config(kind="clip_agg", batch_size=2)
+    cfg = label_config(pseudo_label="clip_agg", batch_size=2)
     model = tiny["model"]
     with FlowStore(tiny["flow"]) as store:
         on_cpu = make_pseudo_labels(model, tiny["clips"], store, cfg, 1, tmp_path / "cpu")

@@ -152,7 +152,7 @@ def test_labels_at_proportion_bisects_the_knob_by_hand():
     of 0.3 labels the three most confident pixels."""
     conf = np.linspace(0.05, 0.95, 10, dtype=np.float32).reshape(1, 2, 5)
     pred = np.zeros((1, 2, 5), np.uint8)
-    cfg = label_config(kind="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
+    cfg = label_config(pseudo_label="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
     alpha, reached = knob_at_proportion("clip", [("a", (conf, pred))], cfg, 0.3)
     assert reached == pytest.approx(0.3) and 0.3 <= alpha < 0.4
     labels, _ = label_maxima("clip", [("a", (conf, pred))], dataclasses.replace(cfg, alpha=alpha))
@@ -175,7 +175,7 @@ def test_table7_scores_each_generator_at_the_same_proportion():
     conf = np.where(pred == gt, 0.6, 0.4) + 0.3 * rng.random(gt.shape)
     single = [("c", (conf.astype(np.float32), pred))]
     aggregated = [("c", (conf.astype(np.float32), gt.copy()))]     # a perfect "aggregated" prediction
-    cfg = label_config(kind="clip_agg", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
+    cfg = label_config(pseudo_label="clip_agg", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
     out = table7_p_miou(single, aggregated, clips, cfg, [0.5])
     assert set(out) == {"0.5"} and set(out["0.5"]) == {"cb", "ia", "ours"}
     assert all(abs(r["proportion"] - 50) < 5 for r in out["0.5"].values())
@@ -192,7 +192,7 @@ def test_registry_describes_each_generator():
     assert GENERATORS == {"cbst": Generator(CLASS_BALANCED), "iast": Generator(IMAGE), "clip": Generator(CLIP),
                           "clip_agg": Generator(CLIP, aggregate=True)}
     assert [name for name, g in GENERATORS.items() if g.needs_whole_set] == ["cbst"]
-    assert {name: g.knob for name, g in GENERATORS.items()} == {"cbst": "portion", "iast": "alpha",
+    assert {name: g.knob for name, g in GENERATORS.items()} == {"cbst": "cbst_portion", "iast": "alpha",
                                                                  "clip": "alpha", "clip_agg": "alpha"}
     # Table 7's "ours" is the clip-adaptive generator on aggregated predictions; CB and IA see single frames.
     assert TABLE7_GENERATORS == {"cb": "cbst", "ia": "iast", "ours": "clip_agg"}
@@ -201,7 +201,7 @@ def test_registry_describes_each_generator():
         Generator("per_pixel")
     # params.yaml's choice is validated against the registry's names
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    assert stage_config("pseudo_labels", params).labels.kind in GENERATORS
+    assert stage_config("pseudo_labels", params).labels.pseudo_label in GENERATORS
     params["vst"]["pseudo_label"] = "clip_aggregated"
     with pytest.raises(ParamError, match="'cbst', 'iast', 'clip', 'clip_agg'"):
         stage_config("pseudo_labels", params)
@@ -212,7 +212,7 @@ def test_label_maxima_follows_the_threshold_rule_of_the_entry():
     ``clip`` and ``clip_agg`` threshold alike (aggregation happens before, on the maxima)."""
     conf = np.array([[[0.9, 0.8, 0.7, 0.6]], [[0.5, 0.4, 0.3, 0.2]]], np.float32)
     pred = np.zeros(conf.shape, np.uint8)
-    cfg = label_config(kind="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9, portion=0.5)
+    cfg = label_config(pseudo_label="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9, cbst_portion=0.5)
     kept = {k: (label_maxima(k, [("a", (conf, pred))], cfg)[0]["a"] != IGNORE_ID).sum(axis=(1, 2)).tolist()
             for k in GENERATORS}
     assert kept["iast"] == [2, 2]          # each frame: above its own top-50% value
@@ -238,8 +238,8 @@ def test_generate_pseudo_labels_aggregates_only_for_aggregating_entries(kind, mo
     import torch
 
     model = torch.nn.Linear(1, 1)                # only its device is asked for
-    labels, theta = generate_pseudo_labels(model, clips, None, label_config(kind=kind))
+    labels, theta = generate_pseudo_labels(model, clips, None, label_config(pseudo_label=kind))
     assert calls == [("a", GENERATORS[kind].aggregate), ("b", GENERATORS[kind].aggregate)]
     assert set(labels) == {"a", "b"} and theta.shape == (NUM_CLASSES,)
     with pytest.raises(ValueError, match="must be one of"):
-        generate_pseudo_labels(model, clips, None, label_config(kind="nope"))
+        generate_pseudo_labels(model, clips, None, label_config(pseudo_label="nope"))

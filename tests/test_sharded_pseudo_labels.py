@@ -120,7 +120,7 @@ def free_port():
 
 def label_config(params, kind):
     """VST's generator of its later rounds, set to ``kind``."""
-    return dataclasses.replace(stage_config("vst", params).labels, kind=kind, batch_size=2)
+    return dataclasses.replace(stage_config("vst", params).labels, pseudo_label=kind, batch_size=2)
 
 
 def regenerate_on_rank(rank, size, port, root, kinds):

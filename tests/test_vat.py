@@ -281,7 +281,7 @@ def test_vat_stage_errors_name_the_key_or_file(vat_dir, tmp_path, monkeypatch, c
 
 def test_dvc_vat_stage_reads_only_its_own_params():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    # vat reads its effective params (method preset applied) from the file stage resolve_params writes.
+    # vat reads its effective params (composed from conf/, checked) from the file stage resolve_params writes.
     assert "params" not in stages["vat"] and "data/params/vat.json" in stages["vat"]["deps"]
     assert {k.split(".")[0] for k in stage_keys("vat")} == {"seed", "vat", "compute"}
     assert "models/source_only.pt" in stages["vat"]["deps"] and "models/vat.pt" in stages["vat"]["outs"]

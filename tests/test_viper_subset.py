@@ -139,7 +139,7 @@ def test_bad_conditions_files(tmp_path):
 
 
 def test_condition_params_are_checked():
-    params = load_params(REPO / "params.yaml", verbose=False)
+    params = load_params(REPO / "params.yaml")
     cfg = read_config(Prepare, params, "prepare")
     assert cfg.source.conditions == ("day",) and cfg.source.sequences is None    # the paper's setting
     params["prepare"]["source"].update(sequences=[1, "002"])

@@ -5,7 +5,8 @@ mIoU and VPQ^s (see ``videoda.eval_folder``, ``videoda.metrics``). ``segment`` r
 colourised overlay video and prints a temporal-consistency score (see ``videoda.segment``). ``paper-tables``
 queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``videoda.paper_tables``).
 ``vps-img-all`` builds Cityscapes-VPS ``train/img_all/`` from Cityscapes' ``leftImg8bit_sequence`` (see
-``videoda.data.vps_img_all``). ``stage-command`` prints a DVC stage's command, for the nodes of a multi-node
+``videoda.data.vps_img_all``). ``params`` composes params.yaml from conf/ with ``-S key=value`` overrides, as
+``dvc exp run -S`` does, for ``dvc repro`` (see ``videoda.config.compose``). ``stage-command`` prints a DVC stage's command, for the nodes of a multi-node
 run other than the one DVC runs on (``examples/slurm_stage.sh``). Bad input exits with status 2 and writes
 nothing.
 """
@@ -87,6 +88,15 @@ def cmd_paper_tables(args):
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def cmd_params(args):
+    from videoda.config.compose import write_params
+
+    text = write_params(args.set, out=args.out, conf_dir=args.conf)
+    print(f"{args.out}: {len(text.splitlines())} lines composed from {args.conf}/"
+          + (f" with -S {' -S '.join(args.set)}" if args.set else ""))
+    return 0
 
 
 def cmd_vps_img_all(args):
@@ -200,6 +210,15 @@ def build_parser():
                                                "(default HEAD; experiments belong to the commit they ran on)")
     p.add_argument("--rerun", action="store_true", help="remove and rerun experiments that already exist")
     p.set_defaults(func=cmd_paper_tables)
+
+    p = sub.add_parser("params", help="compose params.yaml from conf/ (defaults < profile < method < -S "
+                                      "overrides), check every value, write it: `dvc exp run -S` without running")
+    p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override, as dvc exp run -S takes it: profile=paper, method=iast, vst.alpha=0.2 "
+                        "(repeatable)")
+    p.add_argument("--out", default="params.yaml", help="the file written (default params.yaml)")
+    p.add_argument("--conf", default="conf", help="the config folder (default conf)")
+    p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("vps-img-all", help="build Cityscapes-VPS <split>/img_all/ (all 30 frames of each clip) "
                                            "from Cityscapes' leftImg8bit_sequence")

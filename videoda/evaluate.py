@@ -102,7 +102,8 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None, 
     ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32): writes each
     model's predictions as ``pred_root/<name>/<frame>.png``, its qualitative strip ``fig_root/<name>_strip.png``
     and every confusion matrix to ``fig_root/confusion.npz`` (the folders must exist). Returns {name: report}
-    with ``final``, the selected method's model (``videoda/presets.py``), when it was evaluated.
+    with ``final``, the selected method's model (``evaluate.final_model``, set by ``conf/method/``), when it was
+    evaluated.
 
     Several processes (``compute.world``): the clips are sharded (``evaluate_clips``, through the folder
     ``shards/<name>``); rank 0 alone writes (``pred_root``, ``fig_root``: None on the other ranks, which return

@@ -1,7 +1,7 @@
 """The paper's Tables 1-7 regenerated with ``dvc exp``: ``python -m videoda paper-tables``.
 
 Every row of every table is one experiment of the pipeline: a few ``-S`` overrides of params.yaml (often just
-``method=<preset>``, ``videoda/presets.py``) and the stage to reproduce up to. An experiment serves every row
+``method=<name>``, ``conf/method/``) and the stage to reproduce up to. An experiment serves every row
 that reads it (e.g. ``ours`` gives Table 1's "Ours", Table 3's VAT row from its ``vat`` model, Table 4's last
 row), so each (experiment, seed) runs once. ``run`` queues the missing ones (``dvc exp run --queue``), runs the
 queue (``dvc exp run --run-all``), then ``collect`` reads ``dvc exp show --json``, adds every finished run's

@@ -20,4 +20,4 @@ def flow_tau_param():
 class Occlusion:
     """Eq. 10's occlusion mask exp(-alpha ||x_i - W(x_j)||_2) and its threshold th."""
     alpha: float = number(lo=0.0, key="flow.alpha")
-    threshold: float = number(0.0, 1.0, key="flow.occlusion_threshold")
+    occlusion_threshold: float = number(0.0, 1.0, key="flow.occlusion_threshold")

@@ -6,24 +6,19 @@ from typing import ClassVar
 from videoda.config.common import Occlusion, flow_tau_param
 from videoda.config.compute import Compute
 from videoda.config.fields import choice, class_set, integer, part
-from videoda.presets import PRESETS, final_model
 
 
 @dataclass(frozen=True)
 class Evaluate:
-    """Stage ``evaluate``; ``method`` names the model whose metrics are the method's result (``final``)."""
+    """Stage ``evaluate``; ``final_model`` names the model whose metrics are the method's result (``final``)."""
     SECTION: ClassVar[str] = "evaluate"
-    method: str = choice(PRESETS, key="method")
+    final_model: str = choice(["vst", "oracle"])
     label_stride: int = integer(lo=1)
     batch_size: int = integer(lo=1)
     strip_rows: int = integer(lo=1)
     threads: int = integer(lo=1)
     compute: Compute = part("compute")
     classes: object = class_set()
-
-    @property
-    def final_model(self):
-        return final_model({"method": self.method})
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The config layer's machinery: load params.yaml (with its ``profile`` and ``method`` preset applied), declare
+"""The config layer's machinery: load params.yaml (composed from conf/ by ``videoda.config.compose``), declare
 what each config field reads and how it is checked, read a config from params or from a stage's resolved params
 file.
 
@@ -16,23 +16,22 @@ import yaml
 
 from videoda.data.classes import load_class_set
 from videoda.errors import ParamError
-from videoda.presets import apply_preset, apply_profile
 
 PARAMS_FILE = "params.yaml"
 
 
-def load_params(path=PARAMS_FILE, verbose=True):
-    """params.yaml as the pipeline sees it: with its ``profile``, then the preset of its ``method`` applied
-    (``videoda.presets``), and its class set (``classes``: a name or a file) read in, so that each stage's
-    resolved params hold the set itself (``videoda.data.classes``) and DVC sees a change of its content."""
-    params = apply_preset(apply_profile(read_params(path), verbose=verbose), verbose=verbose)
+def load_params(path=PARAMS_FILE):
+    """params.yaml as the pipeline sees it: every key's effective value (composed from conf/), with its class set
+    (``classes``: a name or a file) read in, so that each stage's resolved params hold the set itself
+    (``videoda.data.classes``) and DVC sees a change of its content."""
+    params = read_params(path)
     if "classes" in params:
         params["classes"] = load_class_set(params["classes"]).to_dict()
     return params
 
 
 def read_params(path=PARAMS_FILE):
-    """params.yaml as written (no preset applied); a missing file or a YAML error is a ParamError naming it."""
+    """params.yaml as written (the class set by name); a missing file or a YAML error is a ParamError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"{path}: parameter file not found")

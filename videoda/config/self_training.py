@@ -15,12 +15,12 @@ from videoda.evaluate import PREDICT_BATCH_SIZE
 @dataclass(frozen=True)
 class PseudoLabels:
     """A pseudo-label generator (Sec. 4.4.1, Eq. 10-11, Algorithm 1) and its thresholds."""
-    kind: str = choice(GENERATORS, key="vst.pseudo_label")
+    pseudo_label: str = choice(GENERATORS)
     alpha: float = number(0.0, 1.0)
     beta: float = number(0.0, 1.0)
     gamma: float = number(lo=0.0)
     init_theta: float = number(0.0, 1.0)
-    portion: float = number(0.0, 1.0, key="vst.cbst_portion")
+    cbst_portion: float = number(0.0, 1.0)
     occlusion: Occlusion = part()
     equal_proportions: tuple = number_list(0.0, 1.0)
     classes: object = class_set()                 # the thresholds' classes and the reports' names

@@ -88,7 +88,7 @@ def annotated_maxima(annotated, single, aggregated):
 
 
 def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress=lambda xs, **_: xs, world=SINGLE):
-    """Label ``clips`` with generator ``cfg.kind`` (``videoda.config.PseudoLabels``), writing each clip's labels
+    """Label ``clips`` with generator ``cfg.pseudo_label`` (``videoda.config.PseudoLabels``), writing each clip's labels
     under ``out`` (``<out>/<clip>/<frame>.png``, ``write_clip_pseudo_labels``) as it is made, and return the
     stage's report (see the module's docstring; ``tau``: the pair distance of cut-out refinement).
 
@@ -104,7 +104,7 @@ def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress
     set-wide thresholds) sees them exactly as one process does, writes the labels and makes the report. The
     other ranks return None.
     """
-    gen = generator(cfg.kind)
+    gen = generator(cfg.pseudo_label)
     device = model_device(model, device)
     stats, analysis = LabelStats(cfg.classes), Analysis(store, tau)
     # the spill's keys of the generator's (confidence, argmax) of every frame: Table 7's arrays when it has them
@@ -147,14 +147,14 @@ def make_pseudo_labels(model, clips, store, cfg, tau, out, device=None, progress
             maxima, in_order = one_shot(), clips
 
         theta = None
-        for clip, (name, labels, theta) in zip(in_order, label_stream(cfg.kind, maxima, cfg, device, folder)):
+        for clip, (name, labels, theta) in zip(in_order, label_stream(cfg.pseudo_label, maxima, cfg, device, folder)):
             host_labels = labels.cpu().numpy()
             write_clip_pseudo_labels(out, clip, host_labels)
             annotated = annotated_labels(clip)
             stats.add(clip, host_labels, annotated)
             analysis.add(clip, labels, annotated)
         proportion = analysis.proportion()
-        report = {"generator": cfg.kind, **stats.result(),
+        report = {"generator": cfg.pseudo_label, **stats.result(),
                   "thresholds": {c: round(float(t), 4) for c, t in zip(cfg.classes.names, theta)},
                   "equal_proportion": {
                       "proportion": round(100 * proportion, 4),

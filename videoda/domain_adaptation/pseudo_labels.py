@@ -226,7 +226,7 @@ class Generator:
     @property
     def knob(self):
         """The setting Table 7 tunes to reach a proportion of labelled pixels: CBST's portion, else alpha."""
-        return "portion" if self.thresholds == CLASS_BALANCED else "alpha"
+        return "cbst_portion" if self.thresholds == CLASS_BALANCED else "alpha"
 
 
 # The generators by their name in params.yaml (``vst.pseudo_label``).
@@ -272,7 +272,7 @@ def aggregate_predictions(probs, clip, store, cfg, images=None):
     images = clip_frames(clip) if images is None else images
     store.check_clip(clip.name, len(clip), *images.shape[1:3])
     return aggregate_clip(probs, images, lambda a, b: store.flow(clip.name, a, b), cfg.occlusion.alpha,
-                          cfg.occlusion.threshold)
+                          cfg.occlusion.occlusion_threshold)
 
 
 def maxima_of(probs):
@@ -301,7 +301,7 @@ def label_stream(kind, maxima, cfg, device=None, spill_root=None):
     Whether the maxima are aggregated is the caller's business.
 
     The adaptive rules carry their thresholds from item to item (Algorithm 1), so one item is in memory at a
-    time. CBST's thresholds come from all items at once (Eq. 2's class-balanced portion ``cfg.portion``): a
+    time. CBST's thresholds come from all items at once (Eq. 2's class-balanced portion ``cfg.cbst_portion``): a
     re-iterable ``maxima`` (a list, a ``Spill`` view) is read for them (``streamed_class_balanced_thresholds``),
     then again to label; a one-shot iterator is first written to a spill on disk in a temporary folder under
     ``spill_root`` (default: the system's), removed after.
@@ -319,7 +319,7 @@ def label_stream(kind, maxima, cfg, device=None, spill_root=None):
                     spill.append(name, conf=conf, pred=pred)
                 yield from label_stream(kind, spill.view("conf", "pred"), cfg, device)
             return
-        theta = streamed_class_balanced_thresholds(maxima, cfg.portion, cfg.classes.num_classes, device)
+        theta = streamed_class_balanced_thresholds(maxima, cfg.cbst_portion, cfg.classes.num_classes, device)
         for name, (conf, pred) in maxima:
             yield name, torch.as_tensor(label_with_thresholds(*on_device(conf, pred), theta)), theta
         return
@@ -352,7 +352,7 @@ def iter_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, de
     barrier rank 0 thresholds them in the clips' order, the one Algorithm 1's EMA runs in, and yields every
     clip; the other ranks yield nothing. Every rank must run the generator to its end.
     """
-    gen = generator(cfg.kind)
+    gen = generator(cfg.pseudo_label)
     device = model_device(model, device)
     if world.distributed:
         def maxima(i):
@@ -362,11 +362,11 @@ def iter_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, de
         with shared_spill(spill_root, world) as spill:
             spill.write_shard([clip.name for clip in clips], maxima, world, progress, "pseudo labels")
             if world.is_main:
-                yield from labelled_clips(clips, label_stream(cfg.kind, spill.view("conf", "pred"), cfg, device))
+                yield from labelled_clips(clips, label_stream(cfg.pseudo_label, spill.view("conf", "pred"), cfg, device))
         return
     maxima = ((clip.name, clip_maxima(model, clip, store, cfg, gen.aggregate))
               for clip in progress(clips, description="pseudo labels"))
-    yield from labelled_clips(clips, label_stream(cfg.kind, maxima, cfg, device, spill_root))
+    yield from labelled_clips(clips, label_stream(cfg.pseudo_label, maxima, cfg, device, spill_root))
 
 
 def labelled_clips(clips, stream):
@@ -379,8 +379,8 @@ def generate_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs
     """``iter_pseudo_labels`` collected: ({clip name: labels (T, H, W) uint8 numpy}, the final thresholds).
     Holds every clip's labels (VST's later rounds train on them); stage ``pseudo_labels`` writes them clip by
     clip instead (``write_clip_pseudo_labels``)."""
-    generator(cfg.kind)
-    out, theta = {}, initial_thresholds(cfg.kind, cfg)
+    generator(cfg.pseudo_label)
+    out, theta = {}, initial_thresholds(cfg.pseudo_label, cfg)
     for clip, labels, theta in iter_pseudo_labels(model, clips, store, cfg, progress, device):
         out[clip.name] = labels.cpu().numpy()
     return out, theta

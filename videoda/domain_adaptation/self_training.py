@@ -268,7 +268,7 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
         pairs = PseudoLabelPairs(clips, cfg.tau, pseudo, cfg.refine, store.path if cfg.refine != "none" else None)
         with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip, workers=workers,
                         device=device, rank=rank) as target:
-            batches = VSTBatches(target, cfg.refine, occlusion.alpha, occlusion.threshold, source)
+            batches = VSTBatches(target, cfg.refine, occlusion.alpha, occlusion.occlusion_threshold, source)
             optimizer = segmentation_optimizer(model, train_cfg.optim)
             if snapshot is not None:
                 snapshot.context = context

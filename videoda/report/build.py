@@ -120,7 +120,7 @@ def index_markdown(metrics, pseudo, pseudo_path, files, sources, cfg, video):
               f"{_pick(cut, pseudo_path, 'pixels_after')} |", "",
               f"{len(files['pseudo_rows'])} annotated frames t, evenly spread over the clips; the refinements use "
               f"frame t - {cfg.tau} and the flow F(t -> t - {cfg.tau}) (fill-in: occlusion alpha {cfg.occlusion.alpha:g}, "
-              f"threshold {cfg.occlusion.threshold:g}). Under each label map: *precision*, the share of its labelled pixels "
+              f"threshold {cfg.occlusion.occlusion_threshold:g}). Under each label map: *precision*, the share of its labelled pixels "
               "that agree with the ground truth (where both exist), and *labelled*, the share of all pixels it "
               "labels. Black: void / no label.", "",
               f"![Pseudo labels: frame, generated, cut-out, fill-in, ground truth]({files['pseudo']})", "",

@@ -48,7 +48,7 @@ def _number(v):
 
 def ordered_models(names):
     """The evaluated models in display order; ``final`` (evaluate's alias of the selected method's model,
-    ``videoda/presets.py``) is left out, since its model is shown under its own name."""
+    ``conf/method/``) is left out, since its model is shown under its own name."""
     names = [n for n in names if n != "final"]
     return [n for n in MODEL_ORDER if n in names] + [n for n in names if n not in MODEL_ORDER]
 

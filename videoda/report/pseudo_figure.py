@@ -46,7 +46,7 @@ def refined_labels(clip, pseudo_root, store, t, cfg):
     images = torch.from_numpy(clip.images[[t]]).permute(0, 3, 1, 2)
     ref_images = torch.from_numpy(clip.images[[ref]]).permute(0, 3, 1, 2)
     cut = cutout_refine(lab, ref_lab, flow)[0].numpy().astype(np.uint8)
-    fill = fillin_refine(lab, ref_lab, flow, images, ref_images, cfg.occlusion.alpha, cfg.occlusion.threshold)
+    fill = fillin_refine(lab, ref_lab, flow, images, ref_images, cfg.occlusion.alpha, cfg.occlusion.occlusion_threshold)
     return labels, cut, fill[0].numpy().astype(np.uint8)
 
 
