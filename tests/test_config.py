@@ -183,3 +183,17 @@ def test_config_is_the_only_reader_of_params():
                 or 'params["' in source or (re.search(r"\b(load|read)_params\(", source) and name not in loaders):
             offenders.append(name)
     assert offenders == []
+
+
+def test_every_field_is_named_after_its_key():
+    """One name per key from the YAML to the code: a field reading ``vst.cbst_portion`` is ``cbst_portion``."""
+    def walk(cls, section):
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if meta.get("kind") == "part":
+                yield from walk(f.type, meta["section"] or section)
+            elif "kind" in meta:
+                yield cls.__name__, f.name, meta["key"] or f"{section}.{f.name}"
+    fields = {entry for cls, section in STAGES.values() for entry in walk(cls, section)}
+    assert len(fields) > 50
+    assert [(c, name, key) for c, name, key in sorted(fields) if key.split(".")[-1] != name] == []
