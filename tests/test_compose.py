@@ -1,6 +1,8 @@
 """params.yaml composed from conf/ (videoda/config/compose.py): one merge order, defaults < profile < method <
 overrides, and every bad value stopped before anything runs."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +44,7 @@ def test_shared_training_keys_are_stated_once_and_each_phase_keeps_its_own():
     params = composed()
     for phase in ("train_source", "train_oracle", "vat", "vst"):
         for key, value in training.items():
-            if not (phase, key) in {("vat", "batch_size"), ("vst", "iterations"), ("vst", "lr")}:
+            if (phase, key) not in {("vat", "batch_size"), ("vst", "iterations"), ("vst", "lr")}:
                 assert params[phase][key] == value, (phase, key)
     assert (params["vat"]["batch_size"], params["vst"]["iterations"], params["vst"]["lr"]) == (4, 400, 2.5e-4)
     assert "tau" not in params["vst"]                      # VST's pairs are flow.tau's
@@ -68,6 +70,17 @@ def test_merge_order_key_by_key(tmp_path):
         check_params(over, conf_dir=conf, overrides=["profile=paper", "method=probe", f"{key}=0.7"])
     # a profile fixes nothing: its keys can be overridden on top
     assert lookup(composed("profile=paper", "train_source.iterations=100"), "train_source.iterations") == 100
+
+
+def test_a_method_file_is_read_as_hydra_reads_it(tmp_path):
+    """``1e-3`` is a number to Hydra (OmegaConf's loader) and a string to PyYAML: the method's fixed keys are read
+    as composed, so the method's own value is never refused."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "method/probe.yaml").write_text("# @package _global_\nmethod: probe\nvat:\n  lambda_v: 1e-3\n")
+    assert method_fixes("probe", conf) == {"vat.lambda_v": 1.0e-3}
+    params = check_params(composed("method=probe", conf=conf), conf_dir=conf)
+    assert params["vat"]["lambda_v"] == 1.0e-3
 
 
 def test_the_short_paper_trial_resolves_to_the_override():
@@ -231,7 +244,7 @@ def test_a_sweep_queues_one_experiment_per_value(tmp_path):
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
     dvc = [sys.executable, "-m", "dvc"]
-    env = {**__import__("os").environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
     r = subprocess.run([*dvc, "exp", "run", "--queue", "-S", "vst.alpha=0.2,0.5"], cwd=repo, env=env,
                        capture_output=True, text=True)
@@ -239,7 +252,7 @@ def test_a_sweep_queues_one_experiment_per_value(tmp_path):
     r = subprocess.run([*dvc, "exp", "show", "--json"], cwd=repo, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     base = yaml.safe_load((REPO / "params.yaml").read_text())
-    queued = [rev["data"]["params"]["params.yaml"]["data"] for group in __import__("json").loads(r.stdout)
+    queued = [rev["data"]["params"]["params.yaml"]["data"] for group in json.loads(r.stdout)
               for exp in group.get("experiments") or [] for rev in exp["revs"]]
     assert sorted(p["vst"]["alpha"] for p in queued) == [0.2, 0.5]
     for p in queued:

@@ -35,8 +35,10 @@ def test_config_values_are_the_params_values():
     params = raw_params()
     vst = stage_config("vst", params)
     assert vst.train.optim.lr == params["vst"]["lr"] and vst.train.iterations == params["vst"]["iterations"]
-    assert vst.tau == params["flow"]["tau"] and vst.labels.occlusion.occlusion_threshold == params["flow"]["occlusion_threshold"]
-    assert vst.labels.pseudo_label == params["vst"]["pseudo_label"] and vst.labels.cbst_portion == params["vst"]["cbst_portion"]
+    assert vst.tau == params["flow"]["tau"]
+    assert vst.labels.occlusion.occlusion_threshold == params["flow"]["occlusion_threshold"]
+    assert vst.labels.pseudo_label == params["vst"]["pseudo_label"]
+    assert vst.labels.cbst_portion == params["vst"]["cbst_portion"]
     oracle = stage_config("train_oracle", params)
     assert oracle.train.batch_size == params["train_oracle"]["batch_size"]
     assert oracle.model.aspp_rates == tuple(params["model"]["aspp_rates"])

@@ -6,8 +6,8 @@ colourised overlay video and prints a temporal-consistency score (see ``videoda.
 queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``videoda.paper_tables``).
 ``vps-img-all`` builds Cityscapes-VPS ``train/img_all/`` from Cityscapes' ``leftImg8bit_sequence`` (see
 ``videoda.data.vps_img_all``). ``params`` composes params.yaml from conf/ with ``-S key=value`` overrides, as
-``dvc exp run -S`` does, for ``dvc repro`` (see ``videoda.config.compose``). ``stage-command`` prints a DVC stage's command, for the nodes of a multi-node
-run other than the one DVC runs on (``examples/slurm_stage.sh``). Bad input exits with status 2 and writes
+``dvc exp run -S`` does, for ``dvc repro`` (see ``videoda.config.compose``). ``stage-command`` prints a DVC
+stage's command, for the nodes of a multi-node run other than the one DVC runs on (``examples/slurm_stage.sh``). Bad input exits with status 2 and writes
 nothing.
 """
 

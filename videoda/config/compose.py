@@ -23,8 +23,8 @@ from videoda.errors import ParamError
 from videoda.utils.io import atomic_path
 
 CONF_DIR = "conf"
-GROUPS = ("profile", "method")       # the config groups: one file each under conf/<group>/
-RECORDS = GROUPS                     # keys no stage reads: the profile and method files record their names
+GROUPS = ("profile", "method")       # the config groups (conf/<group>/<name>.yaml); each file records its name
+                                     # under the group's key, which no stage reads
 
 
 def group_options(group, conf_dir=CONF_DIR):
@@ -83,14 +83,18 @@ def _leaves(node, prefix=""):
 
 
 def method_fixes(method, conf_dir=CONF_DIR):
-    """{dotted key: value} of the keys method ``method`` fixes (its file's, but its name)."""
-    fixes = yaml.safe_load((Path(conf_dir) / "method" / f"{method}.yaml").read_text()) or {}
-    return {key: lookup(fixes, key) for key in _leaves(fixes) if key not in RECORDS}
+    """{dotted key: value} of the keys method ``method`` fixes (its file's, but its name). Read with OmegaConf's
+    YAML loader, the one Hydra composes with: PyYAML would read e.g. ``1e-3`` as a string where the composed
+    params.yaml holds the number, and refuse every run of the method."""
+    from omegaconf import OmegaConf
+
+    fixes = OmegaConf.to_container(OmegaConf.load(Path(conf_dir) / "method" / f"{method}.yaml")) or {}
+    return {key: lookup(fixes, key) for key in _leaves(fixes) if key not in GROUPS}
 
 
 def known_keys():
-    """Every key a stage reads, and the records."""
-    return set(RECORDS).union(*(stage_keys(stage) for stage in STAGES))
+    """Every key a stage reads, and the groups' names."""
+    return set(GROUPS).union(*(stage_keys(stage) for stage in STAGES))
 
 
 def _where(key, source, overrides):

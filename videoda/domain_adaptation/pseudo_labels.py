@@ -362,7 +362,8 @@ def iter_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, de
         with shared_spill(spill_root, world) as spill:
             spill.write_shard([clip.name for clip in clips], maxima, world, progress, "pseudo labels")
             if world.is_main:
-                yield from labelled_clips(clips, label_stream(cfg.pseudo_label, spill.view("conf", "pred"), cfg, device))
+                yield from labelled_clips(clips, label_stream(cfg.pseudo_label, spill.view("conf", "pred"), cfg,
+                                                              device))
         return
     maxima = ((clip.name, clip_maxima(model, clip, store, cfg, gen.aggregate))
               for clip in progress(clips, description="pseudo labels"))
