@@ -49,10 +49,11 @@ class Compute:
         return launch_ranks(self.nproc_per_node, self.nnodes, self.rdzv_endpoint, run_id=f"videoda-{stage}")
 
     def runtime(self):
-        """The resolved ``videoda.utils.device.Runtime`` of this process (a rank: its device and the joined
-        process group); a CUDA device that is not here, or bf16 where the GPU has none, is a ParamError naming
+        """The resolved ``videoda.utils.device.Runtime`` of this process, the run context a stage passes to the
+        library (a rank: its device and the joined process group; progress bars on rank 0); a CUDA device that is not here, or bf16 where the GPU has none, is a ParamError naming
         the key."""
-        return resolve_runtime(self.device, self.precision, self.workers, world_size=self.world_size)
+        return resolve_runtime(self.device, self.precision, self.workers, world_size=self.world_size,
+                               show_progress=True)
 
 
 LAYOUT_KEYS = ("nproc_per_node", "nnodes", "rdzv_endpoint")

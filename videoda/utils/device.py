@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 import torch
+from rich.progress import track
 
 from videoda.errors import ParamError
 from videoda.utils.distributed import SINGLE, World, init_process_group, rank_world
@@ -115,7 +116,10 @@ def set_deterministic(device):
 
 @dataclass(frozen=True)
 class Runtime:
-    """The device a stage computes on, its precision and its data-loader workers.
+    """The run context of a computing stage, passed whole to every library function that computes: the device,
+    the precision, the data-loader workers, this process's place among the stage's processes (``world``) and
+    whether it shows progress bars (``progress``: on rank 0 of a stage, never in a test or a library call).
+    ``CPU`` below is the context of a call without one: the CPU, fp32, one process, no bars.
 
     ``fp32``: everything in float32 (on CUDA, cuDNN's convolutions may use TF32 tensor cores, torch's default;
     README). ``bf16``: the forward pass and the losses under ``torch.autocast(device, bfloat16)``: convolutions
@@ -126,6 +130,14 @@ class Runtime:
     precision: str = "fp32"
     workers: int = 0
     world: World = SINGLE      # this process's rank among the stage's processes (videoda.utils.distributed)
+    show_progress: bool = False
+
+    def progress(self, items, description=""):
+        """``items``, wrapped in a rich progress bar when this context shows them (rank 0 of a stage only: one
+        bar for a stage, not one per rank)."""
+        if self.show_progress and self.world.is_main:
+            return track(items, description=description)
+        return items
 
     @property
     def is_cuda(self):
@@ -159,7 +171,8 @@ class Runtime:
 
 
 def resolve_runtime(device="auto", precision="fp32", workers=0, device_key=DEVICE_KEY,
-                    precision_key=PRECISION_KEY, workers_key="params.yaml: compute.workers", world_size=1):
+                    precision_key=PRECISION_KEY, workers_key="params.yaml: compute.workers", world_size=1,
+                    show_progress=False):
     """The ``Runtime`` of these settings, every one checked on this machine (a ParamError names its key). A rank
     of a stage of ``world_size`` processes (its launcher's environment says which) takes its node's
     ``local_rank``-th CUDA device under ``cuda``/``auto`` and joins the process group."""
@@ -167,7 +180,7 @@ def resolve_runtime(device="auto", precision="fp32", workers=0, device_key=DEVIC
         raise ParamError(f"{workers_key} = {workers!r} must be an integer >= 0")
     world = (rank_world() if world_size > 1 else None) or SINGLE      # the launcher checked its size
     resolved = resolve_device(device, device_key, world.local_rank)
-    runtime = Runtime(resolved, check_precision(precision, resolved, precision_key), workers, world)
+    runtime = Runtime(resolved, check_precision(precision, resolved, precision_key), workers, world, show_progress)
     init_process_group(world, resolved)
     return runtime
 
