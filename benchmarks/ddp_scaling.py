@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ import torch.distributed as dist
 from videoda.config.fields import load_params
 from videoda.config.stages import stage_config
 from videoda.data.classes import NUM_CLASSES
-from videoda.domain_adaptation.train import make_optimizer, seed_everything, segmentation_loss, supervised_forward, train
+from videoda.domain_adaptation.train import SUPERVISED, Curve, make_optimizer, seed_everything, train
 from videoda.model import DeepLabV2
 from videoda.model.build import build_model
 from videoda.utils.device import Runtime, resolve_device
@@ -89,8 +90,8 @@ def run_case(args):
     torch.set_num_threads(threads)
     device = resolve_device(args.device, local_rank=world.local_rank)
     init_process_group(world, device)
-    seed_everything(0, device)
     compute = Runtime(device, "fp32", 0, world)
+    seed_everything(0, compute)
     model = compute.module(build(args.model))
     optimizer = make_optimizer(model.param_groups(1e-4), "sgd", 1e-4)
     net = model              # ddp2: train() wraps it in DDP, as the stages do
@@ -99,8 +100,8 @@ def run_case(args):
                                 rank=0, world_size=1)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     batches = Timed(RandomPairs(args.batch, *args.size, device, seed=world.rank), device)
-    train(net, optimizer, batches, supervised_forward, [segmentation_loss], args.warmup + args.steps + 1, None,
-          log_every=10 ** 9, description=case, compute=compute)
+    steps = SimpleNamespace(iterations=args.warmup + args.steps + 1, optim=SimpleNamespace(poly_power=0.9))
+    train(net, optimizer, batches, SUPERVISED, steps, Curve(name=case, every=10 ** 9), compute=compute)
     seconds = statistics.median(np.diff(batches.times)[args.warmup:].tolist())
     if world.is_main:
         print("RESULT " + json.dumps({

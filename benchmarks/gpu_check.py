@@ -44,6 +44,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import yaml
@@ -53,8 +54,7 @@ from videoda.config.fields import read_params, with_overrides
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
 from videoda.domain_adaptation.adversarial import vat_objective
 from videoda.domain_adaptation.self_training import vst_forward, vst_losses
-from videoda.domain_adaptation.train import (make_optimizer, seed_everything, segmentation_loss, supervised_forward,
-                                             train)
+from videoda.domain_adaptation.train import SUPERVISED, Curve, Objective, make_optimizer, seed_everything, train
 from videoda.model import DeepLabV2
 from videoda.utils.device import Runtime, channels_last, resolve_runtime
 
@@ -159,18 +159,22 @@ def batch_pool(stage, size, device, count=2):
     return pool
 
 
+def schedule(iterations):
+    """A phase's training settings as ``train`` reads them (``videoda.config.Training``), the paper's SGD's."""
+    return SimpleNamespace(iterations=iterations, optim=SimpleNamespace(momentum=0.9, poly_power=0.9))
+
+
 def training_setup(stage, compute, tiny, iterations):
-    """(model, optimizer, forward, loss terms, extra step) of ``stage`` on ``compute``, as the stage builds them."""
+    """(model, optimizer, objective) of ``stage`` on ``compute``, as the stage builds them."""
     model = compute.module(model_for(tiny))      # initialised on the CPU, then moved (as the stages do)
     optimizer = make_optimizer(model.param_groups(2.5e-4), "sgd", 2.5e-4, 0.9, 5e-4)     # the paper's SGD
     if stage == "train_source":
-        return model, optimizer, supervised_forward, [segmentation_loss], None
+        return model, optimizer, SUPERVISED
     if stage == "vst":
-        return model, optimizer, vst_forward, vst_losses("entropy", 0.1, 0.0), None
-    objective = vat_objective(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01,
-                              lambda_dice=1.0, disc_channels=64, optimizer_d="adam", lr_d=1e-4, momentum=0.9,
-                              iterations=iterations, poly_power=0.9, compute=compute)
-    return model, optimizer, objective.forward, objective.terms, objective.extra_step
+        return model, optimizer, Objective(vst_forward, tuple(vst_losses("entropy", 0.1, 0.0)))
+    vat = SimpleNamespace(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01, lambda_dice=1.0,
+                          disc_channels=64, optimizer_d="adam", lr_d=1e-4, train=schedule(iterations))
+    return model, optimizer, vat_objective(vat, compute=compute)
 
 
 def sync(device):
@@ -180,39 +184,38 @@ def sync(device):
 
 def step_flops(stage, compute, tiny, size):
     """FLOPs of one training step (forward, losses, backward, and D's step for vat), counted by torch."""
-    seed_everything(0, compute.device)
-    model, optimizer, forward, terms, extra = training_setup(stage, compute, tiny, 1)
+    seed_everything(0, compute)
+    model, optimizer, objective = training_setup(stage, compute, tiny, 1)
     pool = batch_pool(stage, size, compute.device, count=1)
     counter = FlopCounterMode(display=False)
     with counter:
-        train(model, optimizer, lambda: pool[0], forward, terms, 1, None, extra_step=extra, compute=compute,
-              description=f"{stage} flops")
+        train(model, optimizer, SimpleNamespace(sample=lambda: pool[0]), objective, schedule(1),
+              Curve(name=f"{stage} flops"), compute=compute)
     return counter.get_total_flops()
 
 
 def measure(stage, variant, device, tiny, size, warmup, steps, flops):
     compute = LayoutRuntime(device, variant.precision, 0, channels_last=variant.channels_last)
-    seed_everything(0, device)                  # the pipeline's deterministic settings for this device
+    seed_everything(0, compute)                 # the pipeline's deterministic settings for this device
     if not variant.deterministic:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
-    model, optimizer, forward, terms, extra = training_setup(stage, compute, tiny, warmup + steps)
+    model, optimizer, objective = training_setup(stage, compute, tiny, warmup + steps)
     pool = batch_pool(stage, size, device)
     cycle = iter(range(10 ** 9))
-    sample = lambda: pool[next(cycle) % len(pool)]   # noqa: E731
+    batches = SimpleNamespace(sample=lambda: pool[next(cycle) % len(pool)])
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     with warnings.catch_warnings(record=True) as caught:          # ops without a deterministic kernel
         warnings.simplefilter("always")
-        train(model, optimizer, sample, forward, terms, warmup, None, extra_step=extra, compute=compute,
-              description=f"{stage} {variant.name} warm-up")
+        train(model, optimizer, batches, objective, schedule(warmup), Curve(name=f"{stage} {variant.name} warm-up"),
+              compute=compute)
     nondeterministic = sorted({str(w.message).split(" does not have")[0] for w in caught
                                if "deterministic" in str(w.message)})
     sync(device)
     start = time.perf_counter()
-    train(model, optimizer, sample, forward, terms, steps, None, extra_step=extra, compute=compute,
-          description=f"{stage} {variant.name}")
+    train(model, optimizer, batches, objective, schedule(steps), Curve(name=f"{stage} {variant.name}"), compute=compute)
     sync(device)
     seconds = (time.perf_counter() - start) / steps
     row = {"stage": stage, "variant": variant.name, "deterministic": variant.deterministic,
@@ -224,7 +227,7 @@ def measure(stage, variant, device, tiny, size, warmup, steps, flops):
            "nondeterministic_ops": nondeterministic}
     if device.type == "cuda":
         row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
-    del model, optimizer, extra, pool
+    del model, optimizer, objective, pool
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row

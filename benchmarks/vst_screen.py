@@ -3,7 +3,7 @@ target-val clips, in parallel processes; one JSON line per setting.
 
 Each setting is the default ``params.yaml`` with some ``vst`` (or ``flow.alpha`` / ``flow.occlusion_threshold``)
 keys overridden, written ``key=value`` and separated by spaces in one argument. It runs the same library code as
-stages ``pseudo_labels`` and ``vst`` (``generate_pseudo_labels``, ``self_train``) on the pipeline's outputs
+stages ``pseudo_labels`` and ``vst`` (``make_pseudo_labels``, ``self_train``) on the pipeline's outputs
 (``data/prepared``, ``data/flow/target_train.h5``, ``models/vat.pt``), without DVC: a quick way to compare
 settings before committing one with ``dvc exp run -S ...``. ``seed=N`` overrides the top-level seed.
 
@@ -17,21 +17,27 @@ import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (vid
 import argparse
 import json
 import multiprocessing as mp
+import tempfile
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import yaml
 
 from videoda.config.fields import load_params, with_overrides
+from videoda.data.classes import DEFAULT
 from videoda.config.stages import stage_config
 from videoda.data.pairs import load_split
-from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels, pseudo_label_report
-from videoda.domain_adaptation.self_training import self_train, unlabelled_clips
+from videoda.domain_adaptation.pseudo_label_analysis import PseudoLabelAnalysis
+from videoda.domain_adaptation.pseudo_labels import PseudoLabelFiles, make_pseudo_labels
+from videoda.domain_adaptation.self_training import VSTData, self_train, unlabelled_clips
 from videoda.domain_adaptation.train import seed_everything
 from videoda.errors import ParamError
-from videoda.evaluate import evaluate_clips
+from videoda.evaluate import PREDICT_BATCH_SIZE, evaluate_clips
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
+from videoda.utils.device import resolve_runtime
 
 FLOW_KEYS = ("flow.alpha", "flow.occlusion_threshold")
 
@@ -62,16 +68,19 @@ def screen(job):
     if args.device != "cpu":
         torch.use_deterministic_algorithms(False)   # some CUDA kernels have no deterministic version
     start = time.time()
-    model, _ = load_checkpoint(args.init)
-    model.to(args.device)
+    compute = resolve_runtime(args.device)
+    model = compute.module(load_checkpoint(args.init)[0])
     full = load_split(args.data, "target_train")
     clips = unlabelled_clips(full)
     source = load_split(args.data, "source") if cfg.lambda_source > 0 else None
-    with FlowStore(args.flow) as store:
-        pseudo, _ = generate_pseudo_labels(model, clips, store, cfg.labels)
-        labels = pseudo_label_report(pseudo, full)
-        self_train(model, clips, pseudo, store, cfg, source)
-    scores, _ = evaluate_clips(model, load_split(args.data, "target_val"), args.label_stride)
+    with FlowStore(args.flow) as store, tempfile.TemporaryDirectory(prefix="vst-screen-") as tmp:
+        # as stage pseudo_labels: the labels as PNGs, their report from the ground truth; VST never sees it
+        analysis = PseudoLabelAnalysis(cfg.labels, cfg.tau, store)
+        make_pseudo_labels(model, full, store, cfg.labels, Path(tmp) / "labels", compute, analysis)
+        labels = analysis.report
+        self_train(model, VSTData(clips, PseudoLabelFiles(Path(tmp) / "labels", clips), store, source), cfg, compute)
+    scoring = SimpleNamespace(label_stride=args.label_stride, batch_size=PREDICT_BATCH_SIZE, classes=DEFAULT)
+    scores, _ = evaluate_clips(model, load_split(args.data, "target_val"), scoring)
     return {"setting": changed, "miou": scores["miou"], "vpq": scores["vpq"]["mean"],
             "pseudo_label_proportion": labels["proportion"], "p_miou": labels["p_miou"],
             "seconds": round(time.time() - start, 1)}

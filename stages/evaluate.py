@@ -1,10 +1,10 @@
 """Stage `evaluate`: score every trained model on the target validation clips.
 
-Writes ``reports/scores.json`` (the headline: mIoU and VPQ^s per model), ``reports/metrics.json`` (nested per model: mIoU with per-class IoU, VPQ^s per window size k; ``final``:
-the selected method's model, ``evaluate.final_model``),
-the predictions as label PNGs (so ``videoda eval`` can re-score them), confusion matrices and
-qualitative strips (input | prediction | ground truth). With several processes (``compute``) the clips are
-sharded across the ranks and rank 0 merges them in clip order: the same bytes as one process
+Writes ``reports/scores.json`` (the headline: mIoU and VPQ^s per model), ``reports/metrics.json`` (nested per
+model: mIoU with per-class IoU, VPQ^s per window size k; ``final``: the selected method's model,
+``evaluate.final_model``), the predictions as label PNGs (so ``videoda eval`` can re-score them), confusion
+matrices and qualitative strips (input | prediction | ground truth). With several processes (``compute``) the clips
+are sharded across the ranks and rank 0 merges them in clip order: the same bytes as one process
 (``videoda.evaluate``).
 """
 
@@ -17,18 +17,10 @@ import torch
 from videoda.config.evaluation import Evaluate
 from videoda.config.fields import read_stage_config
 from videoda.data.pairs import load_split
-from videoda.errors import ParamError, run_stage
-from videoda.evaluate import evaluate_models, headline_scores
+from videoda.errors import run_stage
+from videoda.evaluate import checkpoint_spec, evaluate_models, headline_scores
 from videoda.utils.io import write_json
 from videoda.utils.shards import main_atomic_path, shard_folder
-
-
-def checkpoint_spec(spec):
-    """``NAME=PATH`` -> (name, path)."""
-    name, sep, path = spec.partition("=")
-    if not sep or not name or not path:
-        raise ParamError(f"--model {spec!r}: expected NAME=PATH")
-    return name, path
 
 
 def main():

@@ -16,7 +16,6 @@ import argparse
 
 import cv2
 import torch
-from rich.progress import track
 
 from videoda.config.fields import read_stage_config
 from videoda.config.flow import Flow
@@ -42,12 +41,7 @@ def main():
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
-    report, seconds = compute_flows(
-        args.data, args.out, method=cfg.method, tau=cfg.tau, alpha=cfg.occlusion.alpha,
-        threshold=cfg.occlusion.occlusion_threshold, dis_preset=cfg.dis_preset, ckpt=cfg.ckpt,
-        batch_size=cfg.batch_size,
-        score=cfg.epe, gt_root=cfg.gt_root, compare=list(cfg.compare) if cfg.epe else [], progress=track,
-        compute=compute)
+    report, seconds = compute_flows(args.data, args.out, cfg, compute)
     if not compute.world.is_main:            # rank 0 merged the clips and writes the outputs
         return
     write_json(args.report, report)

@@ -15,6 +15,7 @@ from videoda.config.data import Prepare
 from videoda.config.fields import read_stage_config
 from videoda.data.prepare import list_split, prepare_split
 from videoda.errors import run_stage
+from videoda.utils.device import CPU_STAGE
 
 
 def main():
@@ -24,19 +25,13 @@ def main():
     args = ap.parse_args()
     cfg = read_stage_config(Prepare, args.params)
     src, tgt = cfg.source, cfg.target
-    selection = {"conditions": src.conditions, "sequences": src.sequences, "layout": src.layout}
-    jobs = [("source", src.dataset, src.root, src.split, (src.height, src.width), selection),
-            ("target_train", tgt.dataset, tgt.root, tgt.train_split, (tgt.height, tgt.width), {}),
-            ("target_val", tgt.dataset, tgt.root, tgt.val_split, (tgt.height, tgt.width), {})]
+    jobs = [("source", src, src.split), ("target_train", tgt, tgt.train_split), ("target_val", tgt, tgt.val_split)]
     # Every split of both datasets is listed and checked (roots, split folders, file names, lengths) before any
     # frame is decoded: a bad target root fails at once, not after the whole source has been converted.
-    specs = [list_split(dataset, root, split, cfg.min_frames, **options)
-             for _, dataset, root, split, _, options in jobs]
+    specs = [list_split(data, split, cfg.min_frames) for _, data, split in jobs]
     # Each split is its own DVC output, written atomically by prepare_split.
-    for (name, dataset, root, split, size, _), split_specs in zip(jobs, specs):
-        prepare_split(dataset, root, split, Path(args.out) / name, size,
-                      min_frames=cfg.min_frames, ignore_ego_vehicle=src.ignore_ego_vehicle, specs=split_specs,
-                      classes=cfg.classes, crop_bottom=src.crop_bottom if name == "source" else 0)
+    for (name, data, split), split_specs in zip(jobs, specs):
+        prepare_split(data, split, Path(args.out) / name, cfg.min_frames, cfg.classes, split_specs, CPU_STAGE)
 
 
 if __name__ == "__main__":

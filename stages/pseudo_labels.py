@@ -17,16 +17,15 @@ import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (vid
 import argparse
 
 import torch
-from rich.progress import track
 
 from videoda.config.fields import read_stage_config
 from videoda.config.self_training import PseudoLabelStage
 from videoda.data.pairs import load_split
-from videoda.domain_adaptation.pseudo_label_analysis import make_pseudo_labels, pseudo_labels_summary
+from videoda.domain_adaptation.pseudo_label_analysis import PseudoLabelAnalysis
+from videoda.domain_adaptation.pseudo_labels import make_pseudo_labels
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
-from videoda.utils.distributed import main_only
 from videoda.utils.io import write_json
 from videoda.utils.shards import main_atomic_path
 
@@ -45,20 +44,15 @@ def main():
     if cfg.compute.launch("pseudo_labels"):     # several processes: they ran as ranks, and have finished
         return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
-    world = compute.world
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     model = compute.module(load_checkpoint(args.model, map_location=compute.device)[0])
-    clips = load_split(args.data, "target_train")
-    # prediction, aggregation and thresholds on the model's device, in compute's precision (the softmax maps come
-    # back as float32); each clip's labels written as they are made. Several processes: each predicts its share
-    # of the clips, rank 0 thresholds them in order and writes everything (make_pseudo_labels)
-    with FlowStore(args.flow) as store, compute.autocast(), main_atomic_path(args.out, world) as out:
-        report = make_pseudo_labels(model, clips, store, cfg.labels, cfg.tau, out, device=compute.device,
-                                    progress=main_only(track, world), world=world)
-    if world.is_main:
-        write_json(args.report, report)
-        write_json(args.summary, pseudo_labels_summary(report))
+    with FlowStore(args.flow) as store, main_atomic_path(args.out, compute.world) as out:
+        analysis = PseudoLabelAnalysis(cfg.labels, cfg.tau, store)
+        make_pseudo_labels(model, load_split(args.data, "target_train"), store, cfg.labels, out, compute, analysis)
+    if compute.world.is_main:
+        write_json(args.report, analysis.report)
+        write_json(args.summary, analysis.summary)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ import argparse
 
 import cv2
 import torch
-from rich.progress import track
 
 from videoda.config.evaluation import Report
 from videoda.config.fields import read_stage_config
 from videoda.errors import run_stage
-from videoda.report import build_report
+from videoda.report import ReportInputs, build_report
 
 
 def main(argv=None):
@@ -38,10 +37,9 @@ def main(argv=None):
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
-    build_report(args.out, metrics_path=args.metrics, confusion_path=args.confusion,
-                 pseudo_report_path=args.pseudo_report, pseudo_root=args.pseudo, data_root=args.data,
-                 flow_path=args.flow, baseline_path=args.baseline, model_path=args.model, cfg=cfg, progress=track,
-                 compute=compute)
+    inputs = ReportInputs(args.metrics, args.confusion, args.pseudo_report, args.pseudo, args.data, args.flow,
+                          args.baseline, args.model)
+    build_report(args.out, inputs, cfg, compute)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ from pathlib import Path
 
 from videoda.config.compose import CONF_DIR, check_params
 from videoda.config.fields import PARAMS_FILE, read_params
-from videoda.config.stages import STAGES, resolved_json
+from videoda.config.stages import write_resolved
 from videoda.errors import run_stage
-from videoda.utils.io import atomic_path
 
 
 def main():
@@ -28,10 +27,7 @@ def main():
                          "(default: the repository's)")
     ap.add_argument("--out", default="data/params")
     args = ap.parse_args()
-    params = check_params(read_params(args.params), source=args.params, conf_dir=args.conf)
-    for stage in STAGES:
-        with atomic_path(Path(args.out) / f"{stage}.json") as tmp:
-            tmp.write_text(resolved_json(params, stage))
+    write_resolved(check_params(read_params(args.params), source=args.params, conf_dir=args.conf), args.out)
 
 
 if __name__ == "__main__":

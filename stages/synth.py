@@ -10,12 +10,11 @@ import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (vid
 
 import argparse
 
-from rich.progress import track
-
 from videoda.config.data import Synth
 from videoda.config.fields import read_stage_config
 from videoda.data.synth import write_benchmark
 from videoda.errors import run_stage
+from videoda.utils.device import CPU_STAGE
 
 
 def main():
@@ -23,7 +22,7 @@ def main():
     ap.add_argument("--params", default="data/params/synth.json", help="the stage's resolved params")
     ap.add_argument("--out", default="data/synth")
     args = ap.parse_args()
-    write_benchmark(args.out, read_stage_config(Synth, args.params), progress=track)
+    write_benchmark(args.out, read_stage_config(Synth, args.params), CPU_STAGE)
 
 
 if __name__ == "__main__":

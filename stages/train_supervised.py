@@ -15,8 +15,8 @@ from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
 from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.snapshot import Snapshot
-from videoda.domain_adaptation.train import (seed_everything, segmentation_loss, segmentation_optimizer,
-                                             supervised_forward, timing_line, train)
+from videoda.domain_adaptation.train import (SUPERVISED, Curve, seed_everything, segmentation_optimizer, timing_line,
+                                             train)
 from videoda.errors import run_stage
 from videoda.model import save_checkpoint
 from videoda.model.build import build_model
@@ -36,20 +36,18 @@ def main():
     if cfg.compute.launch(args.stage):       # several processes: this one ran them as ranks, and they are done
         return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
-    seed_everything(cfg.seed, compute.device)
+    seed_everything(cfg.seed, compute)
     torch.set_num_threads(cfg.train.threads)
     model = compute.module(build_model(cfg.model))       # initialised on the CPU, then moved: device-independent
     optimizer = segmentation_optimizer(model, cfg.train.optim)
     # Frame t of every pair is labelled: VIPER may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5.
     pairs = PairDataset(load_split(args.data, args.split), cfg.tau, require_label=True)
-    batches = PairLoader(pairs, cfg.train.batch_size, cfg.seed, hflip=cfg.train.hflip, workers=compute.workers,
-                         device=compute.device, rank=compute.world.rank)
-    snapshot = Snapshot.for_stage(args.stage, args.out, cfg.train.snapshot_every, run_params(params), __file__,
-                                  data=[f"{args.data}/{args.split}"], world=compute.world)
-    result = train(model, optimizer, batches, supervised_forward, [segmentation_loss], cfg.train.iterations,
-                   args.curve, power=cfg.train.optim.poly_power, description=args.stage, snapshot=snapshot,
-                   resume=snapshot.load(), compute=compute)
-    batches.close()
+    with PairLoader(pairs, cfg.train.batch_size, cfg.seed, cfg.train.hflip, compute) as batches:
+        snapshot = Snapshot.for_stage(args.stage, args.out, cfg.train.snapshot_every, run_params(params), __file__,
+                                      data=[f"{args.data}/{args.split}"], compute=compute)
+        snapshot.load()
+        result = train(model, optimizer, batches, SUPERVISED, cfg.train, Curve(args.curve, args.stage), snapshot,
+                       compute)
     if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
         return
     save_checkpoint(args.out, model, {"stage": args.stage})

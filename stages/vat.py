@@ -15,11 +15,10 @@ import torch
 from videoda.config.compute import run_params
 from videoda.config.fields import read_stage_config
 from videoda.config.vat import VAT
-from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
 from videoda.domain_adaptation.snapshot import Snapshot
-from videoda.domain_adaptation.train import (seed_everything, segmentation_optimizer, timing_line, train,
-                                             write_curve)
+from videoda.domain_adaptation.train import (Curve, seed_everything, segmentation_optimizer, skip_phase, timing_line,
+                                             train)
 from videoda.errors import run_stage
 from videoda.model import load_checkpoint, save_checkpoint
 
@@ -37,38 +36,24 @@ def main():
         return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     if not cfg.enabled:      # a method without an adversarial phase (conf/method/)
-        model, _ = load_checkpoint(args.init)
-        write_curve(args.curve, [])
-        save_checkpoint(args.out, model, {"stage": "vat", "enabled": False, "init": str(args.init)})
+        skip_phase("vat", args.init, args.out, args.curve)
         return
-    seed_everything(cfg.seed, compute.device)
+    seed_everything(cfg.seed, compute)
     torch.set_num_threads(cfg.train.threads)
     model = compute.module(load_checkpoint(args.init, map_location=compute.device)[0])
-    t = cfg.train
-    optimizer = segmentation_optimizer(model, t.optim)
-    source = PairDataset(load_split(args.data, "source"), cfg.tau, require_label=True)   # frame t labelled
-    target = PairDataset(load_split(args.data, "target_train"), cfg.tau, labels=False)   # unsupervised
-    loaders = [PairLoader(pairs, t.batch_size, seed, hflip=t.hflip, workers=compute.workers, device=compute.device,
-                          rank=compute.world.rank) for pairs, seed in ((source, cfg.seed), (target, cfg.seed + 1))]
-    batches = VATBatches(*loaders)
-    objective = vat_objective(discriminator=cfg.discriminator, disc_input=cfg.disc_input, dice=cfg.dice,
-                              lambda_v=cfg.lambda_v, lambda_dice=cfg.lambda_dice, disc_channels=cfg.disc_channels,
-                              optimizer_d=cfg.optimizer_d, lr_d=cfg.lr_d, momentum=t.optim.momentum,
-                              iterations=t.iterations, poly_power=t.optim.poly_power, compute=compute,
-                              num_classes=model.config["num_classes"])
-    snapshot = Snapshot.for_stage("vat", args.out, t.snapshot_every, run_params(args.params), __file__, init=args.init,
-                                  data=[f"{args.data}/source", f"{args.data}/target_train"], world=compute.world)
-    result = train(model, optimizer, batches, objective.forward, objective.terms, t.iterations, args.curve,
-                   power=t.optim.poly_power, extra_step=objective.extra_step, description="vat", snapshot=snapshot,
-                   resume=snapshot.load(), compute=compute)
-    for loader in loaders:
-        loader.close()
+    optimizer = segmentation_optimizer(model, cfg.train.optim)
+    with VATBatches.from_prepared(args.data, cfg, compute) as batches:
+        objective = vat_objective(cfg, model.config["num_classes"], compute)
+        snapshot = Snapshot.for_stage("vat", args.out, cfg.train.snapshot_every, run_params(args.params), __file__,
+                                      args.init, [f"{args.data}/source", f"{args.data}/target_train"], compute)
+        snapshot.load()
+        result = train(model, optimizer, batches, objective, cfg.train, Curve(args.curve, "vat"), snapshot, compute)
     if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
         return
     save_checkpoint(args.out, model, {"stage": "vat", "init": str(args.init), "discriminator": cfg.discriminator,
                                       "disc_input": cfg.disc_input, "dice": cfg.dice})
     snapshot.remove()
-    print(timing_line("vat", t.iterations, result["seconds"]) + f" on {compute.describe()}")
+    print(timing_line("vat", cfg.train.iterations, result["seconds"]) + f" on {compute.describe()}")
 
 
 if __name__ == "__main__":

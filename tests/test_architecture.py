@@ -1,4 +1,5 @@
-"""The code's layering, and dvc.yaml's code deps, checked from the source with ``ast`` (nothing is imported).
+"""The code's layering, and dvc.yaml's code deps, checked from the source with ``ast`` (nothing is imported;
+videoda.utils.code_deps reads the imports).
 
 Layers, bottom to top: a module imports from its own layer or below, never above, and no import cycle exists,
 counting imports inside functions. A module missing from ``LAYERS`` fails the test: place it consciously.
@@ -11,20 +12,22 @@ from pathlib import Path
 import pytest
 import yaml
 
+from videoda.dvc_deps import MARKER, is_code, render
+from videoda.utils.code_deps import ROOTS, import_closure, import_graph
+
 REPO = Path(__file__).resolve().parents[1]
-ROOTS = ("videoda", "stages", "benchmarks")
 
 LAYERS = [
     ("errors", ["videoda", "videoda.errors", "videoda.numerics"]),
     ("io", ["videoda.utils", "videoda.utils.io", "videoda.utils.images", "videoda.utils.device",
-            "videoda.utils.distributed", "videoda.utils.shards", "videoda.utils.machine"]),
+            "videoda.utils.distributed", "videoda.utils.shards", "videoda.utils.machine", "videoda.utils.code_deps"]),
     ("data", ["videoda.data", "videoda.data.*"]),
     ("model and flow", ["videoda.model", "videoda.model.*", "videoda.flow", "videoda.flow.*", "videoda.metrics",
                         "videoda.evaluate", "videoda.eval_folder"]),
     ("domain adaptation", ["videoda.domain_adaptation", "videoda.domain_adaptation.*"]),
     ("config", ["videoda.config", "videoda.config.*"]),
-    ("tools", ["videoda.report", "videoda.report.*", "videoda.paper_tables", "videoda.segment", "videoda.cli",
-               "videoda.__main__"]),
+    ("tools", ["videoda.report", "videoda.report.*", "videoda.paper_tables", "videoda.paper_tables.*",
+               "videoda.segment", "videoda.cli", "videoda.__main__", "videoda.dvc_deps"]),
     ("stages", ["stages.*", "benchmarks.*"]),
 ]
 
@@ -34,61 +37,6 @@ def layer_of(module):
         if any(fnmatch.fnmatchcase(module, p) for p in patterns):
             return i
     return None
-
-
-def module_files(repo=REPO):
-    """{module name: file} of every module under ROOTS (``stages/x.py`` is ``stages.x``)."""
-    out = {}
-    for root in ROOTS:
-        for path in sorted((repo / root).rglob("*.py")):
-            parts = path.relative_to(repo).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            out[".".join(parts)] = path
-    return out
-
-
-def is_package(module, files):
-    return files[module].name == "__init__.py"
-
-
-def ancestors(module):
-    parts = module.split(".")
-    return [".".join(parts[:i]) for i in range(1, len(parts))]
-
-
-def imports_of(module, files):
-    """The project modules ``module`` imports (any statement, at any depth), each with the line it is on."""
-    tree = ast.parse(files[module].read_text(), filename=str(files[module]))
-    package = module if is_package(module, files) else module.rpartition(".")[0]
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found += [(a.name, node.lineno) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            for a in node.names:
-                sub = f"{base}.{a.name}"
-                found.append((sub if sub in files else base, node.lineno))
-    targets = []
-    for name, line in found:
-        while name and name not in files:      # `import videoda.x.y` of a name that is not a file: its module
-            name = name.rpartition(".")[0]
-        if not name:
-            continue
-        # importing a.b.c executes a and a.b first; the importer's own packages are already executing
-        for target in ancestors(name) + [name]:
-            if target != module and target not in ancestors(module):
-                targets.append((target, line))
-    return targets
-
-
-def import_graph(repo=REPO):
-    files = module_files(repo)
-    return files, {m: imports_of(m, files) for m in files}
 
 
 def find_cycles(graph):
@@ -177,64 +125,97 @@ def dvc_stages():
     return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
-PACKAGE_DATA = ("videoda/data/class_sets",)     # data shipped in the package, read by a stage: not code
+def test_dvc_yaml_code_deps_are_current():
+    text = (REPO / "dvc.yaml").read_text()
+    current = render(text, REPO) == text
+    assert current, "dvc.yaml's code deps are stale: run `python -m videoda deps`"
 
 
-def is_code_dep(dep):
-    return "${" not in dep and dep not in PACKAGE_DATA and (dep.endswith(".py") or dep.split("/")[0] in ROOTS)
+def test_no_hand_written_dep_is_a_folder_of_code():
+    # a folder of modules reruns the stage on any change in it: its files come from the generated block instead
+    for name, stage in dvc_stages().items():
+        folders = [d for d in stage.get("deps", []) if not is_code(d) and d.split("/")[0] in ROOTS
+                   and any((REPO / d).rglob("*.py"))]
+        assert not folders, f"{name}: folder deps of code {folders}"
 
 
-def script_of(stage):
-    scripts = [w for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py")]
-    assert len(scripts) == 1, stage["cmd"]
-    return scripts[0]
+def write_project(root, files):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
 
 
-def code_closure(script, files, graph):
-    """The files Python executes for ``python <script>``: its project imports, transitively, with every
-    package ``__init__.py`` on the way."""
-    start = ".".join(Path(script).with_suffix("").parts)
-    seen, todo = set(), [start]
-    while todo:
-        m = todo.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        todo += [t for t, _ in graph[m]] + [a for a in ancestors(m) if a in files]
-    return {files[m].relative_to(REPO).as_posix() for m in seen}
+def test_import_closure_follows_every_import_with_its_packages(tmp_path):
+    write_project(tmp_path, {
+        "stages/s.py": "import os\nfrom videoda.pkg import a\n",
+        "videoda/__init__.py": '"""Root."""\n',
+        "videoda/pkg/__init__.py": '"""Pkg."""\n',
+        "videoda/pkg/a.py": "def f():\n    from . import b\n",       # relative, inside a function
+        "videoda/pkg/b.py": "import videoda.c\n",
+        "videoda/c.py": "",
+        "videoda/unused.py": "import videoda.c\n",
+    })
+    assert import_closure(tmp_path / "stages/s.py", tmp_path) == [
+        "stages/s.py", "videoda/__init__.py", "videoda/c.py", "videoda/pkg/__init__.py", "videoda/pkg/a.py",
+        "videoda/pkg/b.py"]
 
 
-def dep_problems(stages, files, graph):
-    problems = []
-    for name, stage in stages.items():
-        listed = {d for d in stage.get("deps", []) if is_code_dep(d)}
-        needed = code_closure(script_of(stage), files, graph)
-        folders = sorted(d for d in listed if (REPO / d).is_dir())
-        if folders:
-            problems.append(f"{name}: folder deps {folders}: list the files it executes instead")
-        if sorted(needed - listed):
-            problems.append(f"{name}: missing code deps {sorted(needed - listed)}")
-        if sorted(listed - needed - set(folders)):
-            problems.append(f"{name}: extra code deps {sorted(listed - needed - set(folders))}")
-    return problems
+DVC_YAML = """# header
+stages:
+  first:
+    cmd: python stages/s.py --out out  # the script
+    deps:
+      - conf          # data
+      - stages/s.py
+      - videoda/old.py
+      - data/in
+    params:
+      - seed
+    outs:
+      - out
+
+  # the second stage
+  second:
+    cmd: >-
+      python stages/t.py
+      --flag
+    outs:
+      - out2
+  shell:
+    cmd: cp a b
+    deps:
+      - a
+"""
 
 
-def test_dvc_code_deps_are_exactly_what_each_stage_script_imports():
-    files, graph = import_graph()
-    problems = dep_problems(dvc_stages(), files, graph)
-    assert not problems, "\n".join(problems)
+def test_the_generator_rewrites_only_the_code_block_as_the_closure_grows_and_shrinks(tmp_path):
+    write_project(tmp_path, {"stages/s.py": "import videoda.a\n", "stages/t.py": "", "videoda/__init__.py": "",
+                             "videoda/a.py": "", "videoda/b.py": "", "videoda/old.py": ""})
+    code = "      " + MARKER + "\n"
+    first = render(DVC_YAML, tmp_path)
+    assert first == DVC_YAML.replace(
+        "      - stages/s.py\n      - videoda/old.py\n      - data/in\n",
+        "      - data/in\n" + code + "      - stages/s.py\n      - videoda/__init__.py\n      - videoda/a.py\n"
+    ).replace("      --flag\n    outs:", "      --flag\n    deps:\n" + code + "      - stages/t.py\n    outs:")
+    assert render(first, tmp_path) == first                                    # idempotent
+    (tmp_path / "stages/s.py").write_text("import videoda.a\nimport videoda.b\n")
+    grown = render(first, tmp_path)
+    assert grown == first.replace("      - videoda/a.py\n", "      - videoda/a.py\n      - videoda/b.py\n")
+    (tmp_path / "stages/s.py").write_text("")
+    shrunk = render(grown, tmp_path)
+    assert shrunk == first.replace("      - videoda/__init__.py\n      - videoda/a.py\n", "")
+    assert yaml.safe_load(shrunk)["stages"]["first"]["deps"] == ["conf", "data/in", "stages/s.py"]
 
 
-def test_the_dep_check_catches_missing_extra_and_folder_deps():
-    files, graph = import_graph()
-    stages = dvc_stages()
-    evaluate = stages["evaluate"]
-    evaluate["deps"] = [d for d in evaluate["deps"] if d != "videoda/metrics.py"] + ["videoda/data/viper.py",
-                                                                                      "videoda/flow"]
-    problems = "\n".join(dep_problems({"evaluate": evaluate}, files, graph))
-    assert "evaluate: missing code deps ['videoda/metrics.py']" in problems
-    assert "evaluate: extra code deps ['videoda/data/viper.py']" in problems
-    assert "evaluate: folder deps ['videoda/flow']" in problems
+def test_videoda_deps_writes_dvc_yaml_and_its_check_says_whether_it_is_current(tmp_path, capsys):
+    from videoda.cli import main
+
+    write_project(tmp_path, {"stages/s.py": "", "stages/t.py": "", "videoda/old.py": "", "dvc.yaml": DVC_YAML})
+    dvc_yaml = str(tmp_path / "dvc.yaml")
+    assert main(["deps", "--check", "--dvc-yaml", dvc_yaml]) == 1 and (tmp_path / "dvc.yaml").read_text() == DVC_YAML
+    assert "stale: run python -m videoda deps" in capsys.readouterr().out
+    assert main(["deps", "--dvc-yaml", dvc_yaml]) == 0 and MARKER in (tmp_path / "dvc.yaml").read_text()
+    assert main(["deps", "--check", "--dvc-yaml", dvc_yaml]) == 0
 
 
 def test_stages_that_read_label_pngs_do_not_depend_on_the_dataset_readers():

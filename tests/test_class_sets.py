@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import pytest
 import yaml
-from test_pipeline import REPO, ok, stage, tiny_params, write_params
 
+from helpers import REPO, in_process, link, one_error_line, tiny_params, write_params
 from videoda.cli import main
 from videoda.config.fields import load_params
 from videoda.config.stages import resolved_json, stage_config
@@ -184,17 +184,16 @@ def test_cli_eval_scores_with_the_chosen_set(tmp_path, capsys):
 
 # --- the pipeline follows the chosen set ------------------------------------------------------------------------
 
-def test_prepare_train_and_evaluate_follow_the_class_set(tmp_path):
+def test_prepare_train_and_evaluate_follow_the_class_set(bench, tmp_path, capsys):
     """The embedded benchmark prepared with DA-VSN's VIPER set: its labels are the default's mapped by class name
     (pole becomes void, the ids after it shift down); a model trained on it has 15 outputs and is scored over the
     set's names; a model of another set is refused by evaluate."""
+    link(tmp_path, bench, "data/synth")
+    (tmp_path / "data/default").symlink_to(bench / "data/prepared")      # the benchmark's, with the default set
     params = tiny_params()
-    write_params(tmp_path, params)
-    ok(stage(tmp_path, "synth.py", "--out", "data/synth"))
-    ok(stage(tmp_path, "prepare.py", "--out", "data/default"))
     params["classes"] = "davsn_viper"
     write_params(tmp_path, params)
-    ok(stage(tmp_path, "prepare.py", "--out", "data/prepared"))
+    assert in_process(tmp_path, "prepare.py", "--out", "data/prepared") == 0
     davsn = load_class_set("davsn_viper")
     remap = np.full(256, IGNORE_ID, np.uint8)
     for i, name in enumerate(DEFAULT.names):
@@ -205,29 +204,31 @@ def test_prepare_train_and_evaluate_follow_the_class_set(tmp_path):
             new = np.load(tmp_path / "data/prepared" / split / clip.name / "labels.npy")
             assert np.array_equal(new, remap[old]), clip
     assert (remap[4], remap[5], remap[14]) == (IGNORE_ID, 4, 13)     # pole void, traffic light 5 -> 4, motorbike
-    ok(stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
-             "--out", "models/s.pt", "--curve", "reports/curves/s.tsv"))
-    ok(stage(tmp_path, "evaluate.py", "--model", "s=models/s.pt"))
+    assert in_process(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
+                      "--out", "models/s.pt", "--curve", "reports/curves/s.tsv") == 0
+    assert in_process(tmp_path, "evaluate.py", "--model", "s=models/s.pt") == 0
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert list(metrics["s"]["iou"]) == DAVSN_VIPER
     params["classes"] = "davsn_synthia"
     write_params(tmp_path, params)
-    bad = stage(tmp_path, "evaluate.py", "--model", "s=models/s.pt", "--metrics", "reports/other.json")
-    assert bad.returncode == 2 and "models/s.pt: the model predicts 15 classes, which does not match the class " \
-        "set 'davsn_synthia' of 12 (params.yaml: classes)" in bad.stderr
+    capsys.readouterr()
+    code = in_process(tmp_path, "evaluate.py", "--model", "s=models/s.pt", "--metrics", "reports/other.json")
+    assert code == 2
+    one_error_line(capsys.readouterr().err, "models/s.pt: the model predicts 15 classes, which does not match the "
+                   "class set 'davsn_synthia' of 12 (params.yaml: classes)")
     assert not (tmp_path / "reports/other.json").exists()
 
 
-def test_resolve_params_rejects_an_unknown_set_and_writes_nothing(tmp_path):
+def test_resolve_params_rejects_an_unknown_set_and_writes_nothing(tmp_path, capsys):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**params, "classes": "nope"}))
-    result = stage(tmp_path, "resolve_params.py", "--out", "data/params")
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
-        "error: params.yaml: classes = 'nope' is neither one of the class sets")
+    assert in_process(tmp_path, "resolve_params.py", "--out", "data/params") == 2
+    one_error_line(capsys.readouterr().err, "error: params.yaml: classes = 'nope' is neither one of the class sets")
     assert not (tmp_path / "data/params").exists()
 
 
 
+@pytest.mark.slow
 def test_synthia_seq_to_cityscapes_seq_through_the_stages(tmp_path):
     """The third scenario's layouts on tiny trees: prepare reads SYNTHIA-Seq (official folders, bottom rows
     cropped) and Cityscapes-Seq (one annotated frame per 30-frame snippet) into DA-VSN's 12 classes; the model has
@@ -259,7 +260,7 @@ def test_synthia_seq_to_cityscapes_seq_through_the_stages(tmp_path):
     params["vat"].update(iterations=2, batch_size=2)
     params["vst"].update(iterations=2, batch_size=2, equal_proportions=[0.5])
     write_params(tmp_path, params)
-    ok(stage(tmp_path, "prepare.py", "--out", "data/prepared"))
+    assert in_process(tmp_path, "prepare.py", "--out", "data/prepared") == 0
     source = np.load(tmp_path / "data/prepared/source/SYNTHIA-SEQS-04-DAWN/labels.npy")
     assert source.shape == (8, 32, 32) and set(np.unique(source).tolist()) == {0, 8, 11}   # road, sky, car; no fence
     val = sorted((tmp_path / "data/prepared/target_val").iterdir())
@@ -268,26 +269,30 @@ def test_synthia_seq_to_cityscapes_seq_through_the_stages(tmp_path):
     assert labeled.sum() == 1 and labeled[19]
     gt = np.load(val[0] / "labels.npy")[19]
     assert (gt[0, 0], gt[14, 0], gt[28, 25], gt[22, 0]) == (8, 11, 10, 0)   # sky, car, rider (its own class), road
-    ok(stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
-             "--out", "models/s.pt", "--curve", "reports/curves/s.tsv"))
+    assert in_process(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
+                      "--out", "models/s.pt", "--curve", "reports/curves/s.tsv") == 0
     assert torch.load(tmp_path / "models/s.pt", weights_only=True)["model"]["head.branches.0.weight"].shape[0] == 12
     # VAT (a discriminator on 12 maps), flow, pseudo labels, VST, evaluate and the report, on the set's classes
-    ok(stage(tmp_path, "vat.py", "--init", "models/s.pt", "--out", "models/vat.pt", "--curve", "reports/curves/v.tsv"))
-    ok(stage(tmp_path, "flow.py", "--data", "data/prepared", "--out", "data/flow/target_train.h5",
-             "--report", "reports/flow.json"))
-    ok(stage(tmp_path, "pseudo_labels.py", "--model", "models/vat.pt"))
+    assert in_process(tmp_path, "vat.py", "--init", "models/s.pt", "--out", "models/vat.pt",
+                      "--curve", "reports/curves/v.tsv") == 0
+    assert in_process(tmp_path, "flow.py", "--data", "data/prepared", "--out", "data/flow/target_train.h5",
+                      "--report", "reports/flow.json") == 0
+    assert in_process(tmp_path, "pseudo_labels.py", "--model", "models/vat.pt") == 0
     pseudo = json.loads((tmp_path / "reports/pseudo_labels.json").read_text())
     assert list(pseudo["thresholds"]) == DAVSN_SYNTHIA and list(pseudo["proportion_per_class"]) == DAVSN_SYNTHIA
     assert list(pseudo["p_iou"]) == [n for n in DAVSN_SYNTHIA if n != "fence"]
-    ok(stage(tmp_path, "vst.py", "--init", "models/vat.pt", "--out", "models/vst.pt", "--curve", "reports/curves/t.tsv"))
-    ok(stage(tmp_path, "evaluate.py", "--model", "source_only=models/s.pt", "--model", "vst=models/vst.pt"))
+    assert in_process(tmp_path, "vst.py", "--init", "models/vat.pt", "--out", "models/vst.pt",
+                      "--curve", "reports/curves/t.tsv") == 0
+    assert in_process(tmp_path, "evaluate.py", "--model", "source_only=models/s.pt",
+                      "--model", "vst=models/vst.pt") == 0
     report = json.loads((tmp_path / "reports/metrics.json").read_text())["vst"]
     assert list(report["iou"]) == [n for n in DAVSN_SYNTHIA if n != "fence"]
     assert list(report["iou_not_evaluated"]) == ["fence"] and report["miou"] is not None
     assert report["vpq"]["mean"] is None and "Cityscapes-Seq" in report["vpq"]["not_defined"]
     scores = json.loads((tmp_path / "reports/scores.json").read_text())
     assert scores["vst"]["VPQ"] is None and scores["vst"]["mIoU"] == report["miou"]
-    ok(stage(tmp_path, "report.py", "--baseline", "models/s.pt", "--model", "models/vst.pt", "--out", "reports/visual"))
+    assert in_process(tmp_path, "report.py", "--baseline", "models/s.pt", "--model", "models/vst.pt",
+                      "--out", "reports/visual") == 0
     assert (tmp_path / "reports/visual/index.md").is_file() and (tmp_path / "reports/visual/classes.png").is_file()
 
 

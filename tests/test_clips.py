@@ -11,13 +11,15 @@ import os
 import pickle
 import weakref
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from helpers import dataset_settings
 
 from videoda.data import cityscapes_vps, viper
-from videoda.data.classes import IGNORE_ID, VIPER_CLASSES
+from videoda.data.classes import DEFAULT, IGNORE_ID, VIPER_CLASSES
 from videoda.data.clips import (FRAME_NAMES, IMAGES, LABELED, LABELS, Clip, FrameArray, list_clips, load_clip,
                                 save_clip, write_clip)
 from videoda.data.pairs import load_split
@@ -279,7 +281,7 @@ def test_streaming_prepare_equals_the_stacking_path(tmp_path, monkeypatch):
              ("cityscapes_vps", tmp_path / "cs", "val", cityscapes_vps.read_label, (6, 10))]
     for dataset, root, split, read_label, size in cases:
         out = tmp_path / "prepared" / dataset
-        paths = prepare_split(dataset, root, split, out, size, ignore_ego_vehicle=True)
+        paths = prepare_split(dataset_settings(dataset, root, size), split, out)
         specs = viper.list_sequences(root, split) if dataset == "viper" else cityscapes_vps.list_clips(root, split)
         assert paths == [out / s.name for s in specs] == list_clips(tmp_path / "prepared", dataset)
         for spec, path in zip(specs, paths):
@@ -323,7 +325,8 @@ def test_evaluate_clips_reads_batches_and_scores_as_before(lazy_and_memory, tmp_
 
     old_report, old_confusion = score_clips(old_predicted(), label_stride=1)
     (tmp_path / "pred").mkdir()
-    report, confusion = evaluate_clips(model, lazy, 1, batch_size=2, pred_dir=tmp_path / "pred")
+    report, confusion = evaluate_clips(model, lazy, SimpleNamespace(label_stride=1, batch_size=2, classes=DEFAULT),
+                                       tmp_path / "pred")
     assert report == old_report and np.array_equal(confusion, old_confusion)
     old_preds = np.concatenate([p for p, _ in old_predicted()])
     names = [n for c in memory for n in c.frame_names[c.labeled]]

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from videoda.cli import main
 from videoda.config.compose import check_params, compose, compose_params, group_options, method_fixes
 from videoda.config.fields import lookup, read_params
-from videoda.config.stages import STAGES, stage_config
+from videoda.config.stages import stage_config
 from videoda.errors import ParamError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,15 +170,14 @@ def test_synthia_needs_its_sequences_and_crop_is_synthia_only():
         check_params(composed("prepare.source.crop_bottom=120"), conf_dir=CONF)
 
 
-def run_params_command(tmp_path, *overrides):
-    out = tmp_path / "params.yaml"
-    argv = [sys.executable, "-m", "videoda", "params", "--conf", str(CONF), "--out", str(out)]
+def params_argv(tmp_path, *overrides):
+    argv = ["params", "--conf", str(CONF), "--out", str(tmp_path / "params.yaml")]
     for o in overrides:
         argv += ["-S", o]
-    return subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path), out
+    return argv
 
 
-@pytest.mark.parametrize("override, message", [
+BAD_VALUES = [
     ("vst.alpah=0.2", "-S vst.alpah=0.2: unknown key vst.alpah"),
     ("vst.alpha=abc", "-S vst.alpha=abc: vst.alpha must be a number, got 'abc'"),
     ("vst.alpha=1.5", "-S vst.alpha=1.5: vst.alpha = 1.5 is out of range [0.0, 1.0]"),
@@ -185,19 +185,32 @@ def run_params_command(tmp_path, *overrides):
     ("profile=huge", "-S profile=huge: no profile 'huge'"),
     ("method=iat", "-S method=iat: no method 'iat'"),
     ("classes=nosuch", "-S classes=nosuch: classes = 'nosuch' is neither one of the class sets"),
-])
-def test_bad_values_stop_with_one_line_and_write_nothing(tmp_path, override, message):
-    r, out = run_params_command(tmp_path, override)
+]
+
+
+@pytest.mark.parametrize("override, message", BAD_VALUES)
+def test_bad_values_stop_with_one_line_and_write_nothing(tmp_path, capsys, override, message):
+    assert main(params_argv(tmp_path, override)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_params_command_stops_a_bad_value_in_its_own_process(tmp_path):
+    """`python -m videoda params` as a user runs it: exit code 2, one line, nothing written."""
+    override, message = BAD_VALUES[0]
+    r = subprocess.run([sys.executable, "-m", "videoda", *params_argv(tmp_path, override)], capture_output=True,
+                       text=True, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), lines
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_params_command_writes_what_dvc_exp_run_would(tmp_path):
-    r, out = run_params_command(tmp_path, "profile=paper", "train_source.iterations=100")
-    assert r.returncode == 0, r.stderr
-    assert out.read_text() == compose(["profile=paper", "train_source.iterations=100"], CONF)
+    assert main(params_argv(tmp_path, "profile=paper", "train_source.iterations=100")) == 0
+    assert (tmp_path / "params.yaml").read_text() == compose(["profile=paper", "train_source.iterations=100"], CONF)
 
 
 def test_a_hand_edited_params_yaml_is_checked_too(tmp_path):
@@ -231,6 +244,7 @@ def git(repo, *argv):
     subprocess.run(["git", *argv], cwd=repo, check=True, capture_output=True)
 
 
+@pytest.mark.slow
 def test_a_sweep_queues_one_experiment_per_value(tmp_path):
     """`dvc exp run --queue -S 'vst.alpha=0.2,0.5'` in a copy of the project: two queued experiments whose
     params.yaml differ from the committed one in vst.alpha alone (nothing runs)."""

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import dataset_settings
 from videoda.data import cityscapes_vps, viper
 from videoda.data.classes import CLASSES, IGNORE_ID, VIPER_CLASSES, VIPER_PALETTE
 from videoda.data.clips import load_clip
@@ -18,6 +19,7 @@ from videoda.errors import DataError
 
 H, W = 16, 32
 SIZE = (H, W)
+
 V = {name: i for i, name in enumerate(VIPER_CLASSES)}
 T = {name: i for i, name in enumerate(CLASSES)}
 CS = {"road": 0, "wall": 3, "pole": 5, "vegetation": 8, "person": 11, "rider": 12, "car": 13, "bicycle": 18}
@@ -107,7 +109,7 @@ def test_viper_round_trip(viper_root, tmp_path):
     assert specs[0].labels[0] == viper_root / "train" / "cls" / "001" / "001_00010.png"
 
     out = tmp_path / "source"
-    paths = prepare_split("viper", viper_root, "train", out, SIZE, min_frames=6)
+    paths = prepare_split(dataset_settings("viper", viper_root, SIZE), "train", out, min_frames=6)
     assert sorted(p.name for p in out.iterdir()) == ["001", "002", "003"] == [p.name for p in paths]
     clip = load_clip(out / "002")
     assert clip.images.shape == (6, H, W, 3) and clip.images.dtype == np.uint8
@@ -197,7 +199,7 @@ def test_cityscapes_round_trip(cs_root, tmp_path):
     specs = cityscapes_vps.list_clips(cs_root, "val")
     assert [s.name for s in specs] == ["0001", "0002", "0003"]
     out = tmp_path / "target_val"
-    prepare_split("cityscapes_vps", cs_root, "val", out, SIZE, min_frames=10)
+    prepare_split(dataset_settings("cityscapes_vps", cs_root, SIZE), "val", out, min_frames=10)
     clip = load_clip(out / "0002")
     assert clip.labeled.tolist() == [t % 5 == 4 for t in range(10)]
     for t in range(10):
@@ -289,7 +291,7 @@ def test_cityscapes_read_label(tmp_path):
 def test_cityscapes_img_all_frames_without_clip_are_an_error(cs_root, tmp_path):
     cityscapes_vps.write_frame(cs_root, "val", 9, 0, image(0), None)
     with pytest.raises(DataError, match="synth_000009_000000_leftImg8bit.png"):
-        prepare_split("cityscapes_vps", cs_root, "val", tmp_path / "out", SIZE)
+        prepare_split(dataset_settings("cityscapes_vps", cs_root, SIZE), "val", tmp_path / "out")
     assert_no_output(tmp_path / "out")
 
 
@@ -357,7 +359,7 @@ def test_bad_input_raises_and_leaves_no_output(dataset, damage, viper_root, cs_r
     name = damage(root, dataset)
     out = tmp_path / "prepared"
     with pytest.raises(DataError, match=name):
-        prepare_split(dataset, root, split, out, SIZE)
+        prepare_split(dataset_settings(dataset, root, SIZE), split, out)
     assert_no_output(out)
 
 
@@ -366,25 +368,25 @@ def test_missing_root_split_and_short_videos(dataset, viper_root, cs_root, tmp_p
     root, split, n = (viper_root, "train", 6) if dataset == "viper" else (cs_root, "val", 10)
     out = tmp_path / "prepared"
     with pytest.raises(DataError, match="nowhere"):
-        prepare_split(dataset, tmp_path / "nowhere", split, out, SIZE)
+        prepare_split(dataset_settings(dataset, tmp_path / "nowhere", SIZE), split, out)
     with pytest.raises(DataError, match="test"):
-        prepare_split(dataset, root, "test", out, SIZE)
+        prepare_split(dataset_settings(dataset, root, SIZE), "test", out)
     with pytest.raises(DataError, match=f"min_frames={n + 1}") as e:
-        prepare_split(dataset, root, split, out, SIZE, min_frames=n + 1)
+        prepare_split(dataset_settings(dataset, root, SIZE), split, out, min_frames=n + 1)
     assert ".png" in str(e.value)
     assert_no_output(out)
 
 
 def test_failed_run_keeps_previous_output(viper_root, tmp_path):
     out = tmp_path / "source"
-    prepare_split("viper", viper_root, "train", out, SIZE)
+    prepare_split(dataset_settings("viper", viper_root, SIZE), "train", out)
     before = sorted(p.name for p in out.iterdir())
     corrupt_image(viper_root, "viper")
     with pytest.raises(DataError):
-        prepare_split("viper", viper_root, "train", out, SIZE)
+        prepare_split(dataset_settings("viper", viper_root, SIZE), "train", out)
     assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_unknown_dataset(viper_root, tmp_path):
     with pytest.raises(DataError, match="dataset"):
-        prepare_split("synthia", viper_root, "train", tmp_path / "out", SIZE)
+        prepare_split(dataset_settings("synthia", viper_root, SIZE), "train", tmp_path / "out")

@@ -25,7 +25,7 @@ from videoda.domain_adaptation.adversarial import vat_objective
 from videoda.domain_adaptation.losses import (adversarial_bce, cross_entropy_2d, ignored_entropy_loss,
                                               kld_regulariser, tube_dice_loss)
 from videoda.domain_adaptation.self_training import vst_forward, vst_losses
-from videoda.domain_adaptation.train import make_optimizer, seed_everything, train
+from videoda.domain_adaptation.train import Curve, Objective, make_optimizer, seed_everything, train
 from videoda.errors import ParamError
 from videoda.evaluate import predict_probs
 from videoda.model import DeepLabV2, load_checkpoint, save_checkpoint
@@ -189,7 +189,7 @@ def test_cpu_keeps_the_strict_deterministic_mode_and_cuda_warns_instead(monkeypa
     assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == CUBLAS_WORKSPACE_CONFIG
-    seed_everything(0, torch.device("cpu"))
+    seed_everything(0, CPU)
     assert not torch.is_deterministic_algorithms_warn_only_enabled()
 
 
@@ -216,22 +216,22 @@ def batches(seed, source=True):
 def training_run(compute=None, steps=2):
     """VAT (segmentation + tube Dice + sequence D, its alternating step), then VST's losses (cross-entropy and the
     entropy regulariser), then a prediction, on a tiny model: the checkpoint, the curves and the softmax maps.
-    ``compute`` None calls every function as the code before devices existed did (no compute argument)."""
+    ``compute`` None calls every function without a compute argument (the library's default, the CPU)."""
     kw = {} if compute is None else {"compute": compute}
-    seed_everything(0, **({} if compute is None else {"device": compute.device}))
+    seed_everything(0, **kw)
     torch.set_num_threads(1)
     model = DeepLabV2(15, backbone="resnet18", norm="group", num_layers=2, aspp_rates=(1, 2), group_norm_groups=16)
     if compute is not None:
         model = compute.module(model)
     opt = make_optimizer(model.param_groups(1e-3), "adam", 1e-3, weight_decay=0.0)
-    objective = vat_objective(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01,
-                              lambda_dice=0.1, disc_channels=8, optimizer_d="adam", lr_d=1e-3, momentum=0.9,
-                              iterations=steps, poly_power=0.9, **kw)
-    vat = train(model, opt, batches(1), objective.forward, objective.terms, steps, None,
-                extra_step=objective.extra_step, log_every=1, **kw)
+    cfg = SimpleNamespace(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01, lambda_dice=0.1,
+                          disc_channels=8, optimizer_d="adam", lr_d=1e-3,
+                          train=SimpleNamespace(iterations=steps, optim=SimpleNamespace(momentum=0.9, poly_power=0.9)))
+    objective = vat_objective(cfg, **kw)
+    vat = train(model, opt, batches(1), objective, cfg.train, Curve(every=1), **kw)
     opt = make_optimizer(model.param_groups(1e-3), "sgd", 1e-3, weight_decay=5e-4)
-    vst = train(model, opt, batches(2, source=False), vst_forward, vst_losses("entropy", 0.1, 0.0), steps, None,
-                log_every=1, **kw)
+    vst = train(model, opt, batches(2, source=False), Objective(vst_forward, tuple(vst_losses("entropy", 0.1, 0.0))),
+                cfg.train, Curve(every=1), **kw)
     images = batches(3, source=False).sample()["images"][0].numpy()
     with nullcontext() if compute is None else compute.autocast():
         probs = predict_probs(model, images)
@@ -331,6 +331,7 @@ def test_channels_last_takes_the_layout_of_each_weight_rank():
     assert torch.allclose(disc(x), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_ptlflow_model_runs_on_the_runtime_in_its_precision():
     pytest.importorskip("ptlflow")
     from videoda.flow.backends import PtlflowFlow, build_ptlflow_model

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,14 @@ from videoda.config.stages import resolved_json
 from videoda.config.training import Supervised
 from videoda.data.clips import save_clip
 from videoda.data.pairs import PairDataset, PairLoader, load_split, rank_seed
-from videoda.domain_adaptation.train import (seed_everything, segmentation_loss, segmentation_optimizer,
-                                             supervised_forward, train)
+from videoda.domain_adaptation.train import SUPERVISED, Curve, seed_everything, segmentation_optimizer, train
 from videoda.errors import ParamError
 from videoda.model import load_checkpoint
 from videoda.model.build import build_model
+from videoda.utils.device import CPU
 from videoda.utils.distributed import SINGLE, World, check_layout, mean_over_ranks
 
-from test_resume import clips
+from helpers import clips
 
 REPO = Path(__file__).resolve().parents[1]
 ITERATIONS = 6
@@ -95,7 +96,7 @@ def test_world_shards_round_robin_and_one_process_is_everything():
 
 def test_rank_zero_draws_the_one_process_stream_and_other_ranks_their_own():
     data = PairDataset(clips(), 1)
-    one, zero, other = (PairLoader(data, 4, 5, rank=r) for r in (0, 0, 1))
+    one, zero, other = (PairLoader(data, 4, 5, compute=replace(CPU, world=World(r, 2))) for r in (0, 0, 1))
     a, b, c = one.sample(), zero.sample(), other.sample()
     assert torch.equal(a["images"], b["images"]) and not torch.equal(a["images"], c["images"])
     assert rank_seed(5, 0) == 5
@@ -123,33 +124,32 @@ def test_bad_layout_params_name_their_key(tmp_path):
 
 PROBE = """
 import videoda, json, sys, torch, torch.distributed as dist
+from types import SimpleNamespace
 from videoda.config.fields import read_stage_config
 from videoda.config.training import Supervised
 from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.adversarial import VATBatches, vat_objective
-from videoda.domain_adaptation.train import seed_everything, segmentation_loss, segmentation_optimizer, \\
-    supervised_forward, train
+from videoda.domain_adaptation.train import SUPERVISED, Curve, seed_everything, segmentation_optimizer, train
 from videoda.model.build import build_model
 params, data, out, kind = sys.argv[1:]
 cfg = read_stage_config(Supervised, params, section="train_source")
 if cfg.compute.launch("probe"):
     sys.exit(0)
 compute = cfg.compute.runtime()
-seed_everything(cfg.seed, compute.device)
+seed_everything(cfg.seed, compute)
 torch.set_num_threads(1)
 model = build_model(cfg.model)
 optimizer = segmentation_optimizer(model, cfg.train.optim)
 pairs = PairDataset(load_split(data, "source"), cfg.tau, require_label=True)
-loaders = [PairLoader(pairs, cfg.train.batch_size, cfg.seed + i, rank=compute.world.rank) for i in (0, 1)]
+loaders = [PairLoader(pairs, cfg.train.batch_size, cfg.seed + i, compute=compute) for i in (0, 1)]
 if kind == "vat":            # VAT: the segmentation network and D_V, whose step is the last of each training step
-    objective = vat_objective(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01,
-                              lambda_dice=1.0, disc_channels=8, optimizer_d="adam", lr_d=1e-4, momentum=0.9,
-                              iterations=cfg.train.iterations, poly_power=0.9, compute=compute)
+    vat = SimpleNamespace(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01, lambda_dice=1.0,
+                          disc_channels=8, optimizer_d="adam", lr_d=1e-4, train=cfg.train)
+    objective = vat_objective(vat, compute=compute)
     networks, last = [model, objective.extra_step.discriminator], objective.extra_step.optimizer
-    run = (VATBatches(*loaders), objective.forward, objective.terms, objective.extra_step)
+    batches = VATBatches(*loaders)
 else:                        # train_source
-    networks, last = [model], optimizer
-    run = (loaders[0], supervised_forward, [segmentation_loss], None)
+    networks, last, objective, batches = [model], optimizer, SUPERVISED, loaders[0]
 identical = []
 
 def compare_ranks(*_):      # after every step: every rank's weights, gathered, bit for bit
@@ -159,13 +159,13 @@ def compare_ranks(*_):      # after every step: every rank's weights, gathered, 
     identical.append(all(torch.equal(gathered[0], g) for g in gathered))
 
 last.register_step_post_hook(compare_ranks)
-batches, forward, terms, extra_step = run
-train(model, optimizer, batches, forward, terms, cfg.train.iterations, None, extra_step=extra_step, compute=compute)
+train(model, optimizer, batches, objective, cfg.train, Curve(), compute=compute)
 if compute.world.is_main:
     open(out, "w").write(json.dumps(identical))
 """
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("kind", ["train_source", "vat"])
 def test_ranks_hold_identical_weights_after_every_step(split, kind):
     script = split / "probe.py"
@@ -180,13 +180,14 @@ class GlobalBatches:
     """One process's batches made of the two ranks' batches together: what 2 x batch_size on one GPU sees."""
 
     def __init__(self, pairs, batch_size, seed):
-        self.ranks = [PairLoader(pairs, batch_size, seed, rank=r) for r in (0, 1)]
+        self.ranks = [PairLoader(pairs, batch_size, seed, compute=replace(CPU, world=World(r, 2))) for r in (0, 1)]
 
     def sample(self):
         parts = [r.sample() for r in self.ranks]
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
+@pytest.mark.multiprocess
 def test_two_processes_train_as_one_process_on_the_global_batch(split, two_processes, tmp_path):
     cfg = read_stage_config(Supervised, write_params(split, nproc=2), section="train_source")
     seed_everything(cfg.seed)
@@ -194,8 +195,8 @@ def test_two_processes_train_as_one_process_on_the_global_batch(split, two_proce
     model = build_model(cfg.model)
     optimizer = segmentation_optimizer(model, cfg.train.optim)
     pairs = PairDataset(load_split(split / "data", "source"), cfg.tau, require_label=True)
-    train(model, optimizer, GlobalBatches(pairs, cfg.train.batch_size, cfg.seed), supervised_forward,
-          [segmentation_loss], cfg.train.iterations, tmp_path / "curve.tsv", power=cfg.train.optim.poly_power)
+    train(model, optimizer, GlobalBatches(pairs, cfg.train.batch_size, cfg.seed), SUPERVISED, cfg.train,
+          Curve(tmp_path / "curve.tsv"))
     ddp, _ = load_checkpoint(two_processes / "model.pt")
     reference = model.state_dict()
     for name, value in ddp.state_dict().items():
@@ -206,10 +207,12 @@ def test_two_processes_train_as_one_process_on_the_global_batch(split, two_proce
     assert logged[0] == expected[0] and abs(float(logged[-1][2]) - float(expected[-1][2])) < 1e-4
 
 
+@pytest.mark.multiprocess
 def test_only_rank_zero_writes(two_processes):
     assert sorted(p.name for p in two_processes.iterdir()) == ["curve.tsv", "model.pt"]
 
 
+@pytest.mark.multiprocess
 def test_two_nodes_on_localhost_train_as_one_node_with_two_processes(split, two_processes):
     """nnodes 2, one process each, meeting at a c10d rendezvous on localhost: the same two ranks, so the same
     checkpoint, byte for byte."""
@@ -238,6 +241,7 @@ def rank_pids(launcher_pid, rank):
     return found
 
 
+@pytest.mark.multiprocess
 def test_a_killed_rank_fails_the_stage_naming_it_and_the_rerun_resumes(split, two_processes):
     """SIGKILL rank 1 after the first snapshot: the stage ends (no hang) with one line naming rank 1; a rerun
     with another number of processes is refused; a rerun with two resumes and ends byte-identical to the
@@ -300,6 +304,7 @@ def test_slurm_script_runs_dvc_on_the_first_node_and_the_stage_command_on_the_ot
         "data/prepared --out models/vat.pt --curve reports/curves/vat.tsv at node-a:29400"]
 
 
+@pytest.mark.multiprocess
 def test_a_killed_node_agent_takes_its_ranks_and_the_other_node_down(split):
     """Two "nodes" on localhost training; SIGKILL the stage process (the elastic agent) of the node with rank 1,
     as a scheduler or a crash would: its rank dies with it (``die_with_launcher``) instead of training on, and

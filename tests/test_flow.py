@@ -3,16 +3,16 @@
 import hashlib
 import json
 import math
-import runpy
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
 import torch
-from test_pipeline import REPO, ok, stage, tiny_params, write_params, written_files
 
+from helpers import REPO, fails_cleanly, in_process, link, stage, tiny_params, write_params, written_files
 from videoda.data.classes import IGNORE_ID
 from videoda.data.clips import load_clip
 from videoda.errors import DataError, ParamError
@@ -22,6 +22,7 @@ from videoda.flow.backends import (FLOWNET2_CKPT, DisFlow, GroundTruthFlow, Ptlf
 from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
 from videoda.flow.warp import (flow_to_tensor, hflip_flow, non_occluded, occlusion, warp_error, warp_labels,
                                warp_probs)
+from videoda.utils.device import Runtime
 
 
 def const_flow(b, h, w, dx, dy):
@@ -192,6 +193,7 @@ def test_store_holds_the_metadata_of_one_clip_whatever_the_number_read(tmp_path)
 
 # --- FlowNet2 through ptlflow ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_missing_or_bad_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
     pytest.importorskip("ptlflow")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
@@ -241,6 +243,7 @@ def test_fast_correlation_equals_ptlflows(ptlflow_stock):
         assert torch.allclose(ours, ref, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_flownet2_loads_a_checkpoint_and_matches_stock_ptlflow(ptlflow_stock, tmp_path):
     path = tmp_path / "random-weights.ckpt"
     torch.save({"state_dict": ptlflow_stock.state_dict()}, path)       # random weights: a loading test only
@@ -291,45 +294,39 @@ def test_any_ptlflow_model_by_name_loads_like_ptlflow(tmp_path, monkeypatch):
 # --- the stage ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def flow_bench(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("flow")
-    params = tiny_params()                      # synth 24 x 48, prepared 16 x 32: gt flow is resized
-    write_params(cwd, params)
-    ok(stage(cwd, "synth.py", "--out", "data/synth"))
-    ok(stage(cwd, "prepare.py", "--out", "data/prepared"))
-    return cwd, params
+def flow_bench(bench, tmp_path_factory):
+    """The session's tiny benchmark (synth 24 x 48, prepared 32 x 64: gt flow is resized) in a folder of this
+    module's: the flow tests write its store and report."""
+    cwd = link(tmp_path_factory.mktemp("flow"), bench, "data/synth", "data/prepared")
+    return cwd, tiny_params()
 
 
-def run_flow(cwd, params, monkeypatch, *args, **flow):
-    """Run the stage in this process (no interpreter start-up); returns its exit code and stderr."""
+def run_flow(cwd, params, *args, **flow):
+    """Run the stage in this process (no interpreter start-up) with ``flow`` in its params, unchecked (the stage
+    checks them: the errors test gives it bad ones); returns its exit code."""
     params = json.loads(json.dumps(params))
     params["flow"].update(flow)
-    write_params(cwd, params)
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["flow.py", *args])
-    try:
-        runpy.run_path(str(REPO / "stages/flow.py"), run_name="__main__")
-    except SystemExit as e:
-        return e.code
-    return 0
+    write_params(cwd, params, check=False)
+    return in_process(cwd, "flow.py", *args)
 
 
 def test_flow_stage_dis_writes_every_pair_and_scores(flow_bench, monkeypatch, tmp_path):
     cwd, params = flow_bench
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))            # no FlowNet2 checkpoint: not run, and said
-    assert run_flow(cwd, params, monkeypatch, method="dis", tau=2, compare=["dis", "flownet2"]) == 0
+    assert run_flow(cwd, params, method="dis", tau=2, compare=["dis", "flownet2"]) == 0
     report = json.loads((cwd / "reports/flow.json").read_text())
-    assert report["frame_distances"] == [1, 2] and report["pairs"] == 2 * 2 * (9 + 8)
+    assert report["frame_distances"] == [1, 2] and report["pairs"] == 3 * 2 * (9 + 8)
     assert set(report["epe"]) == {"dis", "zero"} and report["epe"]["dis"]["epe"] > 0
     assert FLOWNET2_CKPT in report["not_run"]["flownet2"]
     with FlowStore(cwd / "data/flow/target_train.h5") as store:
-        assert store.clips == ["0001", "0002"] and store.method == "dis"
-        assert store.attrs["dis_preset"] == "medium" and (store.height, store.width) == (16, 32)
+        assert store.clips == ["0001", "0002", "0003"] and store.method == "dis"
+        assert store.attrs["dis_preset"] == "medium" and (store.height, store.width) == (32, 64)
         clip = load_clip(cwd / "data/prepared/target_train/0001")
-        store.check_clip("0001", len(clip), 16, 32)
-        assert store.flow("0001", 5, 3).shape == (16, 32, 2)
+        store.check_clip("0001", len(clip), 32, 64)
+        assert store.flow("0001", 5, 3).shape == (32, 64, 2)
 
 
+@pytest.mark.slow
 def test_flow_stage_with_any_ptlflow_model_records_its_checkpoint(flow_bench, monkeypatch, tmp_path):
     """flownetc (the FlowNet2 family's correlation network, fast correlation patched in) from a random-weight
     checkpoint file: the store's attributes name the method, the checkpoint's sha256 and the resolution, and the
@@ -342,12 +339,12 @@ def test_flow_stage_with_any_ptlflow_model_records_its_checkpoint(flow_bench, mo
     torch.save({"state_dict": ptlflow.get_model("flownetc").state_dict()}, ckpt)
     threads = torch.get_num_threads()
     try:
-        assert run_flow(cwd, params, monkeypatch, method="flownetc", ckpt=str(ckpt), tau=1, threads=1,
+        assert run_flow(cwd, params, method="flownetc", ckpt=str(ckpt), tau=1, threads=1,
                         compare=["dis", "flownet2"]) == 0
     finally:
         torch.set_num_threads(threads)
     with FlowStore(cwd / "data/flow/target_train.h5") as store:
-        assert store.method == "flownetc" and (store.height, store.width) == (16, 32)
+        assert store.method == "flownetc" and (store.height, store.width) == (32, 64)
         assert store.attrs["checkpoint"] == ckpt.name
         assert store.attrs["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
         assert np.isfinite(store.flow("0002", 3, 2)).all()
@@ -357,29 +354,29 @@ def test_flow_stage_with_any_ptlflow_model_records_its_checkpoint(flow_bench, mo
     assert report["checkpoint_sha256"] == store.attrs["checkpoint_sha256"]
 
 
-def test_flow_stage_gt_is_the_resized_ground_truth(flow_bench, monkeypatch):
+def test_flow_stage_gt_is_the_resized_ground_truth(flow_bench):
     cwd, params = flow_bench
-    assert run_flow(cwd, params, monkeypatch, method="gt", tau=1) == 0
+    assert run_flow(cwd, params, method="gt", tau=1) == 0
     report = json.loads((cwd / "reports/flow.json").read_text())
     assert report["epe"]["gt"]["epe"] == 0 and report["epe"]["dis"]["epe"] < report["epe"]["zero"]["epe"]
-    gt = resize_flow(np.load(cwd / "data/synth/flow_gt/train/0001.npy"), (16, 32))
+    gt = resize_flow(np.load(cwd / "data/synth/flow_gt/train/0001.npy"), (32, 64))
     with FlowStore(cwd / "data/flow/target_train.h5") as store:
         assert store.deltas == [1]
         assert np.abs(np.stack([store.flow("0001", t, t + 1) for t in range(9)]) - gt).max() < 0.01
 
 
-def test_flow_stage_zero_stores_the_identity_and_scores_it_as_zero_flow(flow_bench, monkeypatch):
+def test_flow_stage_zero_stores_the_identity_and_scores_it_as_zero_flow(flow_bench):
     """``zero`` (no warping, the flow-quality experiment's baseline): every stored flow is 0, so warping is the
     identity, and its EPE is the report's zero-flow row."""
     cwd, params = flow_bench
-    assert run_flow(cwd, params, monkeypatch, method="zero", tau=2, compare=["dis"]) == 0
+    assert run_flow(cwd, params, method="zero", tau=2, compare=["dis"]) == 0
     report = json.loads((cwd / "reports/flow.json").read_text())
     assert set(report["epe"]) == {"zero", "dis"} and report["epe"]["zero"]["epe"] > report["epe"]["dis"]["epe"] > 0
     with FlowStore(cwd / "data/flow/target_train.h5") as store:
         assert store.method == "zero" and store.deltas == [1, 2]
         flows = [store.flow("0002", a, b) for a, b in ((3, 2), (2, 3), (5, 3))]
-    assert all(f.shape == (16, 32, 2) and not f.any() for f in flows)
-    probs = torch.rand(1, 3, 16, 32)
+    assert all(f.shape == (32, 64, 2) and not f.any() for f in flows)
+    probs = torch.rand(1, 3, 32, 64)
     warped, valid = warp_probs(probs, flow_to_tensor(flows[0][None]))
     assert valid.all() and torch.allclose(warped, probs, atol=1e-6)
 
@@ -420,12 +417,13 @@ def test_flow_stage_errors_name_the_key_or_file_and_write_nothing(flow_bench, tm
     for change, expected in (({"method": "no_such_model"}, "flow.method"), ({"alpha": -1}, "flow.alpha"),
                              ({"method": "flownet2"}, FLOWNET2_CKPT), ({"tau": 40}, "too short for flow.tau"),
                              ({"compare": ["dis", "nope"]}, "flow.compare = 'nope'")):
-        code = run_flow(tmp_path, params, monkeypatch, "--data", str(cwd / "data/prepared"),
+        code = run_flow(tmp_path, params, "--data", str(cwd / "data/prepared"),
                         **{"method": "dis", "alpha": 2.0, "tau": 1, **change})
         assert code == 2 and expected in capsys.readouterr().err
         assert not written_files(tmp_path)
 
 
+@pytest.mark.slow
 def test_ptlflow_is_imported_only_for_ptlflow_models():
     code = ("import sys, runpy; from videoda.flow import backends, store, warp, quality\n"
             "runpy.run_path('stages/flow.py')\n"
@@ -442,22 +440,32 @@ def test_compute_flows_writes_the_store_and_returns_the_report(flow_bench, tmp_p
 
     cwd, _ = flow_bench
     seen = []
-    settings = dict(method="dis", tau=3, alpha=2.0, threshold=0.7, dis_preset="fast", ckpt=None, batch_size=2,
-                    gt_root=str(cwd / "data/synth/flow_gt/train"))
-    report, seconds = compute_flows(cwd / "data/prepared", tmp_path / "f.h5", score=False, compare=[],
-                                    progress=lambda xs, description: seen.append(description) or xs, **settings)
+
+    class Recording(Runtime):          # the run context, recording the names of its progress bars
+        def progress(self, items, description=""):
+            seen.append(description)
+            return items
+
+    settings = dict(method="dis", tau=3, occlusion=SimpleNamespace(alpha=2.0, occlusion_threshold=0.7),
+                    dis_preset="fast", ckpt=None, batch_size=2, gt_root=str(cwd / "data/synth/flow_gt/train"))
+    report, seconds = compute_flows(cwd / "data/prepared", tmp_path / "f.h5",
+                                    SimpleNamespace(epe=False, compare=("gt",), **settings),
+                                    Recording(torch.device("cpu")))
     assert seen == ["flow (dis)"] and seconds > 0 and report["epe"] is None and "epe_pairs" not in report
-    assert report == {"method": "dis", "resolution": [16, 32], "clips": 2, "frame_distances": [1, 3],
-                      "pairs": 2 * 2 * (9 + 7), "occlusion": {"alpha": 2.0, "threshold": 0.7}, "dis_preset": "fast",
+    assert report == {"method": "dis", "resolution": [32, 64], "clips": 3, "frame_distances": [1, 3],
+                      "pairs": 3 * 2 * (9 + 7), "occlusion": {"alpha": 2.0, "threshold": 0.7}, "dis_preset": "fast",
                       "epe": None}
     with FlowStore(tmp_path / "f.h5") as store:
-        assert store.deltas == [1, 3] and store.clips == ["0001", "0002"] and store.attrs["dis_preset"] == "fast"
-    scored, _ = compute_flows(cwd / "data/prepared", tmp_path / "g.h5", score=True, compare=["gt"], **settings)
+        assert store.deltas == [1, 3] and store.clips == ["0001", "0002", "0003"]
+        assert store.attrs["dis_preset"] == "fast"
+    scored, _ = compute_flows(cwd / "data/prepared", tmp_path / "g.h5", SimpleNamespace(epe=True, compare=("gt",),
+                                                                                       **settings))
     assert set(scored["epe"]) == {"dis", "gt", "zero"} and scored["epe"]["gt"]["epe"] == 0
     assert scored["epe"]["dis"]["epe"] < scored["epe"]["zero"]["epe"] and "not_run" not in scored
 
 
-def test_flow_gt_manifest_lists_the_ground_truth_only_when_flow_reads_it(flow_bench, monkeypatch, tmp_path, capsys):
+@pytest.mark.slow
+def test_flow_gt_manifest_lists_the_ground_truth_only_when_flow_reads_it(flow_bench, tmp_path, capsys):
     """Stage flow_gt: with the EPE report (or the gt backend) the sha256 of every ground-truth file, so new ground
     truth changes the manifest and reruns `flow`; without (a real dataset: epe false, a flow network) the same
     manifest whatever the folder holds. Stage flow refuses a manifest written for other params."""
@@ -469,24 +477,24 @@ def test_flow_gt_manifest_lists_the_ground_truth_only_when_flow_reads_it(flow_be
     def run_gt(**flow):
         params["flow"].update(flow)
         write_params(tmp_path, params)
-        ok(stage(tmp_path, "flow_gt.py", "--out", str(manifest)))
+        assert in_process(tmp_path, "flow_gt.py", "--out", manifest) == 0
         return json.loads(manifest.read_text())
 
     used = run_gt(method="dis", epe=True, gt_root=str(gt_root))
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(gt_root.glob("*.npy"))}
     assert used == {"used": True, "root": str(gt_root), "files": files}
-    assert sorted(used["files"]) == ["0001.npy", "0002.npy"]
+    assert sorted(used["files"]) == ["0001.npy", "0002.npy", "0003.npy"]
     assert run_gt(method="gt", epe=False) == used
     assert run_gt(method="dis", epe=False, gt_root=str(tmp_path / "nowhere")) == {"used": False}
     # stage flow checks the manifest it depends on
     args = ("--data", str(cwd / "data/prepared"), "--gt-manifest", str(manifest))
-    assert run_flow(tmp_path, params, monkeypatch, *args, method="dis", epe=True, gt_root=str(gt_root),
+    assert run_flow(tmp_path, params, *args, method="dis", epe=True, gt_root=str(gt_root),
                     compare=[]) == 2
     assert "m.json: written for other flow params" in capsys.readouterr().err and not (tmp_path / "reports").exists()
-    assert run_flow(tmp_path, params, monkeypatch, *args, method="dis", epe=False) == 0
+    assert run_flow(tmp_path, params, *args, method="dis", epe=False) == 0
     assert json.loads((tmp_path / "reports/flow.json").read_text())["epe"] is None
     params["flow"].update(epe=True, gt_root="missing")
     write_params(tmp_path, params)
-    r = stage(tmp_path, "flow_gt.py", "--out", str(tmp_path / "m2.json"))
-    assert r.returncode == 2 and "missing: ground-truth flow folder not found (flow.gt_root)" in r.stderr
+    r = stage(tmp_path, "flow_gt.py", "--out", str(tmp_path / "m2.json"))      # its contract, in its own process
+    fails_cleanly(r, "missing: ground-truth flow folder not found (flow.gt_root)")
     assert not (tmp_path / "m2.json").exists()

@@ -1,6 +1,7 @@
-"""Trust in the pipeline's inputs and outputs (through the stage scripts, as `dvc repro` runs them): identical
-weights give a byte-identical checkpoint, every bad input ends with one line naming the file and exit code 2
-with nothing written, and the temporary files of a killed run are removed by the next run."""
+"""Trust in the pipeline's inputs and outputs: identical weights give a byte-identical checkpoint from two
+processes, every bad input ends with one line naming the file and exit code 2 with nothing written (the stage's
+main run in this process; each stage's contract in its own process: train_supervised's here, the others' in
+test_pipeline), and the temporary files of a killed run are removed by the next run."""
 
 import hashlib
 import os
@@ -17,26 +18,19 @@ import pytest
 import yaml
 from PIL import Image
 
-from test_pipeline import REPO, ok, stage, synth_and_prepare, tiny_params, write_params, written_files
-from videoda.errors import DataError
+from helpers import (REPO, fails_cleanly, in_process, ok, one_error_line, stage, tiny_params, write_params,
+                     written_files)
+from videoda.config.data import Synth
+from videoda.config.fields import read_stage_config
+from videoda.errors import DataError, ParamError
 from videoda.utils.images import read_rgb
 from videoda.utils.io import TEMP_TAG, atomic_path, remove_stale_temps
 
 
-@pytest.fixture(scope="module")
-def synth_and_prepared(tmp_path_factory):
-    return synth_and_prepare(tmp_path_factory.mktemp("inputs"))
-
-
-def fails_cleanly(result, *names):
-    """Exit code 2, one ``error: ...`` line on stderr naming each of ``names``, no traceback."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for name in names:
-        assert str(name) in lines[0], lines[0]
-    return lines[0]
+def fails_in_process(capsys, code, *names):
+    """A stage's main run in this process that stopped at a bad input: exit code 2, one line naming ``names``."""
+    assert code == 2, capsys.readouterr().err
+    return one_error_line(capsys.readouterr().err, *names)
 
 
 def leftovers(root):
@@ -49,35 +43,51 @@ def md5(path):
 
 # ---------------------------------------------------------------- checkpoints: same weights, same bytes
 
-def test_training_twice_gives_byte_identical_checkpoints(synth_and_prepared, tmp_path):
+@pytest.mark.slow
+def test_training_twice_gives_byte_identical_checkpoints(trained, tmp_path):
+    """Two processes, two output names (the session's source-only model and this one): the bytes may depend on
+    neither."""
     write_params(tmp_path, tiny_params())
-    runs = []
-    for name in ("a", "b"):   # two processes, two output names: the bytes may depend on neither
-        runs.append(ok(stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
-                             "--data", str(synth_and_prepared / "data/prepared"), "--out", f"models/{name}.pt",
-                             "--curve", f"curves/{name}.tsv")))
-    assert md5(tmp_path / "models/a.pt") == md5(tmp_path / "models/b.pt")
-    assert (tmp_path / "curves/a.tsv").read_bytes() == (tmp_path / "curves/b.tsv").read_bytes()
-    assert "train_source: 3 steps in " in runs[0].stdout          # the run time is printed, not stored
-    assert not leftovers(tmp_path)
+    run = ok(stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source",
+                   "--data", str(trained / "data/prepared"), "--out", "models/again.pt", "--curve", "curves/again.tsv"))
+    assert md5(tmp_path / "models/again.pt") == md5(trained / "models/source_only.pt")
+    assert (tmp_path / "curves/again.tsv").read_bytes() == (trained / "reports/curves/source_only.tsv").read_bytes()
+    assert "train_source: 3 steps in " in run.stdout          # the run time is printed, not stored
+    assert not leftovers(tmp_path) and not leftovers(trained)
 
 
 # ---------------------------------------------------------------- bad inputs: one line, exit 2, no output
 
-@pytest.mark.parametrize("damage,member", [("truncated", "images.npy"), ("empty", "images.npy"),
-                                           ("garbage", "images.npy"), ("truncated", "labels.npy"),
-                                           ("empty", "labeled.npy"), ("garbage", "frame_names.npy")])
-def test_corrupt_clip_file_names_it(synth_and_prepared, tmp_path, damage, member):
+TRAIN = ("--stage", "train_source", "--split", "source", "--out", "models/m.pt", "--curve", "curves/m.tsv")
+
+
+def damaged_clip(bench, tmp_path, damage, member):
+    """A copy of the prepared benchmark in ``tmp_path/prepared`` with ``member`` of its last source clip damaged,
+    and the params: the damaged file."""
     data = tmp_path / "prepared"
-    shutil.copytree(synth_and_prepared / "data/prepared", data)
+    shutil.copytree(bench / "data/prepared", data)
     clip = sorted((data / "source").iterdir())[-1] / member
     content = clip.read_bytes()
     clip.write_bytes({"truncated": content[:len(content) // 2], "empty": b"",
                       "garbage": b"\x93NUMPY" + bytes(range(256)) * 8}[damage])
     write_params(tmp_path, tiny_params())
-    r = stage(tmp_path, "train_supervised.py", "--stage", "train_source", "--split", "source", "--data", str(data),
-              "--out", "models/m.pt", "--curve", "curves/m.tsv")
-    fails_cleanly(r, clip)
+    return clip
+
+
+@pytest.mark.parametrize("damage,member", [("truncated", "images.npy"), ("empty", "images.npy"),
+                                           ("garbage", "images.npy"), ("truncated", "labels.npy"),
+                                           ("empty", "labeled.npy"), ("garbage", "frame_names.npy")])
+def test_corrupt_clip_file_names_it(bench, tmp_path, capsys, damage, member):
+    clip = damaged_clip(bench, tmp_path, damage, member)
+    code = in_process(tmp_path, "train_supervised.py", *TRAIN, "--data", tmp_path / "prepared")
+    fails_in_process(capsys, code, clip)
+    assert not (tmp_path / "models").exists() and not (tmp_path / "curves").exists()
+
+
+@pytest.mark.slow
+def test_train_supervised_corrupt_clip_fails_cleanly_in_its_own_process(bench, tmp_path):
+    clip = damaged_clip(bench, tmp_path, "truncated", "images.npy")
+    fails_cleanly(stage(tmp_path, "train_supervised.py", *TRAIN, "--data", str(tmp_path / "prepared")), clip)
     assert not (tmp_path / "models").exists() and not (tmp_path / "curves").exists()
 
 
@@ -98,40 +108,38 @@ def truncated_jpeg(path):
 
 @pytest.mark.parametrize("dataset,damage", [("viper", truncate_png), ("viper", truncated_jpeg),
                                             ("cityscapes_vps", truncate_png)])
-def test_truncated_frame_names_it(synth_and_prepared, tmp_path, dataset, damage):
+def test_truncated_frame_names_it(bench, tmp_path, capsys, dataset, damage):
     synth = tmp_path / "synth"
-    shutil.copytree(synth_and_prepared / "data/synth", synth)
+    shutil.copytree(bench / "data/synth", synth)
     frames = sorted((synth / dataset / ("train/img/001" if dataset == "viper" else "val/img")).glob("*.png"))
     bad = damage(frames[len(frames) // 2])
     params = tiny_params()
     params["prepare"]["source"]["root"] = str(synth / "viper")
     params["prepare"]["target"]["root"] = str(synth / "cityscapes_vps")
     write_params(tmp_path, params)
-    r = stage(tmp_path, "prepare.py", "--out", "data/prepared")
-    fails_cleanly(r, bad, "truncated")
+    fails_in_process(capsys, in_process(tmp_path, "prepare.py", "--out", "data/prepared"), bad, "truncated")
     assert not (tmp_path / "data/prepared/target_val").exists() and not leftovers(tmp_path / "data")
 
 
 @pytest.mark.parametrize("key", ["source.root", "source.split", "target.root", "target.train_split",
                                  "target.val_split"])
-def test_missing_root_or_split_fails_before_any_conversion(synth_and_prepared, tmp_path, key):
+def test_missing_root_or_split_fails_before_any_conversion(bench, tmp_path, capsys, key):
     params = tiny_params()
     for side, name in (("source", "viper"), ("target", "cityscapes_vps")):
-        params["prepare"][side]["root"] = str(synth_and_prepared / "data/synth" / name)
+        params["prepare"][side]["root"] = str(bench / "data/synth" / name)
     section, field = key.split(".")
     params["prepare"][section][field] = str(tmp_path / "nowhere") if field == "root" else "nowhere"
     write_params(tmp_path, params)
-    r = stage(tmp_path, "prepare.py", "--out", "data/prepared")
-    fails_cleanly(r, "nowhere")
+    fails_in_process(capsys, in_process(tmp_path, "prepare.py", "--out", "data/prepared"), "nowhere")
     assert not written_files(tmp_path) and not (tmp_path / "data/prepared").exists()   # not even the source
 
 
-def test_params_yaml_syntax_error_names_the_file_and_line(tmp_path):
+def test_params_yaml_syntax_error_names_the_file_and_line(tmp_path, capsys):
     text = yaml.safe_dump(tiny_params()).splitlines()
     text.insert(3, "  broken: [1, 2")
     (tmp_path / "params.yaml").write_text("\n".join(text) + "\n")
-    r = stage(tmp_path, "resolve_params.py", "--out", "data/params")
-    line = fails_cleanly(r, "params.yaml", "line")
+    code = in_process(tmp_path, "resolve_params.py", "--out", "data/params")
+    line = fails_in_process(capsys, code, "params.yaml", "line")
     assert "YAML" in line and not (tmp_path / "data").exists()
 
 
@@ -142,9 +150,8 @@ def test_corrupt_resolved_params_names_the_file(tmp_path, damage):
     text = path.read_bytes()
     path.write_bytes({"truncated": text[:len(text) // 2], "binary": b"\xff\xfe\x00garbage",
                       "not an object": b"[1, 2]\n"}[damage])
-    r = stage(tmp_path, "synth.py", "--out", "data/synth")
-    fails_cleanly(r, "data/params/synth.json")
-    assert not written_files(tmp_path)
+    with pytest.raises(ParamError, match="data/params/synth.json"):          # what stage synth reads first
+        read_stage_config(Synth, path)
 
 
 def test_frames_decode_as_before_and_truncated_ones_fail(tmp_path):
@@ -186,6 +193,7 @@ def test_stale_temps_are_removed_only_for_their_own_output(tmp_path):
     assert not dead.exists() and all(p.exists() for p in others)
 
 
+@pytest.mark.slow
 def test_a_killed_stage_leaves_temps_that_the_next_run_removes(tmp_path):
     params = tiny_params()
     params["synth"].update(frames_per_clip=30, source_sequences=3)   # long enough to be killed while writing
@@ -204,5 +212,5 @@ def test_a_killed_stage_leaves_temps_that_the_next_run_removes(tmp_path):
         proc.wait()
     stale = leftovers(out)
     assert stale and not (out / "viper").exists()
-    ok(stage(tmp_path, "synth.py", "--out", "data/synth"))
+    assert in_process(tmp_path, "synth.py", "--out", "data/synth") == 0
     assert (out / "viper/train/img").is_dir() and not leftovers(tmp_path)

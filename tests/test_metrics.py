@@ -294,6 +294,7 @@ def test_stage_and_cli_share_one_evaluator(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     import videoda.evaluate as ev
+    from videoda.data.classes import DEFAULT
     from videoda.eval_folder import evaluate_folder
     from videoda.metrics import score_clips
 
@@ -317,7 +318,8 @@ def test_stage_and_cli_share_one_evaluator(tmp_path, monkeypatch):
                                      frame_names=np.array([p.stem for p in names])))
     out = tmp_path / "stage_pred"
     out.mkdir()
-    stage_report, stage_mat = ev.evaluate_clips(None, clips, 5, pred_dir=out)
+    stage_report, stage_mat = ev.evaluate_clips(None, clips, SimpleNamespace(label_stride=5, batch_size=16,
+                                                                             classes=DEFAULT), out)
     assert stage_report == report and np.array_equal(stage_mat, mat)
     assert len(list(out.glob("*.png"))) == 5
     assert evaluate_folder(out, tmp_path / "gt") == full
@@ -331,12 +333,3 @@ def test_headline_scores_are_miou_and_vpq_per_model():
     scores = headline_scores(metrics)
     assert list(scores) == ["source_only", "vst"]          # final repeats the method's model
     assert scores["source_only"] == {"mIoU": 22.0, "VPQ": 10.5}
-
-
-def test_pseudo_label_summary_keeps_the_headline_and_table7():
-    from videoda.domain_adaptation.pseudo_label_analysis import pseudo_labels_summary
-
-    report = {"generator": "clip_agg", "proportion": 80.2, "p_miou": 48.6, "p_iou": {"road": 97.0},
-              "thresholds": {"road": 0.99}}
-    assert pseudo_labels_summary(report) == {"p_miou": 48.6, "proportion": 80.2}
-    assert pseudo_labels_summary({**report, "table7": {"0.4": {}}})["table7"] == {"0.4": {}}

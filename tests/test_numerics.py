@@ -85,6 +85,7 @@ def test_opencv_is_told_to_disable_only_the_avx512_groups_the_cpu_has():
     assert opencv_avx512_features({"avx2", "avx512f", "avx512cd", "avx512er", "avx512pf"}) == "AVX512F"   # KNL
 
 
+@pytest.mark.slow
 def test_importing_videoda_and_its_libraries_prints_nothing_on_this_cpu():
     # OpenCV prints a line for each feature in OPENCV_CPU_DISABLE the CPU lacks: every stage's error would then
     # come after stray lines (one clear line, exit 2, is the contract)
@@ -97,6 +98,7 @@ def test_every_stage_is_listed():
     assert len(TARGETS) >= 10 and "stages/train_supervised.py" in TARGETS
 
 
+@pytest.mark.slow
 @needs_avx2
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_switch_is_in_effect_in_every_stage_process(states, target):
@@ -114,6 +116,7 @@ def test_every_switch_is_in_effect_in_every_stage_process(states, target):
     assert s["openblas_coretype"] == "Haswell"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("avx512f" not in FLAGS, reason="shows the check's teeth on an AVX-512 CPU")
 def test_the_state_check_sees_unpinned_numerics():
     s = effective_state("stages/train_supervised.py", mode="native")
@@ -125,6 +128,7 @@ def test_the_state_check_sees_unpinned_numerics():
     assert s["opencv_ipp"] and s["omp_wait_policy"] is None
 
 
+@pytest.mark.slow
 def test_a_user_setting_wins_over_a_pin():
     code = "import os, videoda; print(os.environ['ONEDNN_MAX_CPU_ISA'], os.environ['OMP_WAIT_POLICY'])"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
@@ -207,6 +211,7 @@ def installed_versions():
     return dict(zip(VERSIONS, out))
 
 
+@pytest.mark.slow
 @needs_avx2
 def test_a_pinned_training_step_gives_the_recorded_bytes_on_this_cpu(pinned):
     if installed_versions() != VERSIONS:
@@ -216,12 +221,14 @@ def test_a_pinned_training_step_gives_the_recorded_bytes_on_this_cpu(pinned):
         assert pinned["torch"] == REFERENCE["torch"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("avx512f" not in FLAGS, reason="unpinned results differ only where the CPU has AVX-512")
 def test_unpinned_the_same_step_differs_on_an_avx512_cpu(pinned):
     native = probe(mode="native")
     assert native["torch"] != pinned["torch"] and native["opencv"] != pinned["opencv"]
 
 
+@pytest.mark.slow
 @needs_avx2
 @pytest.mark.skipif(not shutil.which("qemu-x86_64"), reason="needs qemu-user (an emulated second CPU model)")
 def test_pinned_opencv_and_numpy_are_identical_on_an_emulated_haswell(pinned):

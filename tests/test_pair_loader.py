@@ -2,6 +2,8 @@
 same batches bit for bit for 0 and 2 workers, ``skip(n)`` for resuming, VAT's batches, VST's batched refinement
 on real (DIS) flows, and VST's view of the target clips without their ground truth."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -15,12 +17,12 @@ from videoda.data.clips import Clip
 from videoda.data.pairs import PairDataset, PairLoader
 from videoda.data.synth import make_styles, render_sequence
 from videoda.domain_adaptation.adversarial import VATBatches
-from videoda.domain_adaptation.pseudo_labels import write_pseudo_labels
-from videoda.domain_adaptation.self_training import (PseudoLabelFiles, PseudoLabelPairs, VSTBatches,
-                                                     unlabelled_clips)
+from videoda.domain_adaptation.pseudo_labels import PseudoLabelFiles, write_clip_pseudo_labels
+from videoda.domain_adaptation.self_training import PseudoLabelPairs, VSTBatches, unlabelled_clips
 from videoda.errors import DataError
 from videoda.flow.backends import DisFlow
 from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
+from videoda.utils.device import CPU
 
 
 def random_clips(seed=0, lengths=(7, 5, 9), size=(16, 24)):
@@ -48,14 +50,14 @@ def test_stream_equals_the_in_thread_sampler(workers):
     for tau, require_label, hflip, seed in [(1, False, True, 0), (2, True, True, 5), (3, False, False, 9)]:
         old = OldPairSampler(clips, tau, 4, seed, require_label=require_label, hflip=hflip)
         with PairLoader(PairDataset(clips, tau, require_label=require_label), 4, seed, hflip=hflip,
-                        workers=workers) as new:
+                        compute=replace(CPU, workers=workers)) as new:
             for _ in range(5):
                 assert_same_batch(new.sample(), old.sample())
 
 
 def test_loader_leaves_the_global_generators_alone():
     torch_state, np_state = torch.get_rng_state(), np.random.get_state()
-    with PairLoader(PairDataset(random_clips(), 1), 2, 0, workers=1) as loader:
+    with PairLoader(PairDataset(random_clips(), 1), 2, 0, compute=replace(CPU, workers=1)) as loader:
         loader.sample()
         loader.skip(1)
         loader.sample()
@@ -66,13 +68,13 @@ def test_loader_leaves_the_global_generators_alone():
 @pytest.mark.parametrize("workers", [0, 2])
 def test_skip_resumes_the_uninterrupted_stream(workers):
     clips = random_clips(1)
-    with PairLoader(PairDataset(clips, 2), 3, 11, workers=workers) as loader:
+    with PairLoader(PairDataset(clips, 2), 3, 11, compute=replace(CPU, workers=workers)) as loader:
         stream = [loader.sample() for _ in range(7)]
-    with PairLoader(PairDataset(clips, 2), 3, 11, workers=workers) as resumed:
+    with PairLoader(PairDataset(clips, 2), 3, 11, compute=replace(CPU, workers=workers)) as resumed:
         resumed.skip(4)                                  # before the first sample(): nothing loaded
         assert_same_batch(resumed.sample(), stream[4])
         assert_same_batch(resumed.sample(), stream[5])
-    with PairLoader(PairDataset(clips, 2), 3, 11, workers=workers, device="cpu") as midway:
+    with PairLoader(PairDataset(clips, 2), 3, 11, compute=replace(CPU, workers=workers)) as midway:
         assert_same_batch(midway.sample(), stream[0])
         midway.skip(0)
         assert_same_batch(midway.sample(), stream[1])
@@ -80,7 +82,7 @@ def test_skip_resumes_the_uninterrupted_stream(workers):
         assert_same_batch(midway.sample(), stream[4])
         assert midway.position == 5
     with pytest.raises(ValueError, match="workers"):
-        PairLoader(PairDataset(clips, 2), 3, 11, workers=-1)
+        PairLoader(PairDataset(clips, 2), 3, 11, compute=replace(CPU, workers=-1))
 
 
 def test_vat_batches_unchanged_and_skip_both_streams():
@@ -133,7 +135,7 @@ def test_batched_refinement_equals_the_per_pair_refinement(vst_case, refine, wor
         old = OldPairSampler(old_unlabelled_clips(clips), TAU, 3, 7, hflip=True,
                              pair_labels=refined_pair_labels(pseudo, store, refine, alpha, threshold))
         pairs = PseudoLabelPairs(hidden, TAU, pseudo, refine, path if refine != "none" else None)
-        with PairLoader(pairs, 3, 7, hflip=True, workers=workers) as target:
+        with PairLoader(pairs, 3, 7, hflip=True, compute=replace(CPU, workers=workers)) as target:
             batches = VSTBatches(target, refine, alpha, threshold)
             for _ in range(4):
                 expected = old.sample()
@@ -180,7 +182,8 @@ def test_vst_cannot_see_the_ground_truth(vst_case):
 def test_pseudo_label_files_read_a_pair_and_refuse_a_wrong_file(vst_case, tmp_path):
     clips, pseudo, _ = vst_case
     clips = unlabelled_clips(clips)
-    write_pseudo_labels(tmp_path / "pl", clips, pseudo)
+    for clip in clips:
+        write_clip_pseudo_labels(tmp_path / "pl", clip, pseudo[clip.name])
     files = PseudoLabelFiles(tmp_path / "pl", clips)
     np.testing.assert_array_equal(files["v1"][[2, 4]], pseudo["v1"][[2, 4]])
     wrong = tmp_path / "pl" / "v0" / "v0_03.png"

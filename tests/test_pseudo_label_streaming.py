@@ -12,17 +12,17 @@ import torch
 import yaml
 
 import pseudo_labels_reference as ref
+from helpers import PAN_T as T, panning_clips, sharp_model, write_pan_flows
 from videoda.config.stages import stage_config
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
 from videoda.data.clips import Clip
 from videoda.domain_adaptation.order_statistics import RadixSelect, float_keys, kth_largest
-from videoda.domain_adaptation.pseudo_label_analysis import make_pseudo_labels
-from videoda.domain_adaptation.pseudo_labels import (GENERATORS, generate_pseudo_labels, iter_pseudo_labels,
-                                                     label_maxima, label_stream, knob_at_proportion,
-                                                     miou_at_proportion, streamed_class_balanced_thresholds,
-                                                     table7_p_miou, write_pseudo_labels)
-from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
-from videoda.model.build import build_model
+from videoda.domain_adaptation.pseudo_label_analysis import (PseudoLabelAnalysis, knob_at_proportion,
+                                                             miou_at_proportion, table7_p_miou)
+from videoda.domain_adaptation.pseudo_labels import (AGGREGATED, GENERATORS, SINGLE_FRAME, class_balanced_thresholds,
+                                                     label_stream, make_pseudo_labels, write_clip_pseudo_labels)
+from videoda.flow.store import FlowStore
+from videoda.utils.device import CPU, Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -34,6 +34,21 @@ def params():
 
 def label_config(**changes):
     return dataclasses.replace(stage_config("pseudo_labels", params()).labels, **changes)
+
+
+def labels_of(maxima, cfg, compute=CPU):
+    """``label_stream`` collected: ({name: labels (T, H, W) uint8 numpy}, the final thresholds)."""
+    out, theta = {}, None
+    for name, labels, theta in label_stream(maxima, cfg, compute):
+        out[name] = labels.cpu().numpy()
+    return out, theta
+
+
+def stage_work(model, clips, store, cfg, out, compute=CPU):
+    """Stage ``pseudo_labels``' work: the labels written under ``out``, and their report (tau 1)."""
+    analysis = PseudoLabelAnalysis(cfg, 1, store)
+    make_pseudo_labels(model, clips, store, cfg, out, compute, analysis)
+    return analysis
 
 
 def tied_maxima(rng, clips=3, shape=(4, 6, 8), levels=7, classes=5, dtype=np.float32):
@@ -116,23 +131,26 @@ def test_streamed_cbst_thresholds_equal_the_whole_set_ones(portion):
     conf = np.concatenate([c.ravel() for _, (c, _) in maxima])
     pred = np.concatenate([p.ravel() for _, (_, p) in maxima])
     expected = ref.class_balanced_thresholds(conf, pred, portion, NUM_CLASSES)
-    got = streamed_class_balanced_thresholds(maxima, portion, NUM_CLASSES)
+    got = class_balanced_thresholds(maxima, portion, NUM_CLASSES)
     assert got.tobytes() == expected.tobytes() and got[2] == 1.0           # the empty class is never labelled
 
 
 @pytest.mark.parametrize("kind", list(GENERATORS))
-def test_label_stream_equals_the_whole_set_labels_for_lists_and_one_shot_streams(kind, tmp_path):
+def test_label_stream_equals_the_whole_set_labels_for_lists_and_one_shot_streams(kind):
     maxima = tied_maxima(np.random.default_rng(3), levels=11)
     cfg = label_config(pseudo_label=kind, cbst_portion=0.3, alpha=0.4, beta=0.5, gamma=1.0, init_theta=0.9)
     expected, theta = ref.label_maxima(kind, maxima, cfg)
-    got, got_theta = label_maxima(kind, maxima, cfg)
+    got, got_theta = labels_of(maxima, cfg)
     assert got_theta.tobytes() == theta.tobytes()
     assert list(got) == list(expected) and all(np.array_equal(got[k], expected[k]) for k in expected)
-    # a one-shot iterator: CBST parks it on disk (under spill_root), then labels it; nothing stays behind
-    streamed = list(label_stream(kind, iter(maxima), cfg, spill_root=tmp_path))
-    assert [n for n, _, _ in streamed] == list(expected)
-    assert all(np.array_equal(lab.numpy(), expected[n]) for n, lab, _ in streamed)
-    assert streamed[-1][2].tobytes() == theta.tobytes() and not list(tmp_path.iterdir())
+    # a one-shot iterator: the adaptive rules label it as it comes; CBST, which reads the set twice, refuses it
+    if GENERATORS[kind].needs_whole_set:
+        with pytest.raises(ValueError, match="not an iterator"):
+            labels_of(iter(maxima), cfg)
+    else:
+        streamed, streamed_theta = labels_of(iter(maxima), cfg)
+        assert all(np.array_equal(streamed[k], expected[k]) for k in expected)
+        assert streamed_theta.tobytes() == theta.tobytes()
 
 
 @pytest.mark.parametrize("kind", ["cbst", "iast", "clip_agg"])
@@ -141,10 +159,10 @@ def test_labels_at_proportion_equals_the_whole_set_search(kind, proportion):
     maxima = tied_maxima(np.random.default_rng(4), levels=9)
     cfg = label_config(pseudo_label=kind, alpha=0.5, beta=0.5, gamma=0.0, init_theta=0.9)
     labels, knob, reached = ref.labels_at_proportion(kind, maxima, cfg, proportion)
-    assert knob_at_proportion(kind, maxima, cfg, proportion) == (knob, reached)
+    assert knob_at_proportion(maxima, cfg, proportion) == (knob, reached)
     # the labels at that knob, made again, are the ones the search had found
     tuned = dataclasses.replace(cfg, **{GENERATORS[kind].knob: knob})
-    again, _ = label_maxima(kind, maxima, tuned)
+    again, _ = labels_of(maxima, tuned)
     assert all(np.array_equal(again[k], labels[k]) for k in labels)
 
 
@@ -158,9 +176,10 @@ def test_table7_equals_the_whole_set_table():
         gt[:, 0] = IGNORE_ID
         clips.append(Clip(name, np.zeros(conf.shape + (3,), np.uint8), gt, np.array([True, False, True, True]),
                           np.array([f"{name}_{t}" for t in range(len(conf))])))
-    cfg = label_config(pseudo_label="clip_agg", alpha=0.5, beta=0.3, gamma=1.0, init_theta=0.9)
+    cfg = label_config(pseudo_label="clip_agg", alpha=0.5, beta=0.3, gamma=1.0, init_theta=0.9,
+                       equal_proportions=(0.3, 0.8))
     expected = ref.table7_p_miou(single, aggregated, clips, cfg, [0.3, 0.8])
-    assert table7_p_miou(single, aggregated, clips, cfg, [0.3, 0.8]) == expected
+    assert table7_p_miou({SINGLE_FRAME: single, AGGREGATED: aggregated}, clips, cfg) == expected
 
 
 # --- P-mIoU at equal proportion -----------------------------------------------------------------------------------
@@ -186,50 +205,6 @@ def test_miou_at_proportion_equals_the_stable_sort(proportion):
 
 # --- the stage's work on a tiny model and clips ----------------------------------------------------------------------
 
-H, W, T = 16, 32, 5
-
-
-def panning_clips(rng, n=3):
-    """``n`` clips of a pan (frames shift by a pixel) of random texture, frames 0, 2, 4 annotated (their top rows
-    void)."""
-    clips = []
-    for i in range(n):
-        base = rng.integers(0, 256, (H, W + T, 3), dtype=np.uint8)
-        images = np.stack([base[:, t:t + W] for t in range(T)])           # a pan: frames shift by a pixel
-        labels = np.full((T, H, W), IGNORE_ID, np.uint8)
-        labeled = np.zeros(T, bool)
-        for t in (0, 2, 4):
-            labels[t] = rng.integers(0, NUM_CLASSES, (H, W))
-            labels[t, :3] = IGNORE_ID
-            labeled[t] = True
-        clips.append(Clip(f"clip{i}", images, labels, labeled, np.array([f"clip{i}_{t:03d}" for t in range(T)])))
-    return clips
-
-
-def write_pan_flows(path, clips, rng):
-    """A flow store of ``clips``: the pan's exact flow, with noise in the upper half (occlusions)."""
-    with FlowWriter(path, [1], H, W, "test") as writer:
-        for c in clips:
-            flows = {}
-            for a, b in stored_pairs(T, [1]):
-                f = np.zeros((H, W, 2), np.float32)
-                f[..., 0] = b - a                                         # the pan's exact flow
-                f[: H // 2, :, 1] = rng.normal(0, 0.7, (H // 2, W))        # and some noise: occlusions
-                flows[a, b] = f
-            writer.add_clip(c.name, T, flows)
-
-
-def sharp_model(params):
-    """The params' model, initialised from seed 0, weights x3: sharper softmax maps than a fresh head gives, so
-    varied labels."""
-    torch.manual_seed(0)
-    model = build_model(stage_config("train_source", params).model)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(3.0)
-    return model
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("pseudo")
@@ -247,35 +222,40 @@ def test_stage_work_writes_the_same_files_and_report_as_the_whole_set_code(tiny,
     with FlowStore(tiny["flow"]) as store:
         labels, theta = ref.generate_pseudo_labels(model, clips, store, cfg)
         expected = ref.pseudo_labels_report(model, clips, store, labels, theta, cfg, tau=1)
-        write_pseudo_labels(tmp_path / "old", clips, labels)
-        report = make_pseudo_labels(model, clips, store, cfg, 1, tmp_path / "new")
-        streamed = {c.name: lab.numpy() for c, lab, _ in iter_pseudo_labels(model, clips, store, cfg)}
-        collected, _ = generate_pseudo_labels(model, clips, store, cfg)
+        for clip in clips:
+            write_clip_pseudo_labels(tmp_path / "old", clip, labels[clip.name])
+        analysis = stage_work(model, clips, store, cfg, tmp_path / "new")
+        plain_theta = make_pseudo_labels(model, clips, store, cfg, tmp_path / "plain")     # without the analysis
+    report = analysis.report
     assert json.dumps(report) == json.dumps(expected)                    # the same numbers, in the same order
+    assert analysis.summary == {k: report[k] for k in ("p_miou", "proportion", "table7") if k in report}
+    assert ("table7" in analysis.summary) == bool(equal_proportions)
     old = sorted(p.relative_to(tmp_path / "old") for p in (tmp_path / "old").rglob("*.png"))
-    new = sorted(p.relative_to(tmp_path / "new") for p in (tmp_path / "new").rglob("*.png"))
-    assert old == new and len(new) == len(clips) * T
-    assert all((tmp_path / "old" / p).read_bytes() == (tmp_path / "new" / p).read_bytes() for p in new)
-    assert sorted(q.name for q in tmp_path.iterdir()) == ["new", "old"]   # the spill is gone
-    assert all(np.array_equal(streamed[k], labels[k]) and np.array_equal(collected[k], labels[k]) for k in labels)
+    assert len(old) == len(clips) * T
+    for made in ("new", "plain"):
+        files = sorted(p.relative_to(tmp_path / made) for p in (tmp_path / made).rglob("*.png"))
+        assert files == old and all((tmp_path / "old" / p).read_bytes() == (tmp_path / made / p).read_bytes()
+                                    for p in files), made
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["new", "old", "plain"]   # the spills are gone
+    assert plain_theta.tobytes() == theta.tobytes()
     proportion = report["proportion"]
     assert 0 < proportion < 100 and report["cutout_refinement"]["pixels_before"] > 0
 
 
 def test_a_clip_in_memory_at_a_time(tiny, tmp_path, monkeypatch):
     """Each clip's labels are on disk before the next clip is predicted."""
-    import videoda.domain_adaptation.pseudo_label_analysis as analysis
+    import videoda.domain_adaptation.pseudo_labels as pl
 
     seen = []
-    real = analysis.clip_predictions
+    real = pl.clip_maxima
 
     def spy(model, clip, *args, **kwargs):
         seen.append((clip.name, sorted(p.name for p in (tmp_path / "out").glob("*"))))
         return real(model, clip, *args, **kwargs)
 
-    monkeypatch.setattr(analysis, "clip_predictions", spy)
+    monkeypatch.setattr(pl, "clip_maxima", spy)
     with FlowStore(tiny["flow"]) as store:
-        make_pseudo_labels(tiny["model"], tiny["clips"], store, label_config(batch_size=2), 1, tmp_path / "out")
+        stage_work(tiny["model"], tiny["clips"], store, label_config(batch_size=2), tmp_path / "out")
     assert seen == [("clip0", []), ("clip1", ["clip0"]), ("clip2", ["clip0", "clip1"])]
 
 
@@ -295,8 +275,8 @@ def test_the_flow_metadata_held_does_not_grow_with_the_clips(tiny, tmp_path, kin
             return flow
 
         store.flow = spy
-        make_pseudo_labels(tiny["model"], tiny["clips"], store, label_config(pseudo_label=kind, batch_size=2), 1,
-                           tmp_path / "out")
+        stage_work(tiny["model"], tiny["clips"], store, label_config(pseudo_label=kind, batch_size=2),
+                   tmp_path / "out")
     first = next(i for i, (clip, _) in enumerate(cached) if clip != "clip0")     # the first clip's reads
     assert {clip for clip, _ in cached} == {"clip0", "clip1", "clip2"}
     assert max(size for _, size in cached) == max(size for _, size in cached[:first])
@@ -317,9 +297,9 @@ def test_accelerator_code_paths_give_the_same_numbers(monkeypatch):
     miou = ref.miou_at_proportion(conf, gt[::-1].copy(), gt, 0.4)
     monkeypatch.setattr(order_statistics, "_on_cpu", lambda device: False)
     monkeypatch.setattr(pl, "on_accelerator", torch.is_tensor)
-    monkeypatch.setattr(pl, "placed", lambda array, device=None: torch.as_tensor(array))
+    monkeypatch.setattr(pl, "placed", lambda array, device: torch.as_tensor(array))
     for kind, cfg in cfgs.items():
-        labels, theta = label_maxima(kind, maxima, cfg)
+        labels, theta = labels_of(maxima, cfg)
         assert theta.tobytes() == expected[kind][1].tobytes(), kind
         assert all(np.array_equal(labels[k], expected[kind][0][k]) for k in labels), kind
     assert miou_at_proportion(lambda: iter([(conf, gt[::-1].copy(), gt)]), 0.4) == miou
@@ -328,20 +308,21 @@ def test_accelerator_code_paths_give_the_same_numbers(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_thresholds_selection_and_labels_equal_the_cpu(tiny, tmp_path):
     maxima = tied_maxima(np.random.default_rng(9), levels=11)
+    gpu = Runtime(torch.device("cuda"))
     for kind in GENERATORS:
         cfg = label_config(pseudo_label=kind, cbst_portion=0.3, alpha=0.4, beta=0.5, gamma=1.0)
-        cpu, theta = label_maxima(kind, maxima, cfg)
-        cuda = list(label_stream(kind, [(n, (torch.from_numpy(c).cuda(), torch.from_numpy(p).cuda()))
-                                        for n, (c, p) in maxima], cfg, "cuda"))
+        cpu, theta = labels_of(maxima, cfg)
+        cuda = list(label_stream([(n, (torch.from_numpy(c).cuda(), torch.from_numpy(p).cuda()))
+                                  for n, (c, p) in maxima], cfg, gpu))
         assert all(lab.is_cuda and np.array_equal(lab.cpu().numpy(), cpu[n]) for n, lab, _ in cuda), kind
         assert cuda[-1][2].tobytes() == theta.tobytes(), kind
     # the whole stage's work on the GPU: the model's softmax differs in its last bits, the labels barely
     cfg = label_config(pseudo_label="clip_agg", batch_size=2)
     model = tiny["model"]
     with FlowStore(tiny["flow"]) as store:
-        on_cpu = make_pseudo_labels(model, tiny["clips"], store, cfg, 1, tmp_path / "cpu")
+        on_cpu = stage_work(model, tiny["clips"], store, cfg, tmp_path / "cpu").report
         try:
-            on_gpu = make_pseudo_labels(model, tiny["clips"], store, cfg, 1, tmp_path / "gpu", device="cuda")
+            on_gpu = stage_work(model.to(gpu.device), tiny["clips"], store, cfg, tmp_path / "gpu", gpu).report
         finally:
             model.cpu()                          # the fixture's model, shared with the other tests
     assert abs(on_cpu["proportion"] - on_gpu["proportion"]) < 0.5

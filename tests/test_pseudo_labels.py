@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
-from videoda.domain_adaptation.pseudo_labels import (CLASS_BALANCED, CLIP, GENERATORS, IMAGE, TABLE7_GENERATORS,
-                                                     Generator, adaptive_thresholds,
-                                                     class_balanced_thresholds, class_quantile,
-                                                     generate_pseudo_labels, label_maxima, label_with_thresholds,
-                                                     knob_at_proportion, table7_p_miou)
+from videoda.domain_adaptation.pseudo_label_analysis import TABLE7_GENERATORS, knob_at_proportion, table7_p_miou
+from videoda.domain_adaptation.pseudo_labels import (AGGREGATED, CLASS_BALANCED, CLIP, GENERATORS, IMAGE,
+                                                     SINGLE_FRAME, Generator, adaptive_thresholds,
+                                                     class_balanced_thresholds, class_quantile, label_stream,
+                                                     label_with_thresholds, make_pseudo_labels)
 from videoda.config.stages import stage_config
 from videoda.errors import ParamError
 
@@ -21,6 +21,14 @@ def label_config(**changes):
     """The pseudo-label config of the repo's params.yaml with some fields changed."""
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     return dataclasses.replace(stage_config("pseudo_labels", params).labels, **changes)
+
+
+def labels_of(maxima, cfg):
+    """``label_stream`` collected: ({name: labels (T, H, W) uint8 numpy}, the final thresholds)."""
+    out, theta = {}, None
+    for name, labels, theta in label_stream(maxima, cfg):
+        out[name] = labels.numpy()
+    return out, theta
 
 
 def clip_instance():
@@ -43,12 +51,12 @@ def test_clip_adaptive_thresholds_by_hand_with_absent_class_and_ema():
     conf, pred = clip_instance()
     theta0 = np.full(4, 0.9)
     # alpha 0.5, gamma 1: portion = 0.5 * 0.9 = 0.45 for every class at theta 0.9.
-    theta1 = adaptive_thresholds(conf, pred, theta0, alpha=0.5, beta=0.9, gamma=1.0, num_classes=4)
+    theta1 = adaptive_thresholds(conf, pred, theta0, alpha=0.5, beta=0.9, gamma=1.0)
     # class 0: Psi = 0.6 -> 0.9*0.9 + 0.1*0.6 = 0.87; class 1 absent: keeps 0.9;
     # class 2: one pixel, Psi = 0.99 -> 0.909; class 3: one pixel 0.5 -> 0.86.
     np.testing.assert_allclose(theta1, [0.87, 0.9, 0.909, 0.86])
     # Second clip: the EMA starts from theta1, and the portion uses the previous theta (0.87 for class 0).
-    theta2 = adaptive_thresholds(conf, pred, theta1, alpha=0.5, beta=0.9, gamma=1.0, num_classes=4)
+    theta2 = adaptive_thresholds(conf, pred, theta1, alpha=0.5, beta=0.9, gamma=1.0)
     # class 0: portion 0.435 -> index floor(4.35) = 4 -> Psi 0.6 -> 0.9*0.87 + 0.06 = 0.843
     assert theta2[0] == pytest.approx(0.843)
     assert theta2[1] == pytest.approx(0.9)
@@ -58,20 +66,20 @@ def test_gamma_shrinks_the_portion_of_hard_classes():
     conf, pred = clip_instance()
     theta = np.array([0.5, 0.9, 0.9, 0.9])
     # portion for class 0: 1.0 * 0.5^2 = 0.25 -> index floor(2.5) = 2 -> 0.8
-    out = adaptive_thresholds(conf, pred, theta, alpha=1.0, beta=0.0, gamma=2.0, num_classes=4)
+    out = adaptive_thresholds(conf, pred, theta, alpha=1.0, beta=0.0, gamma=2.0)
     assert out[0] == pytest.approx(0.8)
 
 
 def test_thresholds_stay_below_one():
     conf = np.ones((1, 2, 2))
     pred = np.zeros((1, 2, 2), int)
-    out = adaptive_thresholds(conf, pred, np.array([0.999]), alpha=0.2, beta=0.0, gamma=8, num_classes=1)
+    out = adaptive_thresholds(conf, pred, np.array([0.999]), alpha=0.2, beta=0.0, gamma=8)
     assert out[0] < 1.0
 
 
 def test_labels_and_class_balanced_thresholds():
     conf, pred = clip_instance()
-    theta = class_balanced_thresholds(conf, pred, portion=0.2, num_classes=4)
+    theta = class_balanced_thresholds([("c", (conf, pred))], portion=0.2, num_classes=4)
     # class 0 top 20%: index 2 -> 0.8; absent class 1 -> 1 (never labelled)
     assert theta[0] == pytest.approx(0.8) and theta[1] == 1.0
     labels = label_with_thresholds(conf, pred, theta)
@@ -153,16 +161,16 @@ def test_labels_at_proportion_bisects_the_knob_by_hand():
     conf = np.linspace(0.05, 0.95, 10, dtype=np.float32).reshape(1, 2, 5)
     pred = np.zeros((1, 2, 5), np.uint8)
     cfg = label_config(pseudo_label="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
-    alpha, reached = knob_at_proportion("clip", [("a", (conf, pred))], cfg, 0.3)
+    alpha, reached = knob_at_proportion([("a", (conf, pred))], cfg, 0.3)
     assert reached == pytest.approx(0.3) and 0.3 <= alpha < 0.4
-    labels, _ = label_maxima("clip", [("a", (conf, pred))], dataclasses.replace(cfg, alpha=alpha))
+    labels, _ = labels_of([("a", (conf, pred))], dataclasses.replace(cfg, alpha=alpha))
     kept = labels["a"] != IGNORE_ID
     assert kept.sum() == 3 and np.all(conf[kept] > 0.65)
-    portion, reached = knob_at_proportion("cbst", [("a", (conf, pred))], cfg, 0.6)
+    portion, reached = knob_at_proportion([("a", (conf, pred))], dataclasses.replace(cfg, pseudo_label="cbst"), 0.6)
     assert reached == pytest.approx(0.6) and 0.6 <= portion < 0.7
     # Out of reach (all confidences equal: nothing is strictly above the threshold): the nearest end.
     flat = np.full((1, 2, 5), 0.5, np.float32)
-    _, reached = knob_at_proportion("clip", [("a", (flat, pred))], cfg, 0.3)
+    _, reached = knob_at_proportion([("a", (flat, pred))], cfg, 0.3)
     assert reached == 0.0
 
 
@@ -175,8 +183,9 @@ def test_table7_scores_each_generator_at_the_same_proportion():
     conf = np.where(pred == gt, 0.6, 0.4) + 0.3 * rng.random(gt.shape)
     single = [("c", (conf.astype(np.float32), pred))]
     aggregated = [("c", (conf.astype(np.float32), gt.copy()))]     # a perfect "aggregated" prediction
-    cfg = label_config(pseudo_label="clip_agg", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9)
-    out = table7_p_miou(single, aggregated, clips, cfg, [0.5])
+    cfg = label_config(pseudo_label="clip_agg", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9,
+                       equal_proportions=(0.5,))
+    out = table7_p_miou({SINGLE_FRAME: single, AGGREGATED: aggregated}, clips, cfg)
     assert set(out) == {"0.5"} and set(out["0.5"]) == {"cb", "ia", "ours"}
     assert all(abs(r["proportion"] - 50) < 5 for r in out["0.5"].values())
     assert out["0.5"]["ours"]["p_miou"] == 100.0 and out["0.5"]["cb"]["p_miou"] < 100.0
@@ -187,7 +196,7 @@ def test_table7_scores_each_generator_at_the_same_proportion():
 def test_registry_describes_each_generator():
     import yaml
 
-    from test_pipeline import REPO
+    from helpers import REPO
 
     assert GENERATORS == {"cbst": Generator(CLASS_BALANCED), "iast": Generator(IMAGE), "clip": Generator(CLIP),
                           "clip_agg": Generator(CLIP, aggregate=True)}
@@ -207,39 +216,42 @@ def test_registry_describes_each_generator():
         stage_config("pseudo_labels", params)
 
 
-def test_label_maxima_follows_the_threshold_rule_of_the_entry():
+def test_label_stream_follows_the_threshold_rule_of_the_entry():
     """Two frames, one class: per image (IAST) the second frame gets its own threshold, per clip both share one;
     ``clip`` and ``clip_agg`` threshold alike (aggregation happens before, on the maxima)."""
     conf = np.array([[[0.9, 0.8, 0.7, 0.6]], [[0.5, 0.4, 0.3, 0.2]]], np.float32)
     pred = np.zeros(conf.shape, np.uint8)
     cfg = label_config(pseudo_label="clip", alpha=0.5, beta=0.0, gamma=0.0, init_theta=0.9, cbst_portion=0.5)
-    kept = {k: (label_maxima(k, [("a", (conf, pred))], cfg)[0]["a"] != IGNORE_ID).sum(axis=(1, 2)).tolist()
-            for k in GENERATORS}
+    kept = {k: (labels_of([("a", (conf, pred))], dataclasses.replace(cfg, pseudo_label=k))[0]["a"] != IGNORE_ID)
+            .sum(axis=(1, 2)).tolist() for k in GENERATORS}
     assert kept["iast"] == [2, 2]          # each frame: above its own top-50% value
     assert kept["clip"] == kept["clip_agg"] == kept["cbst"] == [4, 0]      # one threshold (0.5) for the clip
     with pytest.raises(ValueError, match="vst.pseudo_label must be one of"):
-        label_maxima("ours", [("a", (conf, pred))], cfg)
+        labels_of([("a", (conf, pred))], dataclasses.replace(cfg, pseudo_label="ours"))
 
 
 @pytest.mark.parametrize("kind", list(GENERATORS))
-def test_generate_pseudo_labels_aggregates_only_for_aggregating_entries(kind, monkeypatch):
+def test_make_pseudo_labels_aggregates_only_for_aggregating_entries(kind, monkeypatch, tmp_path):
+    """Without an observer each clip is predicted once, aggregated only for an aggregating generator; with one
+    (the analysis) both kinds of maxima are made, from the same one prediction."""
     from types import SimpleNamespace
+
+    import torch
 
     import videoda.domain_adaptation.pseudo_labels as pl
 
     calls = []
 
-    def fake_maxima(model, clip, store, cfg, aggregate):
-        calls.append((clip.name, aggregate))
-        return np.full((1, 1, 2), 0.95, np.float32), np.zeros((1, 1, 2), np.uint8)
+    def fake_maxima(model, clip, store, cfg, kinds):
+        calls.append((clip.name, kinds))
+        return {kind: (torch.full((1, 1, 2), 0.95), torch.zeros((1, 1, 2), dtype=torch.uint8)) for kind in kinds}
 
     monkeypatch.setattr(pl, "clip_maxima", fake_maxima)
-    clips = [SimpleNamespace(name="a"), SimpleNamespace(name="b")]
-    import torch
-
-    model = torch.nn.Linear(1, 1)                # only its device is asked for
-    labels, theta = generate_pseudo_labels(model, clips, None, label_config(pseudo_label=kind))
-    assert calls == [("a", GENERATORS[kind].aggregate), ("b", GENERATORS[kind].aggregate)]
-    assert set(labels) == {"a", "b"} and theta.shape == (NUM_CLASSES,)
+    clips = [SimpleNamespace(name=n, frame_names=[f"{n}0"]) for n in ("a", "b")]
+    theta = make_pseudo_labels(None, clips, None, label_config(pseudo_label=kind), tmp_path / "out")
+    expected = AGGREGATED if GENERATORS[kind].aggregate else SINGLE_FRAME
+    assert calls == [("a", (expected,)), ("b", (expected,))]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "b"] and theta.shape == (NUM_CLASSES,)
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "out"]                 # the spill is gone
     with pytest.raises(ValueError, match="must be one of"):
-        generate_pseudo_labels(model, clips, None, label_config(pseudo_label="nope"))
+        make_pseudo_labels(None, clips, None, label_config(pseudo_label="nope"), tmp_path / "other")

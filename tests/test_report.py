@@ -2,9 +2,9 @@
 
 import json
 import re
+import runpy
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import REPO, write_params
 from videoda.config.stages import stage_config
 from videoda.data.classes import CLASSES, IGNORE_ID, NUM_CLASSES, colorize
 from videoda.data.clips import Clip, save_clip
@@ -24,10 +25,7 @@ from videoda.report.panels import GAP, upscale
 from videoda.report.pseudo_figure import panel_origin, select_frames
 from videoda.utils.images import write_ids
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "stages"))
-import report as report_stage  # noqa: E402  (stages/report.py)
-from test_pipeline import write_params  # noqa: E402
+report_main = runpy.run_path(str(REPO / "stages/report.py"))["main"]      # stages/report.py's main, not run
 
 torch.set_num_threads(1)
 H, W, T_TRAIN, T_VAL = 16, 32, 5, 4
@@ -109,7 +107,7 @@ ARGS = ["--metrics", "reports/metrics.json", "--confusion", "reports/confusion.n
 
 def run_report(root, out, monkeypatch, args=ARGS):
     monkeypatch.chdir(root)
-    report_stage.main([*args, "--out", out])
+    report_main([*args, "--out", out])
     return root / out
 
 
@@ -195,6 +193,7 @@ def test_video_size_rule_fits_the_mp4v_writer(tmp_path):
         write_video(tmp_path / "tall.mp4", [np.zeros((8192, 64, 3), np.uint8)], 5)
 
 
+@pytest.mark.slow
 def test_report_lowers_the_video_scale_to_what_the_writer_takes(inputs, monkeypatch, capsys):
     import videoda.report.video as video
 
@@ -206,6 +205,7 @@ def test_report_lowers_the_video_scale_to_what_the_writer_takes(inputs, monkeypa
     assert "fps, x2): input" in (out / "index.md").read_text()
 
 
+@pytest.mark.slow
 def test_other_figures_and_determinism(report, inputs, monkeypatch):
     assert read(report / "confusion_vst.png").shape[0] > 15 * 30
     assert read(report / "classes.png").shape[1] > 300
@@ -247,6 +247,7 @@ def test_missing_input_names_it_and_writes_nothing(inputs, monkeypatch, flag, pa
     assert not (inputs["root"] / "reports/visual_missing").exists()
 
 
+@pytest.mark.slow
 def test_missing_input_exits_2_through_the_stage(inputs):
     args = list(ARGS)
     args[args.index("--metrics") + 1] = "reports/absent.json"

@@ -15,29 +15,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from helpers import clips, schedule
 from videoda.config.fields import read_params, with_overrides
 from videoda.config.stages import resolved_json, stage_config
 from videoda.data.classes import NUM_CLASSES
-from videoda.data.clips import Clip, save_clip
+from videoda.data.clips import save_clip
 from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiscriminatorStep, VATBatches,
                                                    adversarial_forward)
-from videoda.domain_adaptation.self_training import self_train
-from videoda.domain_adaptation.snapshot import Snapshot, input_key, snapshot_path
-from videoda.domain_adaptation.train import (make_optimizer, seed_everything, segmentation_loss, supervised_forward,
-                                             train)
+from videoda.domain_adaptation.self_training import VSTData, self_train
+from videoda.domain_adaptation.snapshot import Snapshot, code_files, input_key, snapshot_path
+from videoda.domain_adaptation.train import (Curve, Objective, make_optimizer, seed_everything, segmentation_loss,
+                                             supervised_forward, train)
 from videoda.model import DeepLabV2
 from videoda.model.discriminator import Discriminator
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def clips(n=3, frames=4, h=16, w=32, seed=0, name="c"):
-    rng = np.random.default_rng(seed)
-    return [Clip(f"{name}{i}", rng.integers(0, 256, (frames, h, w, 3), dtype=np.uint8),
-                 rng.integers(0, NUM_CLASSES, (frames, h, w)).astype(np.uint8), np.ones(frames, bool),
-                 np.array([f"{name}{i}_{t}" for t in range(frames)])) for i in range(n)]
 
 
 def tiny_model():
@@ -116,9 +111,10 @@ def supervised_run(tmp_path, name, snapshot=None, resume=False, iterations=7):
     model = tiny_model()
     opt = make_optimizer(model.param_groups(1e-3), "adam", 1e-3, weight_decay=0.0)
     sampler = PairSampler(clips(), 1, 2, seed=0, require_label=True)
-    train(model, opt, sampler, supervised_forward, [segmentation_loss, random_term], iterations,
-          tmp_path / f"{name}.tsv", log_every=3, snapshot=snapshot,
-          resume=snapshot.load() if resume else None)
+    if resume:
+        snapshot.load()
+    train(model, opt, sampler, Objective(supervised_forward, (segmentation_loss, random_term)), schedule(iterations),
+          Curve(tmp_path / f"{name}.tsv", every=3), snapshot)
     return model.state_dict(), opt.state_dict(), (tmp_path / f"{name}.tsv").read_bytes()
 
 
@@ -144,10 +140,11 @@ def vat_run(tmp_path, name, snapshot=None, resume=False, iterations=5):
     d_opt = make_optimizer([{"params": list(disc.parameters()), "lr": 1e-3}], "adam", 1e-3, weight_decay=0.0)
     batches = VATBatches(PairSampler(clips(h=32, seed=1), 1, 2, 0, require_label=True),
                          PairSampler(clips(h=32, seed=2, name="t"), 1, 2, 1))
-    terms = [segmentation_loss, AdversarialTerm(disc, "softmax", 0.1), random_term]
-    train(model, opt, batches, adversarial_forward, terms, iterations, tmp_path / f"{name}.tsv", log_every=2,
-          extra_step=DiscriminatorStep(disc, d_opt, "softmax", iterations), snapshot=snapshot,
-          resume=snapshot.load() if resume else None)
+    terms = (segmentation_loss, AdversarialTerm(disc, "softmax", 0.1), random_term)
+    objective = Objective(adversarial_forward, terms, DiscriminatorStep(disc, d_opt, "softmax", iterations))
+    if resume:
+        snapshot.load()
+    train(model, opt, batches, objective, schedule(iterations), Curve(tmp_path / f"{name}.tsv", every=2), snapshot)
     return (model.state_dict(), opt.state_dict(), disc.state_dict(), d_opt.state_dict(),
             (tmp_path / f"{name}.tsv").read_bytes())
 
@@ -174,7 +171,7 @@ def vst_run(snapshot=None, lambda_source=0.5):
               for c in clips(seed=3, name="t")]
     pseudo = {c.name: np.random.default_rng(5).integers(0, NUM_CLASSES, c.labels.shape).astype(np.uint8)
               for c in target}
-    rows = self_train(model, target, pseudo, None, cfg, clips(seed=4), snapshot=snapshot)
+    rows = self_train(model, VSTData(target, pseudo, None, clips(seed=4)), cfg, snapshot=snapshot)
     return model.state_dict(), rows
 
 
@@ -255,8 +252,21 @@ def test_input_key_follows_params_init_and_data(tmp_path):
     assert key() != k
 
 
+def test_input_key_hashes_the_stage_scripts_code_as_dvc_yaml_lists_it(tmp_path):
+    params = tmp_path / "p.json"
+    params.write_text("{}")
+    code = code_files(REPO / "stages/vat.py")
+    listed = [d for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["vat"]["deps"] if d.endswith(".py")]
+    # its import closure (what dvc.yaml lists), not what this test process happens to have loaded
+    assert set(code) == set(listed) and "videoda/domain_adaptation/adversarial.py" in code
+    assert "videoda/domain_adaptation/self_training.py" not in code and all(f.is_file() for f in code.values())
+    keys = {input_key("s", params, script) for script in (None, REPO / "stages/vat.py", REPO / "stages/vst.py")}
+    assert len(keys) == 3
+
+
 # --- a real stage process, killed with SIGKILL ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_killed_stage_resumes_to_the_same_checkpoint(tmp_path):
     """stages/train_supervised.py on a tiny split: killed after its first snapshot, rerun, it resumes and writes
     the checkpoint and curve of an uninterrupted run, byte for byte, and removes its snapshot."""

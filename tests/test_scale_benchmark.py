@@ -5,11 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_scale_benchmark_measures_every_stage_at_the_tiniest_size(tmp_path):
     out = tmp_path / "scale.json"
     cmd = [sys.executable, str(REPO / "benchmarks/scale.py"), "--sizes", "2", "--height", "32", "--width", "64",

@@ -18,21 +18,19 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import yaml
 
+from helpers import PAN_T as T, REPO, in_process, panning_clips, sharp_model, write_pan_flows, write_params
 from videoda.config.stages import stage_config
 from videoda.data.clips import save_clip
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.self_training import regenerate_pseudo_labels
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint, save_checkpoint
+from videoda.utils.device import CPU
 from videoda.utils.distributed import World
 from videoda.utils.images import read_label_png
 from videoda.utils.io import atomic_path, scratch_folder
 from videoda.utils.shards import shared_folder
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_pipeline import write_params  # noqa: E402
-from test_pseudo_label_streaming import T, panning_clips, sharp_model, write_pan_flows  # noqa: E402
 
 CLIPS = 3          # 3 clips on 2 ranks: rank 0 predicts clips 0 and 2, rank 1 clip 1
 torch.set_num_threads(1)                # as each rank: the same float operations
@@ -59,13 +57,18 @@ def inputs(tmp_path_factory):
     return root
 
 
+def stage_args(params_file, out):
+    """Stage pseudo_labels' arguments: its params, writing under ``<root>/<out>/``."""
+    return ["--params", str(params_file), "--model", "models/vat.pt", "--out", f"{out}/pseudo_labels",
+            "--report", f"{out}/pseudo_labels.json", "--summary", f"{out}/p_miou.json"]
+
+
 def run_stage(root, params_file, out):
-    """Stage pseudo_labels as dvc runs it, writing under ``<root>/<out>/``."""
-    result = subprocess.run(
-        [sys.executable, str(REPO / "stages/pseudo_labels.py"), "--params", str(params_file), "--model",
-         "models/vat.pt", "--out", f"{out}/pseudo_labels", "--report", f"{out}/pseudo_labels.json",
-         "--summary", f"{out}/p_miou.json"],
-        cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    """Stage pseudo_labels as dvc runs it (its own process, which launches the ranks), writing under
+    ``<root>/<out>/``."""
+    result = subprocess.run([sys.executable, str(REPO / "stages/pseudo_labels.py"), *stage_args(params_file, out)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -83,6 +86,7 @@ def finished_pid():
     return child.pid
 
 
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("kind, equal_proportions", [("clip_agg", [0.5]), ("cbst", [])])
 def test_stage_with_two_processes_writes_the_bytes_of_one(inputs, kind, equal_proportions):
     """Ours (Algorithm 1 on aggregated predictions, with Table 7's search) and CBST (set-wide thresholds): the
@@ -98,7 +102,7 @@ def test_stage_with_two_processes_writes_the_bytes_of_one(inputs, kind, equal_pr
     out = {n: f"out_{kind}_{n}" for n in (1, 2)}
     stale = inputs / out[2] / f".pseudo_labels.partial-{finished_pid()}-x1y2"
     (stale / "pseudo_labels").mkdir(parents=True)
-    run_stage(inputs, params[1], out[1])
+    assert in_process(inputs, "pseudo_labels.py", *stage_args(params[1], out[1])) == 0      # one process: this one
     two = run_stage(inputs, params[2], out[2])
     one, two_files = files_under(inputs / out[1]), files_under(inputs / out[2])
     assert len([p for p in one if p.endswith(".png")]) == CLIPS * T
@@ -141,12 +145,13 @@ def regenerate_on_rank(rank, size, port, root, kinds):
                     folder.parent.mkdir()
                 dist.barrier()
                 files = regenerate_pseudo_labels(model, clips, store, label_config(params, kind), folder,
-                                                 world=World(rank, size, rank))
+                                                 dataclasses.replace(CPU, world=World(rank, size, rank)))
                 np.save(root / f"{kind}_rank{rank}.npy", np.stack([files[c.name][range(T)] for c in clips]))
     finally:
         dist.destroy_process_group()
 
 
+@pytest.mark.multiprocess
 def test_regeneration_on_two_ranks_writes_the_files_of_one(inputs):
     """Ours and CBST: the PNGs of 2 ranks are those of one process, no spill is left beside them, and each
     rank reads them back as soon as the call returns."""
@@ -183,11 +188,12 @@ def test_scratch_folder_is_removed_after_and_a_killed_runs_by_the_next(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["vst.pt"]
 
 
+@pytest.mark.multiprocess
 def test_vst_stage_with_two_processes_and_two_rounds(inputs):
     """Stage vst on 2 ranks over 2 rounds (the second regenerates its labels sharded, into a folder next to the
     output that both ranks read): it finishes, writes only its checkpoint and curve, and leaves no round folder or
     snapshot behind."""
-    run_stage(inputs, inputs / "data/params/pseudo_labels.json", "vst_labels")
+    assert in_process(inputs, "pseudo_labels.py", *stage_args("data/params/pseudo_labels.json", "vst_labels")) == 0
     resolved = json.loads((inputs / "data/params/vst.json").read_text())
     resolved["compute"]["nproc_per_node"] = 2
     resolved["vst"].update(rounds=2, iterations=3, batch_size=2, snapshot_every=2)

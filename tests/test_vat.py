@@ -1,7 +1,6 @@
 """VAT (Sec. 4.3): the tube matching loss, the discriminators, the adversarial terms and the `vat` stage."""
 
-import runpy
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,12 +14,12 @@ from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiceTerm, DiscriminatorStep, VATBatches,
                                                    adversarial_forward, discriminator_input, vat_objective)
 from videoda.domain_adaptation.losses import entropy_map, single_frame_dice_loss, tube_dice_loss
-from videoda.domain_adaptation.train import (forward_pairs, make_optimizer, segmentation_loss, supervised_forward,
-                                             train)
+from videoda.domain_adaptation.train import (Curve, Objective, forward_pairs, make_optimizer, segmentation_loss,
+                                             supervised_forward, train)
 from videoda.model import DeepLabV2, load_checkpoint
 from videoda.model.discriminator import Discriminator
 
-from test_pipeline import REPO, ok, stage, tiny_params, write_params
+from helpers import REPO, in_process, link, ok, schedule, stage, tiny_params, write_params
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -191,9 +190,9 @@ def _train_vat(target_clips, tmp_path):
     d_opt = make_optimizer([{"params": list(disc.parameters()), "lr": 1e-3}], "adam", 1e-3, weight_decay=0.0)
     batches = VATBatches(PairLoader(PairDataset(_clips(True, 0), 1), 2, 0),
                          PairLoader(PairDataset(target_clips, 1), 2, 1))
-    terms = [segmentation_loss, DiceTerm("tube"), AdversarialTerm(disc, "softmax", 0.1)]
-    train(model, opt, batches, adversarial_forward, terms, 2, tmp_path / "c.tsv",
-          extra_step=DiscriminatorStep(disc, d_opt, "softmax", 2))
+    terms = (segmentation_loss, DiceTerm("tube"), AdversarialTerm(disc, "softmax", 0.1))
+    objective = Objective(adversarial_forward, terms, DiscriminatorStep(disc, d_opt, "softmax", 2))
+    train(model, opt, batches, objective, schedule(2), Curve(tmp_path / "c.tsv"))
     return model.state_dict()
 
 
@@ -210,21 +209,16 @@ def test_target_labels_never_reach_a_loss(tmp_path):
 # --- the stage, end to end on a tiny benchmark (32 x 64: the discriminator needs 32 pixels per side)
 
 @pytest.fixture(scope="module")
-def vat_dir(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("vat")
+def vat_dir(trained, tmp_path_factory):
+    """The session's benchmark (prepared at 32 x 64) and source-only model, in a folder of this module's."""
+    cwd = link(tmp_path_factory.mktemp("vat"), trained, "data/prepared", "models/source_only.pt")
     params = tiny_params()
-    for side in ("source", "target"):
-        params["prepare"][side].update(height=32, width=64)
     params["vat"].update(iterations=2, batch_size=2, threads=1)
-    params["train_source"].update(threads=1)
-    with pytest.MonkeyPatch.context() as mp:
-        for args in (("synth.py", "--out", "data/synth"), ("prepare.py", "--out", "data/prepared"),
-                     ("train_supervised.py", "--stage", "train_source", "--split", "source",
-                      "--out", "models/source_only.pt", "--curve", "reports/curves/source_only.tsv")):
-            assert run_inprocess(cwd, params, mp, *args) == 0
+    write_params(cwd, params)
     return cwd, params
 
 
+@pytest.mark.slow
 def test_vat_stage_writes_a_model_and_its_curve(vat_dir):
     cwd, _ = vat_dir
     ok(stage(cwd, "vat.py"))                                  # the command dvc runs, in its own process
@@ -236,46 +230,37 @@ def test_vat_stage_writes_a_model_and_its_curve(vat_dir):
     assert model.config["num_classes"] == NUM_CLASSES
 
 
-def run_inprocess(cwd, params, monkeypatch, script, *args):
-    """Run a stage script in this process (no interpreter start-up) in ``cwd`` with ``params``; its exit code."""
-    write_params(cwd, params)
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [script, *args])
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    try:
-        runpy.run_path(str(REPO / "stages" / script), run_name="__main__")
-        return 0
-    except SystemExit as e:
-        return e.code
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
+def run_inprocess(cwd, params, script, *args):
+    """Run a stage script in this process (no interpreter start-up) in ``cwd`` with ``params``, unchecked (the
+    stage checks them: the errors test gives it bad ones); its exit code."""
+    write_params(cwd, params, check=False)
+    return in_process(cwd, script, *args)
 
 
 @pytest.mark.parametrize("variant, columns", [
     ({"discriminator": "image", "disc_input": "entropy", "dice": "none"}, ["seg", "adv", "d_src", "d_tgt"]),
     ({"discriminator": "none", "dice": "single"}, ["seg", "dice"]),
 ])
-def test_vat_stage_variants(vat_dir, tmp_path, monkeypatch, variant, columns):
+def test_vat_stage_variants(vat_dir, tmp_path, variant, columns):
     cwd, params = vat_dir
     params = yaml.safe_load(yaml.safe_dump(params))
     params["vat"].update(variant)
     args = ("--init", str(cwd / "models/source_only.pt"), "--data", str(cwd / "data/prepared"))
-    assert run_inprocess(tmp_path, params, monkeypatch, "vat.py", *args) == 0
+    assert run_inprocess(tmp_path, params, "vat.py", *args) == 0
     assert (tmp_path / "reports/curves/vat.tsv").read_text().splitlines()[0].split("\t")[2:] == columns
     assert torch.load(tmp_path / "models/vat.pt", weights_only=True)["discriminator"] == variant["discriminator"]
 
 
-def test_vat_stage_errors_name_the_key_or_file(vat_dir, tmp_path, monkeypatch, capsys):
+def test_vat_stage_errors_name_the_key_or_file(vat_dir, tmp_path, capsys):
     cwd, params = vat_dir
     params = yaml.safe_load(yaml.safe_dump(params))
     params["vat"]["discriminator"] = "video"
     data = ("--data", str(cwd / "data/prepared"))
     init = ("--init", str(cwd / "models/source_only.pt"))
-    assert run_inprocess(tmp_path, params, monkeypatch, "vat.py", *init, *data) == 2
+    assert run_inprocess(tmp_path, params, "vat.py", *init, *data) == 2
     assert "vat.discriminator" in capsys.readouterr().err and not (tmp_path / "models").exists()
     params["vat"]["discriminator"] = "sequence"
-    assert run_inprocess(tmp_path, params, monkeypatch, "vat.py", *data) == 2     # default --init is missing here
+    assert run_inprocess(tmp_path, params, "vat.py", *data) == 2     # default --init is missing here
     assert "models/source_only.pt" in capsys.readouterr().err and not (tmp_path / "models").exists()
 
 
@@ -295,10 +280,11 @@ def test_dvc_vat_stage_reads_only_its_own_params():
                                                ("image", "none", ["seg", "adv"]),
                                                ("none", "single", ["seg", "dice"])])
 def test_vat_objective_assembles_the_variant(kind, dice, names):
-    settings = dict(disc_input="entropy", lambda_v=0.5, lambda_dice=2.0, disc_channels=4, optimizer_d="adam",
-                    lr_d=1e-3, momentum=0.9, iterations=10, poly_power=0.9)
+    cfg = SimpleNamespace(discriminator=kind, dice=dice, disc_input="entropy", lambda_v=0.5, lambda_dice=2.0,
+                          disc_channels=4, optimizer_d="adam", lr_d=1e-3,
+                          train=SimpleNamespace(iterations=10, optim=SimpleNamespace(momentum=0.9, poly_power=0.9)))
     torch.manual_seed(3)
-    objective = vat_objective(discriminator=kind, dice=dice, **settings)
+    objective = vat_objective(cfg)
     assert objective.forward is (supervised_forward if kind == "none" else adversarial_forward)
     assert objective.terms[0] is segmentation_loss
     assert [type(t).__name__ for t in objective.terms[1:]] == [

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import dataset_settings
 
 from videoda.config.data import Prepare
 from videoda.config.fields import load_params, read_config
@@ -57,7 +58,7 @@ def write_viper(root, sequences=("001", "002", "003"), label_every=10, condition
 def test_labels_on_every_10th_frame_and_jpeg_frames(tmp_path):
     root = write_viper(tmp_path / "viper")
     out = tmp_path / "prepared" / "source"
-    prepare_split("viper", root, "train", out, (H, W), min_frames=2)
+    prepare_split(dataset_settings("viper", root, (H, W)), "train", out, min_frames=2)
     clip = load_clip(out / "002")
     assert len(clip) == 21 and list(clip.frame_names[:2]) == ["002_00000", "002_00001"]
     np.testing.assert_array_equal(np.flatnonzero(clip.labeled), [0, 10, 20])
@@ -68,7 +69,7 @@ def test_labels_on_every_10th_frame_and_jpeg_frames(tmp_path):
 
 def test_pairs_always_have_a_labelled_frame_t(tmp_path):
     root = write_viper(tmp_path / "viper")
-    prepare_split("viper", root, "train", tmp_path / "p" / "source", (H, W))
+    prepare_split(dataset_settings("viper", root, (H, W)), "train", tmp_path / "p" / "source")
     clips = load_split(tmp_path / "p", "source")
     for tau in (1, 3, 10):
         sampler = PairLoader(PairDataset(clips, tau, require_label=True), batch_size=16, seed=tau)
@@ -82,7 +83,7 @@ def test_pairs_always_have_a_labelled_frame_t(tmp_path):
 
 def test_every_frame_labelled_draws_the_same_pairs_as_before(tmp_path):
     root = write_viper(tmp_path / "viper", label_every=1)
-    prepare_split("viper", root, "train", tmp_path / "p" / "source", (H, W))
+    prepare_split(dataset_settings("viper", root, (H, W)), "train", tmp_path / "p" / "source")
     clips = load_split(tmp_path / "p", "source")
     a = PairLoader(PairDataset(clips, 1, require_label=True), 8, seed=3).sample()
     b = PairLoader(PairDataset(clips, 1), 8, seed=3).sample()
@@ -104,7 +105,7 @@ def test_conditions_file_selects_sequences(tmp_path):
     with pytest.raises(DataError, match=r"conditions.csv: no sequence .* among \['rain'\]"):
         viper.list_sequences(root, "train", conditions=("rain",))
     out = tmp_path / "prepared"
-    prepare_split("viper", root, "train", out, (H, W), conditions=("day",))
+    prepare_split(dataset_settings("viper", root, (H, W), conditions=("day",)), "train", out)
     assert sorted(p.name for p in out.iterdir()) == ["001", "003"]
 
 
@@ -161,7 +162,7 @@ def test_a_frame_missing_from_the_middle_is_an_error_naming_it(tmp_path):
         viper.list_sequences(root, "train")
     out = tmp_path / "prepared"
     with pytest.raises(DataError, match="002_00007"):
-        prepare_split("viper", root, "train", out, (H, W))
+        prepare_split(dataset_settings("viper", root, (H, W)), "train", out)
     assert not out.exists()
 
 

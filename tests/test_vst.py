@@ -97,7 +97,7 @@ def test_a_later_rounds_pseudo_labels_go_to_files_and_read_back_as_generated(tmp
 
     from videoda.config.fields import read_params, with_overrides
     from videoda.config.stages import stage_config
-    from videoda.domain_adaptation.pseudo_labels import generate_pseudo_labels
+    from videoda.domain_adaptation.pseudo_labels import SINGLE_FRAME, clip_maxima, label_stream
     from videoda.domain_adaptation.self_training import regenerate_pseudo_labels
     from videoda.model import DeepLabV2
 
@@ -110,7 +110,9 @@ def test_a_later_rounds_pseudo_labels_go_to_files_and_read_back_as_generated(tmp
                             {"vst.pseudo_label": "cbst"})      # labels a portion of each class, via a spill
     cfg = stage_config("vst", params).labels
     cfg = dataclasses.replace(cfg, batch_size=2)
-    expected, _ = generate_pseudo_labels(model, clips, None, cfg)
+    # in memory: each clip's single-frame maxima (CBST thresholds them), labelled in one list
+    maxima = [(clip.name, clip_maxima(model, clip, None, cfg, (SINGLE_FRAME,))[SINGLE_FRAME]) for clip in clips]
+    expected = {name: labels.numpy() for name, labels, _ in label_stream(maxima, cfg)}
     files = regenerate_pseudo_labels(model, clips, None, cfg, tmp_path / "labels")
     for clip in clips:
         assert np.array_equal(files[clip.name][[0, 1, 2]], expected[clip.name])

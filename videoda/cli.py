@@ -7,8 +7,9 @@ queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``
 ``vps-img-all`` builds Cityscapes-VPS ``train/img_all/`` from Cityscapes' ``leftImg8bit_sequence`` (see
 ``videoda.data.vps_img_all``). ``params`` composes params.yaml from conf/ with ``-S key=value`` overrides, as
 ``dvc exp run -S`` does, for ``dvc repro`` (see ``videoda.config.compose``). ``stage-command`` prints a DVC
-stage's command, for the nodes of a multi-node run other than the one DVC runs on (``examples/slurm_stage.sh``). Bad input exits with status 2 and writes
-nothing.
+stage's command, for the nodes of a multi-node run other than the one DVC runs on (``examples/slurm_stage.sh``).
+``deps`` writes each dvc.yaml stage's code deps, its script's import closure (see ``videoda.dvc_deps``). Bad input
+exits with status 2 and writes nothing.
 """
 
 import argparse
@@ -51,14 +52,17 @@ def cmd_eval(args):
 def cmd_segment(args):
     import torch
 
-    from videoda.segment import segment_video
+    from videoda.segment import SegmentOptions, segment_video
+    from videoda.utils.device import resolve_runtime
 
     torch.set_num_threads(args.threads)
-    report = segment_video(args.input, args.model, args.out, height=args.height, width=args.width,
-                           alpha=args.alpha, batch_size=args.batch_size, max_frames=args.max_frames,
-                           dis_preset=args.dis_preset, json_path=args.json, device=args.device,
-                           precision=args.precision,
-                           classes=load_class_set(args.classes, key="--classes", source="videoda segment"))
+    # a device that is not here, or bf16 where it is not supported: an error naming the option, before anything
+    # is read
+    compute = resolve_runtime(args.device, args.precision, device_key="--device", precision_key="--precision",
+                              show_progress=True)
+    options = SegmentOptions(args.height, args.width, args.alpha, args.batch_size, args.max_frames, args.dis_preset,
+                             load_class_set(args.classes, key="--classes", source="videoda segment"))
+    report = segment_video(args.input, args.model, args.out, options, args.json, compute)
     tc = report["temporal_consistency"]
     h, w = report["frame_size"]
     mh, mw = report["model_size"]
@@ -123,6 +127,17 @@ def stage_command(stage, dvc_yaml="dvc.yaml"):
 
 def cmd_stage_command(args):
     print(stage_command(args.stage, args.dvc_yaml))
+    return 0
+
+
+def cmd_deps(args):
+    from videoda.dvc_deps import write
+
+    stale = write(args.dvc_yaml, check=args.check)
+    if args.check:
+        print(f"{args.dvc_yaml}: code deps are " + ("stale: run python -m videoda deps" if stale else "current"))
+        return int(stale)
+    print(f"{args.dvc_yaml}: code deps " + ("rewritten" if stale else "already current"))
     return 0
 
 
@@ -236,6 +251,12 @@ def build_parser():
     p.add_argument("stage", help="the stage's name in dvc.yaml")
     p.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file (default dvc.yaml)")
     p.set_defaults(func=cmd_stage_command)
+
+    p = sub.add_parser("deps", help="write each dvc.yaml stage's code deps: its script's import closure (a "
+                                    "marked block at the end of its deps; every other line stays)")
+    p.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file (default dvc.yaml)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the code deps are stale")
+    p.set_defaults(func=cmd_deps)
     return parser
 
 

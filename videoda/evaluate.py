@@ -4,14 +4,12 @@ import os
 
 import numpy as np
 import torch
-from rich.progress import track
 
 from videoda.data.classes import DEFAULT
-from videoda.errors import DataError
+from videoda.errors import DataError, ParamError
 from videoda.metrics import clip_counts, score_counts
 from videoda.model import load_checkpoint, normalize
 from videoda.utils.device import CPU
-from videoda.utils.distributed import SINGLE
 from videoda.utils.images import write_ids, write_rgb
 from videoda.utils.shards import in_clip_order
 
@@ -45,23 +43,25 @@ def predict_frames(model, images, frames, batch_size=PREDICT_BATCH_SIZE):
                            for i in range(0, len(frames), batch_size)])
 
 
-def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pred_dir=None, description="evaluate",
-                   world=SINGLE, shards=None, classes=DEFAULT):
-    """Score a model on the annotated frames of each clip for the class set ``classes``; optionally write the
+def evaluate_clips(model, clips, cfg, pred_dir=None, compute=CPU, shards=None, description="evaluate"):
+    """Score a model on the annotated frames of each clip, with ``cfg`` (``videoda.config.Evaluate``: the class set
+    ``classes``, the frames between annotated frames ``label_stride``, ``batch_size``); optionally write the
     predictions as PNGs.
 
-    Clips are read one at a time, their frames ``batch_size`` at a time. Returns the report ``{"miou", "iou",
-    "vpq"}`` and the confusion matrix (rows: ground truth), from ``videoda.metrics.score_counts`` as ``videoda
-    eval`` scores prediction PNGs.
+    Clips are read one at a time, their frames ``cfg.batch_size`` at a time (the model predicts under the
+    caller's autocast, if any). Returns the report ``{"miou", "iou", "vpq"}`` and the confusion matrix (rows:
+    ground truth), from ``videoda.metrics.score_counts`` as ``videoda eval`` scores prediction PNGs.
 
-    Several processes (``world``; ``shards``: a folder every rank sees, ``videoda.utils.shards``): each rank
+    Several processes (``compute.world``; ``shards``: a folder every rank sees, ``videoda.utils.shards``): each rank
     predicts its share of the clips, writing each clip's pixel counts and prediction PNGs to ``shards``; rank 0
     then adds the counts in clip order (the float sums of one process, in its order) and moves the PNGs (the bytes
     one process writes) to ``pred_dir``. The other ranks return None.
     """
+    world, label_stride, classes = compute.world, cfg.label_stride, cfg.classes
+
     def predicted(index, clip):
         idx = np.flatnonzero(clip.labeled)
-        preds = predict_frames(model, clip.images, idx, batch_size)
+        preds = predict_frames(model, clip.images, idx, cfg.batch_size)
         counts = clip_counts(preds, clip.labels[idx], label_stride, classes.num_classes)
         png_dir = shards if world.distributed else pred_dir
         if png_dir is not None:
@@ -70,8 +70,7 @@ def evaluate_clips(model, clips, label_stride, batch_size=PREDICT_BATCH_SIZE, pr
         return counts
 
     def merged():
-        for index, counts in in_clip_order(clips, predicted, world, shards, progress=track,
-                                           description=description):
+        for index, counts in in_clip_order(clips, predicted, compute, shards, description=description):
             if world.distributed:       # rank 0: this clip's PNGs, written by its rank
                 clip = clips[index]
                 for name in clip.frame_names[np.flatnonzero(clip.labeled)]:
@@ -97,9 +96,17 @@ def qualitative_strip(model, clips, n_rows, classes=DEFAULT):
     return np.concatenate(rows, axis=0)
 
 
-def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None, shards=None):
+def checkpoint_spec(spec):
+    """A ``--model`` option of stage ``evaluate``, ``NAME=PATH`` -> (name, path)."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ParamError(f"--model {spec!r}: expected NAME=PATH")
+    return name, path
+
+
+def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=CPU, shards=None):
     """Score each ``(name, checkpoint path)`` on ``clips`` with ``cfg`` (``videoda.config.Evaluate``), predicting on
-    ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32): writes each
+    ``compute``'s device in its precision (a ``videoda.utils.device.Runtime``): writes each
     model's predictions as ``pred_root/<name>/<frame>.png``, its qualitative strip ``fig_root/<name>_strip.png``
     and every confusion matrix to ``fig_root/confusion.npz`` (the folders must exist). Returns {name: report}
     with ``final``, the selected method's model (``evaluate.final_model``, set by ``conf/method/``), when it was
@@ -108,7 +115,6 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None, 
     Several processes (``compute.world``): the clips are sharded (``evaluate_clips``, through the folder
     ``shards/<name>``); rank 0 alone writes (``pred_root``, ``fig_root``: None on the other ranks, which return
     None) and draws the strips: the files of one process."""
-    compute = compute or CPU
     world = compute.world
     metrics, confusion = {}, {}
     for name, path in checkpoints:
@@ -118,9 +124,8 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=None, 
         if pred_dir is not None:
             pred_dir.mkdir(parents=True)
         with compute.autocast():
-            scored = evaluate_clips(model, clips, cfg.label_stride, cfg.batch_size, pred_dir,
-                                    description=f"evaluate {name}", world=world,
-                                    shards=shards / name if world.distributed else None, classes=cfg.classes)
+            scored = evaluate_clips(model, clips, cfg, pred_dir, compute, shards / name if world.distributed else None,
+                                    description=f"evaluate {name}")
             if not world.is_main:
                 continue
             metrics[name], confusion[name] = scored

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -26,7 +27,7 @@ from videoda.evaluate import check_num_classes, predict
 from videoda.flow.backends import DisFlow
 from videoda.flow.warp import flow_to_tensor, warp_labels
 from videoda.model import load_checkpoint
-from videoda.utils.device import resolve_runtime
+from videoda.utils.device import CPU
 from videoda.utils.io import atomic_path, write_json
 
 # The training resolution of the pipeline (params.yaml: prepare.target.height / width), used when neither the
@@ -182,33 +183,45 @@ def _batches(frames, size):
         yield batch
 
 
-def _progress():
+def _progress(compute):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeElapsedColumn(), TimeRemainingColumn())
+                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not compute.shows_progress)
 
 
-def segment_video(input_path, model_path, out_path, height=None, width=None, alpha=0.5, batch_size=8,
-                  max_frames=None, dis_preset="medium", json_path=None, device="auto", precision="fp32",
-                  classes=DEFAULT):
-    """Segment every frame of ``input_path`` with the checkpoint ``model_path`` (a model of the class set
-    ``classes``, whose colours the overlay draws) on ``device`` (auto | cpu | cuda |
-    cuda:N) in ``precision`` (fp32 | bf16); write the overlay video to ``out_path`` (atomically: nothing is left
-    behind on failure) and, if given, the report to ``json_path``. A device that is not here, or bf16 where it
-    is not supported, is a ParamError naming ``--device`` or ``--precision``, before anything is read.
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How ``segment_video`` segments (``videoda segment``'s options): the model's input size ``height`` x
+    ``width`` (None: ``model_size``'s choice), the overlay's opacity ``alpha``, frames per forward pass
+    ``batch_size``, the first ``max_frames`` frames only (None: all), the DIS preset of the consistency score's
+    flow, and the class set of the model (its colours are the overlay's)."""
+    height: Optional[int] = None
+    width: Optional[int] = None
+    alpha: float = 0.5
+    batch_size: int = 8
+    max_frames: Optional[int] = None
+    dis_preset: str = "medium"
+    classes: object = DEFAULT
+
+
+def segment_video(input_path, model_path, out_path, options=SegmentOptions(), json_path=None, compute=CPU):
+    """Segment every frame of ``input_path`` with the checkpoint ``model_path`` as ``options`` (a
+    ``SegmentOptions``) say, on ``compute``'s device in its precision (a ``videoda.utils.device.Runtime``); write
+    the overlay video to ``out_path`` (atomically: nothing is left behind on failure) and, if given, the report to
+    ``json_path``.
 
     Returns the report: frames, frame and model sizes, input fps, the temporal consistency (percent, None for a
     single frame) with its pixel counts, seconds and frames per second of processing.
     """
     start = time.time()
-    compute = resolve_runtime(device, precision, device_key="--device", precision_key="--precision")
+    classes, batch_size, max_frames = options.classes, options.batch_size, options.max_frames
     video = open_video(input_path)
     try:
         model, meta = load_segmentation_model(model_path, map_location=compute.device, classes=classes)
         model = compute.module(model)
-        size = model_size(meta, height, width)
-        dis = DisFlow(dis_preset)
+        size = model_size(meta, options.height, options.width)
+        dis = DisFlow(options.dis_preset)
         frame_h, frame_w = video.size
         total = min(video.frame_count, max_frames) if max_frames else video.frame_count
         out_path = Path(out_path)
@@ -221,7 +234,7 @@ def segment_video(input_path, model_path, out_path, height=None, width=None, alp
                 if not writer.isOpened():
                     raise DataError(f"{out_path}: OpenCV cannot write a {FOURCC} video under this name "
                                     f"(use a .mp4 file name)")
-                with _progress() as progress:
+                with _progress(compute) as progress:
                     task = progress.add_task("segment", total=total or None)
                     for batch in _batches(iter_frames(video, max_frames), batch_size):
                         images = np.stack([to_model_input(f, size) for f in batch])
@@ -236,7 +249,7 @@ def segment_video(input_path, model_path, out_path, height=None, width=None, alp
                             a, c = consistency_counts(preds_all[:-1], preds_all[1:], flows)
                             agreeing, counted = agreeing + a, counted + c
                         for frame, pred in zip(batch, preds):
-                            writer.write(overlay(frame, pred, alpha, classes))
+                            writer.write(overlay(frame, pred, options.alpha, classes))
                         prev_image, prev_pred = images[-1], preds[-1]
                         n += len(batch)
                         progress.advance(task, len(batch))

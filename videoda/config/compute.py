@@ -1,5 +1,6 @@
 """The ``compute`` section, a part of every computing stage's config (README "Device and precision"). Its own
-module, so that the stages that compute nothing (``synth``, ``prepare``) do not depend on the device code."""
+module, so that the stages that compute nothing on a device (``synth``, ``prepare``: the CPU, ``CPU_STAGE``) do not
+depend on it."""
 
 import json
 from dataclasses import dataclass
@@ -50,8 +51,8 @@ class Compute:
 
     def runtime(self):
         """The resolved ``videoda.utils.device.Runtime`` of this process, the run context a stage passes to the
-        library (a rank: its device and the joined process group; progress bars on rank 0); a CUDA device that is not here, or bf16 where the GPU has none, is a ParamError naming
-        the key."""
+        library (a rank: its device and the joined process group; progress bars on rank 0); a CUDA device that is
+        not here, or bf16 where the GPU has none, is a ParamError naming the key."""
         return resolve_runtime(self.device, self.precision, self.workers, world_size=self.world_size,
                                show_progress=True)
 

@@ -7,6 +7,7 @@ IAST) share its run in DVC's run cache.
 """
 
 import json
+from pathlib import Path
 
 from videoda.config.data import Prepare, Synth
 from videoda.config.evaluation import Evaluate, Report
@@ -16,6 +17,7 @@ from videoda.config.self_training import VST, PseudoLabelStage
 from videoda.config.training import Supervised
 from videoda.config.vat import VAT
 from videoda.errors import ParamError
+from videoda.utils.io import atomic_path
 
 # stage -> (its config class, the params section its fields default to)
 STAGES = {
@@ -62,3 +64,11 @@ def resolve(params, stage):
 def resolved_json(params, stage):
     """The text of ``data/params/<stage>.json``: stable (sorted keys), so unchanged values keep its hash."""
     return json.dumps(resolve(params, stage), indent=2, sort_keys=True) + "\n"
+
+
+def write_resolved(params, out_dir):
+    """Every stage's ``<out_dir>/<stage>.json`` (``resolved_json``), each written atomically. ``params`` as
+    ``check_params`` returns them: stage ``resolve_params`` checks every value first."""
+    for stage in STAGES:
+        with atomic_path(Path(out_dir) / f"{stage}.json") as tmp:
+            tmp.write_text(resolved_json(params, stage))

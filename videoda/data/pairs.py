@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from videoda.data.clips import list_clips, load_clip
 from videoda.errors import DataError
+from videoda.utils.device import CPU
 
 
 def rank_seed(seed, rank):
@@ -102,23 +103,24 @@ class PairLoader:
     """The endless batch stream of ``dataset`` (a ``PairDataset`` or one with the same items) for a seed.
 
     ``sample()``: the next batch, a dict of the items' arrays stacked along a batch dim (B, ...), as tensors on
-    ``device`` (None: left on the CPU); ``labels`` become int64. ``skip(n)``: the stream moves n batches on
-    without loading them, at any time (before the first ``sample()`` too): after ``skip(k)`` a fresh loader
-    yields exactly batch k, k + 1, ... of an uninterrupted one.
-    ``workers`` processes read the pairs (0: the calling thread), ``prefetch_factor`` batches ahead each; the
-    batch composition is drawn in the main process and collated in order, so the stream does not depend on
-    ``workers``. Memory is pinned for a CUDA ``device``. The workers persist until ``close()``.
-    ``rank``: a training process's rank among several (DistributedDataParallel): each draws its own stream
-    (``rank_seed``); rank 0's is the one-process stream.
+    ``compute``'s device (a ``videoda.utils.device.Runtime``); ``labels`` become int64. ``skip(n)``: the stream
+    moves n batches on without loading them, at any time (before the first ``sample()`` too): after ``skip(k)`` a
+    fresh loader yields exactly batch k, k + 1, ... of an uninterrupted one.
+    ``compute.workers`` processes read the pairs (0: the calling thread), ``prefetch_factor`` batches ahead each;
+    the batch composition is drawn in the main process and collated in order, so the stream does not depend on
+    the workers. Memory is pinned for a CUDA device. The workers persist until ``close()``.
+    ``compute.world.rank``: a training process's rank among several (DistributedDataParallel): each draws its own
+    stream (``rank_seed``); rank 0's is the one-process stream.
     """
 
-    def __init__(self, dataset, batch_size, seed, hflip=True, workers=0, device=None, prefetch_factor=2, rank=0):
+    def __init__(self, dataset, batch_size, seed, hflip=True, compute=CPU, prefetch_factor=2):
+        workers = compute.workers
         if workers < 0:
             raise ValueError(f"workers must be >= 0, got {workers}")
         self.dataset = dataset
-        self.batch_sampler = PairBatchSampler(len(dataset), batch_size, rank_seed(seed, rank), hflip)
-        self.device = None if device is None else torch.device(device)
-        self.pinned = self.device is not None and self.device.type == "cuda"
+        self.batch_sampler = PairBatchSampler(len(dataset), batch_size, rank_seed(seed, compute.world.rank), hflip)
+        self.device = compute.device
+        self.pinned = self.device.type == "cuda"
         # A generator of its own: the DataLoader draws its workers' base seed from it, which would otherwise
         # advance torch's global generator (and change every later random draw of the run).
         self.loader = DataLoader(dataset, batch_sampler=self.batch_sampler, num_workers=workers,
@@ -133,8 +135,7 @@ class PairLoader:
             self.batches = iter(self.loader)
         batch = next(self.batches)
         self.position += 1
-        if self.device is not None:
-            batch = {name: v.to(self.device, non_blocking=self.pinned) for name, v in batch.items()}
+        batch = {name: v.to(self.device, non_blocking=self.pinned) for name, v in batch.items()}
         if "labels" in batch:
             batch["labels"] = batch["labels"].long()
         return batch

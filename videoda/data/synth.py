@@ -28,6 +28,7 @@ import numpy as np
 
 from videoda.data import cityscapes_vps, viper
 from videoda.data.classes import CITYSCAPES_TO_TRAIN, CLASSES, NUM_CLASSES, VIPER_TO_TRAIN
+from videoda.utils.device import CPU
 from videoda.utils.io import atomic_path
 
 C = {name: i for i, name in enumerate(CLASSES)}
@@ -144,7 +145,10 @@ class Scene:
     def _place_objects(self, rng, length):
         objs = []
 
-        def add(cls, x, z, w, h, y0=0.0, vx=0.0, vz=0.0, shape="rect"):
+        def add(cls, x, z, size, y0=0.0, velocity=(0.0, 0.0), shape="rect"):
+            """An object of class ``cls`` at (x, z), ``size`` (w, h), bottom at height ``y0``, moving by
+            ``velocity`` (vx, vz) per frame."""
+            (w, h), (vx, vz) = size, velocity
             objs.append(dict(cls=C[cls], x=x, z=z, w=w, h=h, y0=y0, vx=vx, vz=vz, shape=shape,
                              jitter=rng.uniform(-1, 1, 3)))
 
@@ -152,19 +156,19 @@ class Scene:
         for z in np.arange(rng.uniform(4, 12), length, rng.uniform(12, 22)):
             side = rng.choice([-1, 1])
             ph = rng.uniform(4.0, 6.0)
-            add("pole", side * edge, z, 0.35, ph)
+            add("pole", side * edge, z, (0.35, ph))
             kind = rng.random()
             if kind < 0.35:
-                add("traffic light", side * edge - side * 0.5, z - 0.05, 0.8, 1.6, y0=ph - 1.6)
+                add("traffic light", side * edge - side * 0.5, z - 0.05, (0.8, 1.6), y0=ph - 1.6)
             elif kind < 0.7:
-                add("traffic sign", side * edge - side * 0.4, z - 0.05, 1.1, 1.1, y0=ph - 2.0,
+                add("traffic sign", side * edge - side * 0.4, z - 0.05, (1.1, 1.1), y0=ph - 2.0,
                     shape=rng.choice(["rect", "disc"]))
         for z in np.arange(rng.uniform(3, 10), length, rng.uniform(7, 14)):
             side = rng.choice([-1, 1])
             x = side * rng.uniform(self.road + self.walk + 0.5, self.wall - 0.8)
-            add("vegetation", x, z, rng.uniform(2.5, 4.5), rng.uniform(2.5, 4.0),
+            add("vegetation", x, z, (rng.uniform(2.5, 4.5), rng.uniform(2.5, 4.0)),
                 y0=rng.uniform(1.5, 2.5), shape="disc")
-            add("vegetation", x, z + 0.01, 0.35, 2.5)      # trunk
+            add("vegetation", x, z + 0.01, (0.35, 2.5))      # trunk
         n_vehicles = rng.poisson(0.12 * length)
         for _ in range(n_vehicles):
             lane = rng.choice([-1, 1])
@@ -174,16 +178,16 @@ class Scene:
             vz = self.speed * rng.uniform(0.3, 1.3) if lane > 0 else -rng.uniform(0.4, 1.0)
             x = lane * rng.uniform(1.3, self.road - 1.4)
             z = rng.uniform(6, length)
-            add(kind, x, z, w, h, vz=vz, shape="vehicle" if kind == "car" else "rect")
+            add(kind, x, z, (w, h), velocity=(0.0, vz), shape="vehicle" if kind == "car" else "rect")
             if kind == "motorbike":
-                add("person", x, z - 0.01, 0.6, 1.0, y0=0.8, vz=vz)
+                add("person", x, z - 0.01, (0.6, 1.0), y0=0.8, velocity=(0.0, vz))
         for _ in range(rng.poisson(0.12 * length)):
             side = rng.choice([-1, 1])
             x = side * rng.uniform(self.road + 0.3, self.road + self.walk - 0.3)
             crossing = rng.random() < 0.15
             vx = -side * rng.uniform(0.06, 0.12) if crossing else 0.0
             vz = 0.0 if crossing else rng.choice([-1, 1]) * rng.uniform(0.04, 0.1)
-            add("person", x, rng.uniform(4, length), 0.6, rng.uniform(1.6, 1.9), vx=vx, vz=vz, shape="person")
+            add("person", x, rng.uniform(4, length), (0.6, rng.uniform(1.6, 1.9)), velocity=(vx, vz), shape="person")
         return objs
 
     def camera(self, t):
@@ -377,12 +381,13 @@ def inverse_map(table):
     return inv
 
 
-def write_benchmark(out, cfg, progress=lambda xs, **_: xs):
+def write_benchmark(out, cfg, compute=CPU):
     """Render the benchmark of ``cfg`` (``videoda.config.Synth``) into ``out/{viper,cityscapes_vps,flow_gt}``:
     source sequences in VIPER's layout (every frame labelled, VIPER ids, all recorded as "day" in
     ``conditions.csv``), target train and val clips in
     Cityscapes-VPS's (labels on every ``label_every``-th frame), and each target clip's exact forward flow as
-    ``flow_gt/<split>/<clip>.npy``. Each of the three folders appears complete or not at all."""
+    ``flow_gt/<split>/<clip>.npy``. Each of the three folders appears complete or not at all. Rendered on the CPU;
+    ``compute`` (a ``videoda.utils.device.Runtime``) says whether a progress bar shows."""
     source_style, target_style = make_styles(cfg.shift, cfg.seed)
     to_viper, to_cityscapes = inverse_map(VIPER_TO_TRAIN), inverse_map(CITYSCAPES_TO_TRAIN)
     counts = {"source": cfg.source_sequences, "train": cfg.target_train_clips, "val": cfg.target_val_clips}
@@ -393,7 +398,7 @@ def write_benchmark(out, cfg, progress=lambda xs, **_: xs):
         viper.write_conditions(viper_root, "train", {i + 1: "day" for i in range(counts["source"])})
         jobs = [("source", "train", i) for i in range(counts["source"])]
         jobs += [("target", split, i) for split in ("train", "val") for i in range(counts[split])]
-        for k, (domain, split, i) in enumerate(progress(jobs, description="synth")):
+        for k, (domain, split, i) in enumerate(compute.progress(jobs, description="synth")):
             # Distinct seeds per domain and split: the target never shows a source scene.
             seq_seed = cfg.seed * 100003 + k
             style = source_style if domain == "source" else target_style

@@ -8,22 +8,21 @@ Everything here plugs into the one training loop (``videoda.domain_adaptation.tr
   ``DiceTerm`` (tube matching loss, Eq. 6-7, or its single-frame degradation) and ``AdversarialTerm``
   (lambda_V times the generator side of the video GAN loss, Eq. 8);
 - ``DiscriminatorStep``: the alternating discriminator update, with its own optimiser and poly schedule;
-- ``vat_objective``: stage ``vat``'s assembly of the above from its settings.
+- ``vat_objective``: stage ``vat``'s assembly of the above from its config, an ``Objective``.
 
 The variants of Table 3 and the baselines are combinations: discriminator none | image | sequence,
 discriminator input softmax (AdaptSegNet) | entropy (ADVENT), Dice none | single | tube.
 """
 
-import contextlib
-from typing import Callable, NamedTuple, Optional
-
 import torch
 
 from videoda.data.classes import NUM_CLASSES
-from videoda.domain_adaptation.train import (forward_pairs, make_optimizer, poly_lr_, segmentation_loss,
+from videoda.data.pairs import PairDataset, PairLoader, load_split
+from videoda.domain_adaptation.train import (Objective, forward_pairs, make_optimizer, poly_lr_, segmentation_loss,
                                              supervised_forward)
 from videoda.model.discriminator import Discriminator
-from videoda.utils.distributed import SINGLE, data_parallel
+from videoda.utils.device import CPU
+from videoda.utils.distributed import data_parallel
 from videoda.domain_adaptation.losses import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map,
                                               full_precision, single_frame_dice_loss, tube_dice_loss)
 
@@ -40,10 +39,22 @@ def unlabelled(batch):
 class VATBatches:
     """Joint batches: source ``images``/``labels`` (B, 2, ...) with their ``labeled`` flags (B, 2) and
     ``target_images`` (B, 2, H, W, 3), no labels. ``source``, ``target``: ``PairLoader``s (or anything with
-    ``sample()`` and ``skip(n)``); ``skip(n)`` moves both streams on by n batches."""
+    ``sample()`` and ``skip(n)``); ``skip(n)`` moves both streams on by n batches; ``close()`` (or the end of a
+    ``with`` block) stops both loaders' workers."""
 
     def __init__(self, source, target):
         self.source, self.target = source, target
+
+    @classmethod
+    def from_prepared(cls, root, cfg, compute=CPU):
+        """Stage ``vat``'s batches from the prepared clips under ``root``, with its config ``cfg``
+        (``videoda.config.VAT``): source pairs (t - ``cfg.tau``, t) whose frame t is labelled, seed ``cfg.seed``,
+        and target-train pairs without their labels (unsupervised), seed ``cfg.seed + 1``, each
+        ``cfg.train.batch_size`` pairs a batch, flipped as ``cfg.train.hflip`` says, loaded for ``compute``."""
+        source = PairDataset(load_split(root, "source"), cfg.tau, require_label=True)
+        target = PairDataset(load_split(root, "target_train"), cfg.tau, labels=False)
+        return cls(*(PairLoader(pairs, cfg.train.batch_size, seed, cfg.train.hflip, compute)
+                     for pairs, seed in ((source, cfg.seed), (target, cfg.seed + 1))))
 
     def sample(self):
         src = self.source.sample()
@@ -54,6 +65,16 @@ class VATBatches:
     def skip(self, n):
         self.source.skip(n)
         self.target.skip(n)
+
+    def close(self):
+        self.source.close()
+        self.target.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
 
 
 def adversarial_forward(model, batch):
@@ -111,18 +132,18 @@ class DiscriminatorStep:
     """The discriminator's half of the alternating optimisation (``extra_step`` of the training loop).
 
     Trains D to tell source (label 1) from target (label 0) on the detached predictions of this step, with its
-    own optimiser whose every param group follows the poly schedule over ``iterations``. ``autocast`` makes the
-    context of D's forward pass and losses (``videoda.utils.device.Runtime.autocast``; None: none); the backward
-    runs outside it. ``trainable``: what D's update runs (D wrapped in DistributedDataParallel under several
-    processes, so its gradients are averaged over the ranks; default D itself); the generator's term
-    (``AdversarialTerm``) uses D itself, as D is not updated there.
+    own optimiser whose every param group follows the poly schedule over ``iterations``. D's forward pass and
+    losses run under ``compute``'s autocast (a ``videoda.utils.device.Runtime``, with D on its device); the
+    backward runs outside it. Its update runs ``trainable``: D wrapped in DistributedDataParallel under several
+    processes (``compute.world``), so its gradients are averaged over the ranks, else D itself; the generator's
+    term (``AdversarialTerm``) uses D itself, as D is not updated there.
     """
 
-    def __init__(self, discriminator, optimizer, disc_input, iterations, power=0.9, autocast=None, trainable=None):
+    def __init__(self, discriminator, optimizer, disc_input, iterations, power=0.9, compute=CPU):
         self.discriminator, self.optimizer, self.disc_input = discriminator, optimizer, disc_input
-        self.trainable = discriminator if trainable is None else trainable
+        self.trainable = data_parallel(discriminator, compute)
         self.iterations, self.power = iterations, power
-        self.autocast = autocast or contextlib.nullcontext
+        self.autocast = compute.autocast
 
     def __call__(self, outputs, batch, step):
         poly_lr_(self.optimizer, step, self.iterations, self.power)
@@ -149,42 +170,31 @@ class DiscriminatorStep:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-class VATObjective(NamedTuple):
-    """What the training loop needs for VAT: the segmentation network's loss terms, the forward function and the
-    discriminator's alternating step (None without a discriminator)."""
-    terms: list
-    forward: Callable
-    extra_step: Optional[DiscriminatorStep]
+def vat_objective(cfg, num_classes=NUM_CLASSES, compute=CPU):
+    """VAT's ``Objective`` (Eq. 9), or one of its baselines / Table 3 variants, from stage ``vat``'s config
+    (``videoda.config.VAT``).
 
-
-def vat_objective(*, discriminator, disc_input, dice, lambda_v, lambda_dice, disc_channels, optimizer_d, lr_d,
-                  momentum, iterations, poly_power, compute=None, num_classes=NUM_CLASSES):
-    """VAT's objective (Eq. 9) or one of its baselines / Table 3 variants from the ``vat`` settings.
-
-    Terms: per-frame cross-entropy on source, + ``lambda_dice`` x the Dice loss (``dice`` single | tube; none:
-    left out), + ``lambda_v`` x the GAN loss against a new discriminator of kind ``discriminator`` (image |
-    sequence, ``disc_channels`` base channels, reading ``num_classes`` maps: the segmentation network's; none: no
-    discriminator, and the forward segments source pairs
-    only: the target images are unused) reading ``disc_input`` (softmax | entropy). The discriminator gets its own
-    optimiser ``optimizer_d`` (sgd | adam, learning rate ``lr_d``, ``momentum``, no weight decay) on the poly
-    schedule over ``iterations`` with ``poly_power``. Draws the discriminator's random initialisation from torch's
-    global generator (on the CPU, so the weights do not depend on the device), then moves it to ``compute``'s
-    device (``videoda.utils.device.Runtime``; None: the CPU), whose autocast its step runs under; under several
-    processes (``compute.world``) its update is DistributedDataParallel.
+    Terms: per-frame cross-entropy on source, + ``cfg.lambda_dice`` x the Dice loss (``cfg.dice`` single | tube;
+    none: left out), + ``cfg.lambda_v`` x the GAN loss against a new discriminator of kind ``cfg.discriminator``
+    (image | sequence, ``cfg.disc_channels`` base channels, reading ``num_classes`` maps: the segmentation
+    network's; none: no discriminator, and the forward segments source pairs only: the target images are unused)
+    reading ``cfg.disc_input`` (softmax | entropy). The discriminator gets its own optimiser ``cfg.optimizer_d``
+    (sgd | adam, learning rate ``cfg.lr_d``, the segmentation network's momentum ``cfg.train.optim.momentum``, no
+    weight decay) on the poly schedule over ``cfg.train.iterations`` with ``cfg.train.optim.poly_power``. Draws
+    the discriminator's random initialisation from torch's global generator (on the CPU, so the weights do not
+    depend on the device), then moves it to ``compute``'s device (``videoda.utils.device.Runtime``), whose
+    autocast its step runs under; under several processes (``compute.world``) its update is
+    DistributedDataParallel.
     """
-    terms, extra_step = [segmentation_loss], None
-    if dice != "none":
-        terms.append(DiceTerm(dice, lambda_dice))
-    if discriminator != "none":
-        disc = Discriminator(num_classes, discriminator, base_channels=disc_channels)
-        if compute is not None:
-            disc = compute.module(disc)
-        d_optimizer = make_optimizer([{"params": list(disc.parameters()), "lr": lr_d}], optimizer_d, lr_d,
-                                     momentum, weight_decay=0.0)
-        terms.append(AdversarialTerm(disc, disc_input, lambda_v))
-        world = SINGLE if compute is None else compute.world
-        trainable = disc if compute is None else data_parallel(disc, world, compute.device)
-        extra_step = DiscriminatorStep(disc, d_optimizer, disc_input, iterations, poly_power,
-                                       autocast=None if compute is None else compute.autocast, trainable=trainable)
-    forward = supervised_forward if discriminator == "none" else adversarial_forward    # no D: targets unused
-    return VATObjective(terms, forward, extra_step)
+    train, terms, extra_step = cfg.train, [segmentation_loss], None
+    if cfg.dice != "none":
+        terms.append(DiceTerm(cfg.dice, cfg.lambda_dice))
+    if cfg.discriminator != "none":
+        disc = compute.module(Discriminator(num_classes, cfg.discriminator, base_channels=cfg.disc_channels))
+        d_optimizer = make_optimizer([{"params": list(disc.parameters()), "lr": cfg.lr_d}], cfg.optimizer_d,
+                                     cfg.lr_d, train.optim.momentum, weight_decay=0.0)
+        terms.append(AdversarialTerm(disc, cfg.disc_input, cfg.lambda_v))
+        extra_step = DiscriminatorStep(disc, d_optimizer, cfg.disc_input, train.iterations, train.optim.poly_power,
+                                       compute)
+    forward = supervised_forward if cfg.discriminator == "none" else adversarial_forward   # no D: targets unused
+    return Objective(forward, tuple(terms), extra_step)

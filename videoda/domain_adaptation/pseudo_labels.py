@@ -1,27 +1,34 @@
-"""Pseudo-label thresholds and labelling (paper Sec. 3.3 and 4.4.1, Eq. 3, 4, 11, Algorithm 1).
+"""Making the pseudo labels (paper Sec. 3.3 and 4.4.1, Eq. 3, 4, 10, 11, Algorithm 1): ``make_pseudo_labels``
+predicts every target clip once, thresholds it and writes its labels as label PNGs, clip by clip.
 
 All generators share one threshold function, ``adaptive_thresholds``: what differs is the *instance* it is
 applied to — one image (IAST, Eq. 4), one clip (ours, Eq. 11) — and whether the predictions were temporally
-aggregated first (Eq. 10).  CBST's class-balanced thresholds are the fixed-portion quantile over the whole set.
+aggregated first (Eq. 10).  CBST's class-balanced thresholds are the fixed-portion quantile over the whole set,
+read back from a spill on disk (``spill.py``) through histograms (``order_statistics``).
+
+The labels' PNGs are read back a pair at a time (``PseudoLabelFiles``) and refined online (Eq. 12, 14) by VST's
+training pairs. The analyses of the labels (P-mIoU, Table 7, ...) are ``pseudo_label_analysis``'s: an observer
+that ``make_pseudo_labels`` feeds in the same pass.
 """
 
-import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
-from videoda.data.classes import DEFAULT, IGNORE_ID
-from videoda.domain_adaptation.order_statistics import RadixSelect, kth_largest
-from videoda.domain_adaptation.spill import Spill, shared_spill
+from videoda.data.classes import IGNORE_ID
+from videoda.domain_adaptation.order_statistics import RadixSelect
+from videoda.domain_adaptation.spill import shared_spill
 from videoda.errors import DataError
 from videoda.evaluate import predict_probs
 from videoda.flow.warp import flow_to_tensor, non_occluded, warp_labels, warp_probs
-from videoda.metrics import ConfusionMatrix
-from videoda.utils.distributed import SINGLE
+from videoda.utils.device import CPU
 from videoda.utils.images import read_label_png, write_ids
 
+
+# --- thresholds (Eq. 3, 4, 11) ----------------------------------------------------------------------------------
 
 def class_quantile(conf, pred, k, portion):
     """The confidence at the top ``portion`` fraction of the pixels predicted as class ``k``, or None if absent.
@@ -55,12 +62,9 @@ def host_array(array):
     return array.cpu().numpy() if torch.is_tensor(array) else np.asarray(array)
 
 
-def placed(array, device=None):
+def placed(array, device):
     """``array`` where the thresholds work on it: on the CPU a numpy array (numpy's partition and comparisons
-    are faster there than torch's, and select and compare the same values), elsewhere a tensor on ``device``.
-    device None: where the array is."""
-    if device is None:
-        device = array.device if torch.is_tensor(array) else "cpu"
+    are faster there than torch's, and select and compare the same values), elsewhere a tensor on ``device``."""
     return host_array(array) if torch.device(device).type == "cpu" else torch.as_tensor(array, device=device)
 
 
@@ -69,7 +73,7 @@ def descending_index(portion, count):
     return min(int(np.floor(portion * count)), count - 1)
 
 
-def adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, num_classes, max_theta=0.999):
+def adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, max_theta=0.999):
     """One step of the instance-adaptive EMA thresholds (Eq. 4 / Eq. 11, Algorithm 1 lines 7-12).
 
     conf, pred: the max softmax value and its argmax over the whole instance (an image or a clip), numpy arrays
@@ -79,32 +83,22 @@ def adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, num_classes, max_
     """
     theta = np.asarray(theta, np.float64)
     new = theta.copy()
-    for k in range(num_classes):
+    for k in range(len(theta)):
         psi = class_quantile(conf, pred, k, alpha * theta[k] ** gamma)
         if psi is not None:
             new[k] = beta * theta[k] + (1 - beta) * psi
     return np.minimum(new, max_theta)
 
 
-def class_balanced_thresholds(conf, pred, portion, num_classes):
-    """CBST: per class, the confidence at the top ``portion`` fraction over the whole target set, given in
-    memory (``streamed_class_balanced_thresholds`` reads the set clip by clip)."""
-    theta = np.ones(num_classes)
-    for k in range(num_classes):
-        psi = class_quantile(conf, pred, k, portion)
-        if psi is not None:
-            theta[k] = psi
-    return theta
-
-
-def streamed_class_balanced_thresholds(maxima, portion, num_classes, device=None):
-    """``class_balanced_thresholds`` over a set read clip by clip, the same values bit for bit.
+def class_balanced_thresholds(maxima, portion, num_classes, compute=CPU):
+    """CBST: per class, the confidence at the top ``portion`` fraction over the whole target set; 1 (never
+    labelled) for a class no pixel is predicted as.
 
     maxima: a re-iterable of (name, (conf, pred)) (a list, a ``Spill`` view), read ``bits / 16`` times (2 for
-    float32 confidences) by ``order_statistics.RadixSelect``; memory O(classes x 2^16), not O(set).
+    float32 confidences) by ``order_statistics.RadixSelect`` on ``compute``'s device; memory O(classes x 2^16),
+    not O(set).
     """
-    selector = RadixSelect(maxima_chunks(maxima), num_classes, device)
-    return class_balanced_selection(selector, portion)[0]
+    return class_balanced_selection(RadixSelect(maxima_chunks(maxima), num_classes, compute.device), portion)[0]
 
 
 def maxima_chunks(maxima):
@@ -136,6 +130,30 @@ def label_with_thresholds(conf, pred, theta):
     return torch.from_numpy(labels) if as_tensor else labels
 
 
+def generate_clip_labels(instance, conf, pred, theta, cfg):
+    """Label one clip with the instance-adaptive generators and ``cfg``'s alpha, beta, gamma; returns (labels
+    (T, H, W), new theta).
+
+    instance ``IMAGE``: an instance is one image, thresholds updated frame by frame (Eq. 4);
+    instance ``CLIP``: an instance is the whole clip, one threshold per class for all its frames (Eq. 11).
+    ``conf``, ``pred``: (T, H, W) max and argmax of the (possibly aggregated) softmax maps, numpy arrays
+    (-> uint8 numpy labels) or tensors (-> a uint8 tensor on their device).
+    """
+    if instance not in (IMAGE, CLIP):
+        raise ValueError(f"instance must be {IMAGE!r} or {CLIP!r}, got {instance!r}")
+    if instance == CLIP:
+        theta = adaptive_thresholds(conf, pred, theta, cfg.alpha, cfg.beta, cfg.gamma)
+        return label_with_thresholds(conf, pred, theta), theta
+    labels = (torch.empty(pred.shape, dtype=torch.uint8, device=pred.device) if torch.is_tensor(pred)
+              else np.empty(pred.shape, np.uint8))
+    for t in range(len(pred)):
+        theta = adaptive_thresholds(conf[t], pred[t], theta, cfg.alpha, cfg.beta, cfg.gamma)
+        labels[t] = label_with_thresholds(conf[t], pred[t], theta)
+    return labels, theta
+
+
+# --- temporal aggregation (Eq. 10) -------------------------------------------------------------------------------
+
 def aggregate_clip(probs, images, flow, alpha, threshold):
     """Eq. 10: average each frame's softmax with its neighbours i-1 and i+1, warped onto frame i by flow and
     counted only where not occluded.
@@ -159,26 +177,7 @@ def aggregate_clip(probs, images, flow, alpha, threshold):
     return num / den
 
 
-def generate_clip_labels(instance, conf, pred, theta, alpha, beta, gamma):
-    """Label one clip with the instance-adaptive generators; returns (labels (T, H, W), new theta).
-
-    instance ``IMAGE``: an instance is one image, thresholds updated frame by frame (Eq. 4);
-    instance ``CLIP``: an instance is the whole clip, one threshold per class for all its frames (Eq. 11).
-    ``conf``, ``pred``: (T, H, W) max and argmax of the (possibly aggregated) softmax maps, numpy arrays
-    (-> uint8 numpy labels) or tensors (-> a uint8 tensor on their device).
-    """
-    if instance not in (IMAGE, CLIP):
-        raise ValueError(f"instance must be {IMAGE!r} or {CLIP!r}, got {instance!r}")
-    if instance == CLIP:
-        theta = adaptive_thresholds(conf, pred, theta, alpha, beta, gamma, len(theta))
-        return label_with_thresholds(conf, pred, theta), theta
-    labels = (torch.empty(pred.shape, dtype=torch.uint8, device=pred.device) if torch.is_tensor(pred)
-              else np.empty(pred.shape, np.uint8))
-    for t in range(len(pred)):
-        theta = adaptive_thresholds(conf[t], pred[t], theta, alpha, beta, gamma, len(theta))
-        labels[t] = label_with_thresholds(conf[t], pred[t], theta)
-    return labels, theta
-
+# --- online refinement (Eq. 12, 14): VST refines the labels of each training pair, the analyses measure it ------
 
 def cutout_refine(labels, ref_labels, flow_to_ref):
     """Eq. 12, online cut-out refinement: keep a pseudo label only where the reference frame's pseudo label,
@@ -202,9 +201,13 @@ def fillin_refine(labels, ref_labels, flow_to_ref, images, ref_images, alpha, th
     return torch.where(fill, warped, labels)
 
 
+# --- the generators --------------------------------------------------------------------------------------------
+
 # Threshold rules: class-balanced over the whole set (CBST), instance-adaptive per image (IAST, Eq. 4), or per
 # clip (ours, Eq. 11).
 CLASS_BALANCED, IMAGE, CLIP = "class_balanced", "image", "clip"
+# The predictions a generator thresholds: each frame's own softmax, or the temporally aggregated one (Eq. 10).
+SINGLE_FRAME, AGGREGATED = "single", "aggregated"
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,11 @@ class Generator:
         """The setting Table 7 tunes to reach a proportion of labelled pixels: CBST's portion, else alpha."""
         return "cbst_portion" if self.thresholds == CLASS_BALANCED else "alpha"
 
+    @property
+    def predictions(self):
+        """The predictions it thresholds: ``AGGREGATED`` or ``SINGLE_FRAME``."""
+        return AGGREGATED if self.aggregate else SINGLE_FRAME
+
 
 # The generators by their name in params.yaml (``vst.pseudo_label``).
 GENERATORS = {
@@ -245,35 +253,33 @@ def generator(name):
     return GENERATORS[name]
 
 
-def model_device(model, device=None):
-    """Where prediction, aggregation and thresholding run: ``device`` when given (the model is moved there),
-    else the device of the model's parameters."""
-    if device is None:
-        return next(model.parameters()).device
-    model.to(device)
-    return torch.device(device)
+def label_stream(maxima, cfg, compute=CPU):
+    """Threshold (name, (conf, pred)) items in order with the rule of generator ``cfg.pseudo_label``
+    (``videoda.config.PseudoLabels``): yields (name, labels, theta) for each item as soon as it is labelled,
+    labels (T, H, W) a uint8 tensor on ``compute``'s device, theta the thresholds after it. Whether the maxima
+    are aggregated is the caller's business.
+
+    The adaptive rules carry their thresholds from item to item (Algorithm 1), starting at ``cfg.init_theta``,
+    so one item is in memory at a time. CBST's thresholds come from all items at once (Eq. 2's class-balanced
+    portion ``cfg.cbst_portion``): ``maxima`` must then be re-iterable (a list, a ``Spill`` view), read for the
+    thresholds (``class_balanced_thresholds``), then again to label.
+    """
+    rule, device, n = generator(cfg.pseudo_label).thresholds, compute.device, cfg.classes.num_classes
+    if rule == CLASS_BALANCED:
+        if iter(maxima) is maxima:
+            raise ValueError("class-balanced thresholds read the maxima twice: a list or a Spill view, not an "
+                             "iterator")
+        theta = class_balanced_thresholds(maxima, cfg.cbst_portion, n, compute)
+        for name, (conf, pred) in maxima:
+            yield name, torch.as_tensor(label_with_thresholds(placed(conf, device), placed(pred, device), theta)), theta
+        return
+    theta = np.full(n, cfg.init_theta)
+    for name, (conf, pred) in maxima:
+        labels, theta = generate_clip_labels(rule, placed(conf, device), placed(pred, device), theta, cfg)
+        yield name, torch.as_tensor(labels), theta
 
 
-def clip_frames(clip):
-    """Every frame of a clip, uint8 (T, H, W, 3), read once (a lazy clip reads them from disk here)."""
-    return np.asarray(clip.images[0:len(clip)])
-
-
-def clip_predictions(model, clip, store, cfg, aggregate, images=None):
-    """Softmax maps (T, C, H, W) of every frame of a clip on the model's device, temporally aggregated (Eq. 10)
-    when ``aggregate``; ``images``: the clip's frames when the caller already read them."""
-    images = clip_frames(clip) if images is None else images
-    probs = predict_probs(model, images, cfg.batch_size, on_device=True)
-    return aggregate_predictions(probs, clip, store, cfg, images) if aggregate else probs
-
-
-def aggregate_predictions(probs, clip, store, cfg, images=None):
-    """Eq. 10 on one clip's softmax maps, with the clip's stored flows, on the device of ``probs``."""
-    images = clip_frames(clip) if images is None else images
-    store.check_clip(clip.name, len(clip), *images.shape[1:3])
-    return aggregate_clip(probs, images, lambda a, b: store.flow(clip.name, a, b), cfg.occlusion.alpha,
-                          cfg.occlusion.occlusion_threshold)
-
+# --- prediction ------------------------------------------------------------------------------------------------
 
 def maxima_of(probs):
     """(confidence float32, argmax uint8) maps (T, H, W) of softmax maps (T, C, H, W), on their device."""
@@ -281,266 +287,31 @@ def maxima_of(probs):
     return conf, pred.to(torch.uint8)
 
 
-def clip_maxima(model, clip, store, cfg, aggregate):
-    """(confidence, argmax) maps (T, H, W) of a clip's softmax on the model's device, temporally aggregated
-    (Eq. 10) when asked."""
-    return maxima_of(clip_predictions(model, clip, store, cfg, aggregate))
-
-
-def initial_thresholds(kind, cfg):
-    """The thresholds before any clip: CBST's are 1 (never labelled) until the set is seen, the adaptive ones
-    start at ``cfg.init_theta``."""
-    n = cfg.classes.num_classes
-    return np.ones(n) if generator(kind).thresholds == CLASS_BALANCED else np.full(n, cfg.init_theta)
-
-
-def label_stream(kind, maxima, cfg, device=None, spill_root=None):
-    """Threshold (name, (conf, pred)) items in order with the threshold rule of generator ``kind`` (a name in
-    GENERATORS): yields (name, labels, theta) for each item as soon as it is labelled, labels (T, H, W) a uint8
-    tensor on ``device`` (default: where the maxima are; numpy maxima: the CPU), theta the thresholds after it.
-    Whether the maxima are aggregated is the caller's business.
-
-    The adaptive rules carry their thresholds from item to item (Algorithm 1), so one item is in memory at a
-    time. CBST's thresholds come from all items at once (Eq. 2's class-balanced portion ``cfg.cbst_portion``): a
-    re-iterable ``maxima`` (a list, a ``Spill`` view) is read for them (``streamed_class_balanced_thresholds``),
-    then again to label; a one-shot iterator is first written to a spill on disk in a temporary folder under
-    ``spill_root`` (default: the system's), removed after.
-    """
-    rule = generator(kind).thresholds
-
-    def on_device(conf, pred):
-        return placed(conf, device), placed(pred, device)
-
-    if rule == CLASS_BALANCED:
-        if iter(maxima) is maxima:
-            with tempfile.TemporaryDirectory(dir=spill_root, prefix=".cbst-maxima-") as folder:
-                spill = Spill(folder)
-                for name, (conf, pred) in maxima:
-                    spill.append(name, conf=conf, pred=pred)
-                yield from label_stream(kind, spill.view("conf", "pred"), cfg, device)
-            return
-        theta = streamed_class_balanced_thresholds(maxima, cfg.cbst_portion, cfg.classes.num_classes, device)
-        for name, (conf, pred) in maxima:
-            yield name, torch.as_tensor(label_with_thresholds(*on_device(conf, pred), theta)), theta
-        return
-    theta = initial_thresholds(kind, cfg)
-    for name, (conf, pred) in maxima:
-        labels, theta = generate_clip_labels(rule, *on_device(conf, pred), theta, cfg.alpha, cfg.beta, cfg.gamma)
-        yield name, torch.as_tensor(labels), theta
-
-
-def label_maxima(kind, maxima, cfg, device=None):
-    """``label_stream`` collected: ({name: labels (T, H, W) uint8 numpy}, the final thresholds). Holds every
-    item's labels: for tests and small sets; the stages stream."""
-    out, theta = {}, initial_thresholds(kind, cfg)
-    for name, labels, theta in label_stream(kind, maxima, cfg, device):
-        out[name] = labels.cpu().numpy()
-    return out, theta
-
-
-def iter_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, device=None, spill_root=None,
-                       world=SINGLE):
-    """Algorithm 1 (and the baselines' generators) over the target clips, clip by clip in order: yields
-    (clip, labels (T, H, W) uint8 tensor on the device, thresholds after it).
-
-    Prediction, aggregation (Eq. 10) and thresholds run on ``device`` (default: the model's; the model is
-    moved there). The adaptive thresholds carry over from clip to clip and one clip is in memory at a time;
-    CBST first parks every clip's (confidence, argmax) on disk under ``spill_root`` (``label_stream``).
-
-    Several processes (``world``): each rank predicts and aggregates the clips it owns (``world.shard``) and
-    parks their (confidence, argmax) in a spill under ``spill_root`` (a folder every rank sees); after a
-    barrier rank 0 thresholds them in the clips' order, the one Algorithm 1's EMA runs in, and yields every
-    clip; the other ranks yield nothing. Every rank must run the generator to its end.
-    """
-    gen = generator(cfg.pseudo_label)
-    device = model_device(model, device)
-    if world.distributed:
-        def maxima(i):
-            conf, pred = clip_maxima(model, clips[i], store, cfg, gen.aggregate)
-            return {"conf": conf, "pred": pred}
-
-        with shared_spill(spill_root, world) as spill:
-            spill.write_shard([clip.name for clip in clips], maxima, world, progress, "pseudo labels")
-            if world.is_main:
-                yield from labelled_clips(clips, label_stream(cfg.pseudo_label, spill.view("conf", "pred"), cfg,
-                                                              device))
-        return
-    maxima = ((clip.name, clip_maxima(model, clip, store, cfg, gen.aggregate))
-              for clip in progress(clips, description="pseudo labels"))
-    yield from labelled_clips(clips, label_stream(cfg.pseudo_label, maxima, cfg, device, spill_root))
-
-
-def labelled_clips(clips, stream):
-    """``label_stream``'s (name, labels, theta) as (clip, labels, theta), the clips in the stream's order."""
-    for clip, (name, labels, theta) in zip(clips, stream):
-        yield clip, labels, theta
-
-
-def generate_pseudo_labels(model, clips, store, cfg, progress=lambda xs, **_: xs, device=None):
-    """``iter_pseudo_labels`` collected: ({clip name: labels (T, H, W) uint8 numpy}, the final thresholds).
-    Holds every clip's labels (VST's later rounds train on them); stage ``pseudo_labels`` writes them clip by
-    clip instead (``write_clip_pseudo_labels``)."""
-    generator(cfg.pseudo_label)
-    out, theta = {}, initial_thresholds(cfg.pseudo_label, cfg)
-    for clip, labels, theta in iter_pseudo_labels(model, clips, store, cfg, progress, device):
-        out[clip.name] = labels.cpu().numpy()
-    return out, theta
-
-
-# Table 7's generators, entries of GENERATORS: class-balanced (CB) and instance-adaptive (IA) on single-frame
-# predictions, ours (clip-adaptive on aggregated predictions); the knob tuned to reach a proportion is
-# ``Generator.knob`` (CB's portion, else alpha).
-TABLE7_GENERATORS = {"cb": "cbst", "ia": "iast", "ours": "clip_agg"}
-
-
-def knob_at_proportion(kind, maxima, cfg, proportion, steps=16, device=None):
-    """Bisect the generator's proportion knob (CBST's portion, else alpha; Table 7 "tune alpha ... to have the
-    same proportion") until the share of labelled pixels over all frames is closest to ``proportion``.
-    Returns (knob value, proportion reached); ``label_stream`` with that knob gives the labels again.
-    Labelling grows with the knob, so bisection applies; a proportion out of reach ends at the nearest end of
-    [0, 1]. maxima: a re-iterable of (name, (conf, pred)), read once per step, one item at a time (CBST: once
-    per step after a first pass, the labelled count being the count above each class's threshold)."""
-    knob = generator(kind).knob
-    if generator(kind).thresholds == CLASS_BALANCED:
-        selector = RadixSelect(maxima_chunks(maxima), cfg.classes.num_classes, device)
-
-        def run(value):
-            return class_balanced_selection(selector, value)[1] / int(selector.counts.sum())
-    else:
-        def run(value):
-            labelled = total = 0
-            for _, labels, _ in label_stream(kind, maxima, replace(cfg, **{knob: value}), device):
-                labelled += int(torch.count_nonzero(labels != IGNORE_ID))
-                total += labels.numel()
-            return labelled / total
-
-    lo, hi = 0.0, 1.0
-    best = None
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        reached = run(mid)
-        if best is None or abs(reached - proportion) < abs(best[1] - proportion):
-            best = (mid, reached)
-        lo, hi = (mid, hi) if reached < proportion else (lo, mid)
-    return best
-
-
-def table7_p_miou(single, aggregated, clips, cfg, proportions, device=None):
-    """Table 7: P-mIoU of CB, IA and ours, each tuned to the same proportions of labelled pixels.
-
-    single, aggregated: re-iterables of (clip name, (conf, pred)) of every target-train frame, in the order of
-    ``clips`` (lists, or ``Spill`` views read from disk one clip at a time). The thresholds use every frame;
-    P-mIoU is scored on the annotated ones. Returns {proportion: {generator: {knob, proportion (%), p_miou}}}."""
+def clip_maxima(model, clip, store, cfg, kinds):
+    """{kind: (confidence, argmax) maps (T, H, W)} of one clip's softmax on the model's device, for each of
+    ``kinds``: ``SINGLE_FRAME`` (each frame's own) and ``AGGREGATED`` (Eq. 10, with the clip's flows from
+    ``store`` and ``cfg.occlusion``). The frames are read and predicted once; one clip's softmax maps are held."""
+    images = np.asarray(clip.images[0:len(clip)])     # every frame, read once (a lazy clip reads them here)
+    probs = predict_probs(model, images, cfg.batch_size, on_device=True)
     out = {}
-    for proportion in proportions:
-        row = {}
-        for name, kind in TABLE7_GENERATORS.items():
-            maxima = aggregated if GENERATORS[kind].aggregate else single
-            knob, reached = knob_at_proportion(kind, maxima, cfg, proportion, device=device)
-            stats = LabelStats(cfg.classes)
-            tuned = replace(cfg, **{GENERATORS[kind].knob: knob})
-            for clip, (label_name, labels, _) in zip(clips, label_stream(kind, maxima, tuned, device)):
-                if label_name != clip.name:
-                    raise ValueError(f"maxima of clip '{label_name}' where clip '{clip.name}' was expected")
-                stats.add(clip, labels.cpu().numpy())
-            row[name] = {"knob": round(knob, 6), "proportion": round(100 * reached, 4),
-                         "p_miou": stats.result()["p_miou"]}
-        out[f"{proportion:g}"] = row
+    if SINGLE_FRAME in kinds:
+        out[SINGLE_FRAME] = maxima_of(probs)
+    if AGGREGATED in kinds:
+        store.check_clip(clip.name, len(clip), *images.shape[1:3])
+        out[AGGREGATED] = maxima_of(aggregate_clip(probs, images, lambda a, b: store.flow(clip.name, a, b),
+                                                   cfg.occlusion.alpha, cfg.occlusion.occlusion_threshold))
     return out
 
 
-def annotated_labels(clip):
-    """(indices of the annotated frames, their ground truth (F, H, W)), reading only those frames."""
-    idx = np.flatnonzero(clip.labeled)
-    return idx, np.asarray(clip.labels[idx.tolist()]) if len(idx) else np.zeros((0,) + clip.labels.shape[1:],
-                                                                                 np.uint8)
-
-
-class LabelStats:
-    """``pseudo_label_report`` accumulated clip by clip: ``add(clip, labels)`` for each clip, then ``result()``.
-    Memory: the class counts and a confusion matrix. P-mIoU averages over the class set's evaluated classes, as
-    mIoU does."""
-
-    def __init__(self, classes=DEFAULT):
-        self.classes = classes
-        self.counts, self.total = np.zeros(classes.num_classes, np.int64), 0
-        self.cm = ConfusionMatrix(classes.num_classes, classes.names, classes.evaluated_ids)
-
-    def add(self, clip, labels, annotated=None):
-        """labels: the clip's (T, H, W) uint8 numpy labels; annotated: ``annotated_labels(clip)`` if read."""
-        n = self.classes.num_classes
-        self.counts += np.bincount(labels[labels != IGNORE_ID], minlength=n)[:n]
-        self.total += labels.size
-        idx, gt = annotated_labels(clip) if annotated is None else annotated
-        kept = labels[idx] != IGNORE_ID
-        self.cm.update(labels[idx][kept], gt[kept])
-
-    def result(self):
-        scores = self.cm.to_dict()
-        return {"proportion": round(100 * self.counts.sum() / self.total, 4),
-                "proportion_per_class": {c: round(100 * n / self.total, 4)
-                                         for c, n in zip(self.classes.names, self.counts)},
-                "p_miou": scores["miou"], "p_iou": scores["iou"]}
-
-
-def pseudo_label_report(labels_by_clip, clips, classes=DEFAULT):
-    """Proportion of pixels labelled (overall, and the share of each class), and P-mIoU: the mIoU of the pseudo
-    labels against the ground truth where both exist (the paper's Table 7), for the class set ``classes``."""
-    stats = LabelStats(classes)
-    for clip in clips:
-        stats.add(clip, labels_by_clip[clip.name])
-    return stats.result()
-
-
-def miou_at_proportion(chunks, proportion, device=None, classes=DEFAULT):
-    """P-mIoU of the most confident ``proportion`` of the ground-truth-labelled pixels (Table 7's comparison of
-    label generators at equal proportion), exactly as a stable sort of all of them would pick them.
-
-    chunks: a function returning a fresh iterator of (conf, pred, gt) arrays or tensors, the pixels in one
-    fixed order (ties in confidence go to the earlier pixel); read three times (``kth_largest``'s two passes,
-    then the confusion matrix), one chunk at a time: memory O(2^16 + chunk), not O(pixels)."""
-    def labelled():
-        for conf, pred, gt in chunks():
-            conf, pred, gt = (torch.as_tensor(a, device=device) for a in (conf, pred, gt))
-            valid = gt != IGNORE_ID
-            yield conf[valid], pred[valid], gt[valid]
-
-    wanted = {}
-
-    def ranks(counts):
-        wanted["n"], wanted["total"] = int(round(proportion * int(counts[0]))), int(counts[0])
-        return [wanted["n"] - 1 if 0 < wanted["n"] < wanted["total"] else None]
-
-    value, above, _, _ = kth_largest(lambda: ((c, torch.zeros(c.shape, dtype=torch.int64, device=c.device))
-                                              for c, _, _ in labelled()), 1, ranks, device)
-    n, total = wanted.get("n", 0), wanted.get("total", 0)
-    cm = ConfusionMatrix(classes.num_classes, classes.names, classes.evaluated_ids)
-    if n == 0:
-        return cm.to_dict()["miou"]
-    ties_left = n - int(above[0])             # of the pixels equal to the n-th value, the first ones are kept
-    for conf, pred, gt in labelled():
-        if n < total:
-            tie = conf == float(value[0])
-            keep = (conf > float(value[0])) | (tie & (torch.cumsum(tie.long(), 0) <= ties_left))
-            ties_left -= int(tie.sum())
-            pred, gt = pred[keep], gt[keep]
-        cm.update(pred, gt)
-    return cm.to_dict()["miou"]
-
-
-def label_precision(labels, gt):
-    """Share of the kept pseudo labels that agree with the ground truth, and how many were kept (pixels)."""
-    kept = (labels != IGNORE_ID) & (gt != IGNORE_ID)
-    return float((labels[kept] == gt[kept]).mean()) if kept.any() else float("nan"), int(kept.sum())
-
+# --- the label PNGs -----------------------------------------------------------------------------------------------
 
 def pseudo_label_path(root, clip_name, frame_name):
-    """Where stage `pseudo_labels` writes a frame's pseudo labels: ``<root>/<clip>/<frame>.png``."""
+    """Where a frame's pseudo labels are written: ``<root>/<clip>/<frame>.png``."""
     return Path(root) / clip_name / f"{frame_name}.png"
 
 
 def read_pseudo_label(root, clip, t):
-    """Frame t's pseudo labels (H, W) from the stage's PNGs; a map of another size than the frame is a DataError."""
+    """Frame t's pseudo labels (H, W) from the PNGs; a map of another size than the frame is a DataError."""
     path = pseudo_label_path(root, clip.name, clip.frame_names[t])
     labels = read_label_png(path)
     if labels.shape != clip.labels.shape[1:]:
@@ -557,7 +328,95 @@ def write_clip_pseudo_labels(root, clip, labels):
         write_ids(pseudo_label_path(root, clip.name, name), frame_labels)
 
 
-def write_pseudo_labels(root, clips, labels_by_clip):
-    """Every clip's pseudo labels as label PNGs ``<root>/<clip>/<frame>.png`` (``root`` must not exist yet)."""
-    for clip in clips:
-        write_clip_pseudo_labels(root, clip, labels_by_clip[clip.name])
+class PseudoLabelFiles:
+    """The PNGs under ``root`` as ``{clip name: frames}``, read a pair at a time, never a whole split:
+    ``files[name][[a, b]]`` is uint8 (2, H, W). Every frame's file is checked when this is made (its PNG header:
+    present, and of the clip's size), so that a missing or wrong file stops the stage before any training."""
+
+    def __init__(self, root, clips):
+        self.root, self.clips = root, {c.name: c for c in clips}
+        for clip in clips:
+            for t in range(len(clip)):
+                path = pseudo_label_path(root, clip.name, clip.frame_names[t])
+                try:
+                    with Image.open(path) as image:
+                        size = image.size[::-1]
+                except (OSError, ValueError) as e:      # missing, not an image (UnidentifiedImageError)
+                    raise DataError(f"{path}: unreadable pseudo label ({e}); rerun the pseudo_labels stage") from e
+                if size != tuple(clip.labels.shape[1:]):
+                    raise DataError(f"{path}: pseudo label of size {size}, the frame is "
+                                    f"{tuple(clip.labels.shape[1:])} (rerun the pseudo_labels stage)")
+
+    def __getitem__(self, name):
+        return _PseudoLabelFrames(self.root, self.clips[name])
+
+
+class _PseudoLabelFrames:
+    def __init__(self, root, clip):
+        self.root, self.clip = root, clip
+
+    def __getitem__(self, frames):
+        return np.stack([read_pseudo_label(self.root, self.clip, t) for t in frames])
+
+
+# --- the entry point ---------------------------------------------------------------------------------------------
+
+def make_pseudo_labels(model, clips, store, cfg, out, compute=CPU, observer=None):
+    """Algorithm 1 (and the baselines' generators): label ``clips`` with generator ``cfg.pseudo_label``
+    (``videoda.config.PseudoLabels``), writing each clip's labels under ``out`` (``<out>/<clip>/<frame>.png``,
+    ``out`` must not exist yet) as soon as they are made. Returns the final thresholds (K,) (None on the ranks
+    other than 0).
+
+    Prediction, aggregation (Eq. 10) and thresholds run on ``compute``'s device (the model must be there) under
+    its autocast (the softmax maps come back as float32). Each clip is predicted once and one clip is in memory
+    at a time. What is read more than once (CBST's set-wide thresholds; the observer's arrays) is parked in one
+    spill (``spill.shared_spill``) in a temporary folder next to ``out``, removed at the end.
+
+    ``observer`` (``pseudo_label_analysis.PseudoLabelAnalysis``): fed in the same pass, it then gets both the
+    single-frame and the aggregated maxima of each clip. ``observer.spill_arrays(clip, maxima)`` -> the arrays
+    it parks for the clip (called where the clip is predicted; ``maxima``: ``{SINGLE_FRAME: (conf, pred),
+    AGGREGATED: ...}``); ``observer.add(clip, labels)`` on rank 0 in the clips' order, labels a uint8 tensor on
+    the device; ``observer.finish(spill, theta, compute)`` on rank 0 after the last clip, the spill still there.
+
+    Several processes (``compute.world``; ``out`` matters on rank 0 only, and its folder must be one every rank
+    sees): each rank predicts the clips it owns (``world.shard``, round robin) and parks them in the spill; after
+    a barrier rank 0 thresholds them in the clips' order, the one Algorithm 1's EMA (and CBST's set-wide
+    thresholds) sees with one process, writes the labels and feeds the observer.
+    """
+    gen, world = generator(cfg.pseudo_label), compute.world
+    kinds = (SINGLE_FRAME, AGGREGATED) if observer is not None else (gen.predictions,)
+    keys = (f"{gen.predictions}_conf", f"{gen.predictions}_pred")       # the generator's maxima in the spill
+    parked = gen.needs_whole_set or world.distributed
+
+    def predicted(clip):
+        """(the clip's arrays for the spill, the generator's (confidence, argmax))."""
+        maxima = clip_maxima(model, clip, store, cfg, kinds)
+        arrays = observer.spill_arrays(clip, maxima) if observer is not None else {}
+        if parked:              # the same arrays as the observer's, when it parks them too: written once
+            arrays.update(zip(keys, maxima[gen.predictions]))
+        return arrays, maxima[gen.predictions]
+
+    def maxima_in_order():      # one process: each clip's labels are made (and written) before the next is predicted
+        for clip in compute.progress(clips, description="pseudo labels"):
+            arrays, conf_pred = predicted(clip)
+            spill.append(clip.name, **arrays)
+            yield clip.name, conf_pred
+
+    with compute.autocast(), shared_spill(Path(out).parent if world.is_main else None, compute) as spill:
+        if parked:
+            spill.write_shard([clip.name for clip in clips], lambda i: predicted(clips[i])[0], compute,
+                              "pseudo labels")
+            if not world.is_main:
+                return None
+            maxima = spill.view(*keys)
+            in_order = compute.progress(clips, description="pseudo labels: thresholds in clip order")
+        else:
+            maxima, in_order = maxima_in_order(), clips
+        theta = None
+        for clip, (_, labels, theta) in zip(in_order, label_stream(maxima, cfg, compute)):
+            write_clip_pseudo_labels(out, clip, labels.cpu().numpy())
+            if observer is not None:
+                observer.add(clip, labels)
+        if observer is not None:
+            observer.finish(spill, theta, compute)
+    return theta

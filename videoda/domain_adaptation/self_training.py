@@ -1,36 +1,34 @@
 """Video self-training (VST, Sec. 4.4.2, Eq. 12-14): target frame pairs with online-refined pseudo labels.
 
-The training itself is the shared loop (``train.train``) with these loss terms: the cross-entropy of Eq. 13
-on both frames against the refined pseudo labels, a regulariser (IAST's entropy on ignored pixels or CRST's
-confidence-regularising KLD on labelled pixels), and optionally the source cross-entropy (CBST/CRST-style).
-The target pairs stream through a ``PairLoader`` (``PseudoLabelPairs``: images, pseudo labels and flows read a
-pair at a time); their online refinement (Eq. 12/14) runs on each whole batch on the training device
-(``refine_pairs``).
+The entry point is ``self_train``. The training itself is the shared loop (``train.train``) with these loss
+terms: the cross-entropy of Eq. 13 on both frames against the refined pseudo labels, a regulariser (IAST's
+entropy on ignored pixels or CRST's confidence-regularising KLD on labelled pixels), and optionally the source
+cross-entropy (CBST/CRST-style). The target pairs stream through a ``PairLoader`` (``PseudoLabelPairs``: images,
+pseudo labels and flows read a pair at a time); their online refinement (Eq. 12/14) runs on each whole batch on
+the training device (``refine_pairs``). A later round's pseudo labels are made again with the current model
+(``pseudo_labels.make_pseudo_labels``).
 """
 
 import contextlib
 import dataclasses
 import os
 import tempfile
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from videoda.data.classes import IGNORE_ID
-from videoda.data.pairs import PairDataset, PairLoader
+from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
-from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, iter_pseudo_labels,
-                                                     pseudo_label_path, read_pseudo_label,
-                                                     write_clip_pseudo_labels)
-from videoda.utils.shards import shared_folder
-from videoda.domain_adaptation.train import forward_pairs, segmentation_optimizer, train
-from videoda.errors import DataError
+from videoda.domain_adaptation.pseudo_labels import PseudoLabelFiles, cutout_refine, fillin_refine, make_pseudo_labels
+from videoda.domain_adaptation.train import Curve, Objective, forward_pairs, segmentation_optimizer, train
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
-from videoda.utils.distributed import SINGLE, barrier
+from videoda.utils.device import CPU
+from videoda.utils.distributed import barrier
 from videoda.utils.io import scratch_folder
+from videoda.utils.shards import shared_folder
 
 REFINEMENTS = ("none", "cutout", "fillin")
 REGULARISERS = ("none", "entropy", "kld")
@@ -44,35 +42,27 @@ def unlabelled_clips(clips):
                                 labeled=np.zeros(np.shape(c.labeled), bool)) for c in clips]
 
 
-class PseudoLabelFiles:
-    """Stage ``pseudo_labels``' PNGs as ``{clip name: frames}``, read a pair at a time, never a whole split:
-    ``files[name][[a, b]]`` is uint8 (2, H, W). Every frame's file is checked when this is made (its PNG header:
-    present, and of the clip's size), so that a missing or wrong file stops the stage before any training."""
+@dataclass(frozen=True)
+class VSTData:
+    """What VST trains on: the target clips without their ground truth (``unlabelled_clips``), round 1's pseudo
+    labels ``pseudo`` (``{clip name: frames}``: arrays (T, H, W) or ``PseudoLabelFiles``), the open ``FlowStore``
+    of the clips' flows (its file is reopened by the loader's readers) and, for the source term, the source
+    clips."""
+    clips: list
+    pseudo: object
+    store: object
+    source: list = None
 
-    def __init__(self, root, clips):
-        self.root, self.clips = root, {c.name: c for c in clips}
+    @classmethod
+    def from_prepared(cls, root, pseudo_root, store, cfg):
+        """Stage ``vst``'s data: the target-train clips under ``root`` without their ground truth, their pseudo
+        labels (the PNGs under ``pseudo_root``, read a pair at a time), their flows (``store``, checked against
+        every clip) and, when ``cfg.lambda_source`` > 0, the source clips."""
+        clips = unlabelled_clips(load_split(root, "target_train"))
+        pseudo = PseudoLabelFiles(pseudo_root, clips)
         for clip in clips:
-            for t in range(len(clip)):
-                path = pseudo_label_path(root, clip.name, clip.frame_names[t])
-                try:
-                    with Image.open(path) as image:
-                        size = image.size[::-1]
-                except (OSError, ValueError) as e:      # missing, not an image (UnidentifiedImageError)
-                    raise DataError(f"{path}: unreadable pseudo label ({e}); rerun the pseudo_labels stage") from e
-                if size != tuple(clip.labels.shape[1:]):
-                    raise DataError(f"{path}: pseudo label of size {size}, the frame is "
-                                    f"{tuple(clip.labels.shape[1:])} (rerun the pseudo_labels stage)")
-
-    def __getitem__(self, name):
-        return _PseudoLabelFrames(self.root, self.clips[name])
-
-
-class _PseudoLabelFrames:
-    def __init__(self, root, clip):
-        self.root, self.clip = root, clip
-
-    def __getitem__(self, frames):
-        return np.stack([read_pseudo_label(self.root, self.clip, t) for t in frames])
+            store.check_clip(clip.name, len(clip), *clip.images.shape[1:3])
+        return cls(clips, pseudo, store, load_split(root, "source") if cfg.lambda_source > 0 else None)
 
 
 class PseudoLabelPairs(PairDataset):
@@ -195,22 +185,21 @@ def vst_losses(regulariser, lambda_reg, lambda_source):
     return [target_terms] + ([source_term] if lambda_source > 0 else [])
 
 
-def regenerate_pseudo_labels(model, clips, store, cfg, folder, progress=lambda xs, **_: xs, world=SINGLE):
-    """A later VST round's pseudo labels from the current model: written clip by clip as label PNGs under
-    ``folder`` (as stage ``pseudo_labels`` writes them), read back a pair at a time (``PseudoLabelFiles``), so no
-    round holds the whole split's labels in memory. PNGs are lossless: the labels are the generated ones.
+def regenerate_pseudo_labels(model, clips, store, cfg, folder, compute=CPU):
+    """A later VST round's pseudo labels from the current model (``make_pseudo_labels`` with generator ``cfg``):
+    written clip by clip as label PNGs under ``folder`` (as stage ``pseudo_labels`` writes them), read back a
+    pair at a time (``PseudoLabelFiles``), so no round holds the whole split's labels in memory. PNGs are
+    lossless: the labels are the generated ones.
 
-    Several processes (``world``; ``folder`` the same path on every rank, on a filesystem they all see): each
-    rank predicts the clips it owns, rank 0 thresholds them in the clips' order (Algorithm 1's EMA) and writes
-    the PNGs (``iter_pseudo_labels``), and every rank returns once they are written. ``model``: the module
-    itself, or its ``DistributedDataParallel`` wrapper (unwrapped here: the ranks predict different clips,
-    and the wrapper's forward would synchronise buffers across them)."""
+    Several processes (``compute.world``; ``folder`` the same path on every rank, on a filesystem they all see):
+    each rank predicts the clips it owns, rank 0 thresholds them in the clips' order (Algorithm 1's EMA) and
+    writes the PNGs, and every rank returns once they are written. ``model``: the module itself, or its
+    ``DistributedDataParallel`` wrapper (unwrapped here: the ranks predict different clips, and the wrapper's
+    forward would synchronise buffers across them)."""
     if isinstance(model, torch.nn.parallel.DistributedDataParallel):
         model = model.module
-    for clip, labels, _ in iter_pseudo_labels(model, clips, store, cfg, progress, spill_root=folder.parent,
-                                              world=world):
-        write_clip_pseudo_labels(folder, clip, labels.cpu().numpy())
-    barrier(world)                     # the other ranks read the PNGs rank 0 wrote
+    make_pseudo_labels(model, clips, store, cfg, folder, compute)
+    barrier(compute.world)                     # the other ranks read the PNGs rank 0 wrote
     return PseudoLabelFiles(folder, clips)
 
 
@@ -223,37 +212,33 @@ def round_folder(scratch):
     return lambda: scratch_folder(scratch)
 
 
-def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lambda xs, **_: xs, workers=0,
-               snapshot=None, compute=None, scratch=None):
-    """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``): ``cfg.rounds`` rounds of training on target
-    pairs (t - tau, t) with online-refined pseudo labels; round 1 uses ``pseudo`` ({clip: frames}, e.g. arrays
-    (T, H, W) or ``PseudoLabelFiles``), each further round regenerates them with the current model and
-    ``cfg.labels`` (the same generator). ``clips`` must carry no ground truth (``unlabelled_clips``). ``store``:
-    the open ``FlowStore`` (its file is reopened by the loader's readers). Pairs are read by ``workers``
-    processes; training and the refinement run on the model's device, under ``compute``'s autocast
-    (``train``'s; the regenerated pseudo labels' predictions too). Returns the training curve's rows (step
-    counted across rounds, with the round number).
+def self_train(model, data, cfg, compute=CPU, snapshot=None, scratch=None):
+    """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``) on ``data`` (``VSTData``): ``cfg.rounds``
+    rounds of training on target pairs (t - tau, t) with online-refined pseudo labels; round 1 uses
+    ``data.pseudo``, each further round regenerates them with the current model and ``cfg.labels`` (the same
+    generator). Pairs are read by ``compute.workers`` processes; training and the refinement run on
+    ``compute``'s device (the model must be there), under its autocast (the regenerated pseudo labels'
+    predictions too). Returns the training curve's rows (step counted across rounds, with the round number).
 
     ``snapshot`` (``snapshot.Snapshot``): saved during every round with the round, the rows of the rounds before
     and, after round 1, the weights the round's pseudo labels were generated from; a run resumed from it
     regenerates them from those weights (deterministic) instead of storing every label map.
 
-    Several processes (``compute.world``): each rank trains on its own batches (DistributedDataParallel, ``train``)
-    and a later round's labels are generated sharded (``regenerate_pseudo_labels``) into a folder next to
-    ``scratch`` (the stage's output), which every rank reads; without ``scratch``, the system's temporary folder
-    (one process only).
+    Several processes (``compute.world``): each rank trains on its own batches (DistributedDataParallel,
+    ``train``) and a later round's labels are generated sharded (``regenerate_pseudo_labels``) into a folder
+    next to ``scratch`` (the stage's output), which every rank reads; without ``scratch``, the system's temporary
+    folder (one process only).
     """
-    device = next(model.parameters()).device
-    train_cfg, occlusion = cfg.train, cfg.labels.occlusion
-    resume = snapshot.load() if snapshot is not None else None
+    train_cfg, occlusion, world = cfg.train, cfg.labels.occlusion, compute.world
+    resume = snapshot.load() if snapshot is not None else None      # ``train`` takes it in the round it was in
     first_round, rows = (resume["context"]["round"] - 1, resume["context"]["rows"]) if resume is not None else (0, [])
-    world = SINGLE if compute is None else compute.world
-    rank = world.rank         # each training process draws its own batches
-    source = (PairLoader(PairDataset(source_clips, cfg.tau, require_label=True), train_cfg.batch_size,
-                         cfg.seed + 1, workers=workers, device=device, rank=rank)
+    objective = Objective(vst_forward, tuple(vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source)))
+    source = (PairLoader(PairDataset(data.source, cfg.tau, require_label=True), train_cfg.batch_size,
+                         cfg.seed + 1, compute=compute)       # each training process draws its own batches
               if cfg.lambda_source > 0 else None)
     if source is not None:
         source.skip(first_round * train_cfg.iterations)      # the source stream runs on across rounds
+    pseudo = data.pseudo
     for r in range(first_round, cfg.rounds):
         context = {"round": r + 1, "rows": rows}          # counted from 1, as in the curve
         round_files = contextlib.ExitStack()
@@ -263,20 +248,16 @@ def self_train(model, clips, pseudo, store, cfg, source_clips=None, progress=lam
             if snapshot is not None and snapshot.every > 0:
                 context["round_start"] = {k: v.clone() for k, v in model.state_dict().items()}
             folder = round_files.enter_context(shared_folder(round_folder(scratch), world)) / "labels"
-            with contextlib.nullcontext() if compute is None else compute.autocast():
-                pseudo = regenerate_pseudo_labels(model, clips, store, cfg.labels, folder, progress, world)
-        pairs = PseudoLabelPairs(clips, cfg.tau, pseudo, cfg.refine, store.path if cfg.refine != "none" else None)
-        with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, hflip=train_cfg.hflip, workers=workers,
-                        device=device, rank=rank) as target:
+            pseudo = regenerate_pseudo_labels(model, data.clips, data.store, cfg.labels, folder, compute)
+        pairs = PseudoLabelPairs(data.clips, cfg.tau, pseudo, cfg.refine,
+                                 data.store.path if cfg.refine != "none" else None)
+        with PairLoader(pairs, train_cfg.batch_size, cfg.seed + 100 * r, train_cfg.hflip, compute) as target:
             batches = VSTBatches(target, cfg.refine, occlusion.alpha, occlusion.occlusion_threshold, source)
             optimizer = segmentation_optimizer(model, train_cfg.optim)
             if snapshot is not None:
                 snapshot.context = context
-            result = train(model, optimizer, batches, vst_forward,
-                           vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source), train_cfg.iterations,
-                           None, power=train_cfg.optim.poly_power, description=f"vst round {r + 1}",
-                           snapshot=snapshot, resume=resume if r == first_round else None,
-                           compute=compute)
+            result = train(model, optimizer, batches, objective, train_cfg, Curve(None, f"vst round {r + 1}"),
+                           snapshot, compute)
         pairs.close()
         barrier(world)      # every rank's loader is done with the round's labels before rank 0 removes them
         round_files.close()

@@ -11,12 +11,13 @@ a stage's declared outputs before it runs it, never other files, so the snapshot
 from it; the stage removes it once its outputs are written. Written atomically (temporary name, then rename), so
 a kill while writing leaves the previous snapshot whole.
 
-Key: a sha256 over the stage's name, its resolved params file (bytes), its code (the bytes of the project modules
-it has loaded and of its script), the checkpoint it starts from (bytes), and the names, sizes and modification
-times of its data inputs. A snapshot whose key differs, or that cannot be read (truncated), is reported in one
-line and ignored: the stage starts from step 0. Data files are not hashed whole: at paper scale they are hundreds
-of GB, read at every start; a rewritten file gets a new modification time, which is enough to never resume a
-snapshot of other data (a copy of the same bytes with a new time only costs a restart).
+Key: a sha256 over the stage's name, its resolved params file (bytes), its code (the names and bytes of its
+script's import closure, ``videoda.utils.code_deps``: the files dvc.yaml lists as its code deps), the checkpoint
+it starts from (bytes), and the names, sizes and modification times of its data inputs. A snapshot whose key
+differs, or that cannot be read (truncated), is reported in one line and ignored: the stage starts from step 0.
+Data files are not hashed whole: at paper scale they are hundreds of GB, read at every start; a rewritten file gets
+a new modification time, which is enough to never resume a snapshot of other data (a copy of the same bytes with
+a new time only costs a restart).
 
 Several processes (DistributedDataParallel): every rank holds the same weights and optimiser state, so rank 0
 saves them, with every rank's RNG states (gathered) and the world size. The stages key it by their params
@@ -35,13 +36,14 @@ import numpy as np
 import torch
 
 from videoda.errors import ParamError
-from videoda.utils.distributed import SINGLE, broadcast_object, gather_objects
+from videoda.utils.code_deps import REPO, import_closure
+from videoda.utils.device import CPU
+from videoda.utils.distributed import broadcast_object, gather_objects
 from videoda.utils.io import atomic_path, remove_stale_temps
 
 FORMAT = 1                 # the layout of a snapshot's dict; another layout is never resumed
 SNAPSHOT_DIR = ".snapshots"
 REQUIRED = {"format", "key", "step", "iterations", "model", "optimizer", "rng", "rows", "sums", "count", "context"}
-_PROJECT = Path(__file__).resolve().parents[1]      # the videoda package
 
 
 def snapshot_path(out, stage):
@@ -49,8 +51,8 @@ def snapshot_path(out, stage):
     return Path(out).parent / SNAPSHOT_DIR / stage / "snapshot.pt"
 
 
-def _hash_file(h, path):
-    h.update(f"{path}\0".encode())
+def _hash_file(h, path, name=None):
+    h.update(f"{path if name is None else name}\0".encode())
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -67,15 +69,9 @@ def _hash_listing(h, path):
 
 
 def code_files(script=None):
-    """The project's code a stage runs: its script and every loaded module of the ``videoda`` package (what
-    ``dvc.yaml`` lists as the stage's code deps)."""
-    files = {Path(script).resolve()} if script else set()
-    for module in list(sys.modules.values()):
-        f = getattr(module, "__file__", None)
-        # The name test first: resolving every loaded module's path (torch's thousands) takes a second.
-        if f and "videoda" in f and Path(f).resolve().is_relative_to(_PROJECT):
-            files.add(Path(f).resolve())
-    return sorted(files)
+    """The project's code stage script ``script`` runs, as {path relative to the repository: file}: its import
+    closure (what ``dvc.yaml`` lists as the stage's code deps); none without a script."""
+    return {name: REPO / name for name in import_closure(script)} if script else {}
 
 
 def _hash_params(h, params):
@@ -89,8 +85,11 @@ def input_key(stage, params, script=None, init=None, data=()):
     process layout), code, init checkpoint and the listings of its ``data`` paths (files or folders)."""
     h = hashlib.sha256(f"videoda snapshot {FORMAT}\0{stage}\0".encode())
     _hash_params(h, params)
-    for f in code_files(script) + ([init] if init is not None else []):
-        _hash_file(h, f)
+    # the code by its repository-relative names: the key does not depend on where the repository lies
+    for name, f in code_files(script).items():
+        _hash_file(h, f, name)
+    if init is not None:
+        _hash_file(h, init)
     for d in data:
         _hash_listing(h, d)
     return h.hexdigest()
@@ -119,20 +118,22 @@ class Snapshot:
     """A training run's snapshot file ``path`` with key ``key``, taken every ``every`` steps (0: never).
 
     ``context``: what the caller saves with every snapshot besides the loop's state (a dict of tensors, numbers,
-    strings, lists, dicts). ``world``: the training processes (``videoda.utils.distributed.World``); ``save`` and
-    ``load`` are then collective (every rank calls them), and only rank 0 touches the file.
+    strings, lists, dicts). ``compute.world`` (``compute``: a ``videoda.utils.device.Runtime``): the training
+    processes; ``save`` and ``load`` are then collective (every rank calls them), and only rank 0 touches the file.
+    ``resume``: the state ``load`` read, where the next training run on this snapshot continues from (``train``
+    takes it: ``take_resume``).
     """
 
-    def __init__(self, path, key, every, world=SINGLE):
+    def __init__(self, path, key, every, compute=CPU):
         if every < 0:
             raise ValueError(f"snapshot every {every} steps: must be >= 0")
-        self.path, self.key, self.every, self.world = Path(path), key, every, world
-        self.context = {}
+        self.path, self.key, self.every, self.world = Path(path), key, every, compute.world
+        self.context, self.resume = {}, None
 
     @classmethod
-    def for_stage(cls, stage, out, every, params, script=None, init=None, data=(), world=SINGLE):
+    def for_stage(cls, stage, out, every, params, script=None, init=None, data=(), compute=CPU):
         """The snapshot of stage ``stage`` writing ``out``, keyed by its inputs (``input_key``)."""
-        return cls(snapshot_path(out, stage), input_key(stage, params, script, init, data), every, world)
+        return cls(snapshot_path(out, stage), input_key(stage, params, script, init, data), every, compute)
 
     def due(self, steps_done, iterations):
         """Whether to snapshot after ``steps_done`` steps: every ``every``, never at the end (the outputs are)."""
@@ -157,6 +158,12 @@ class Snapshot:
             raise state
         if state is not None and self.world.distributed:
             state = {**state, "rng": state["rank_rng"][self.world.rank]}
+        self.resume = state
+        return state
+
+    def take_resume(self):
+        """The state the last ``load`` read (None: none), once: the training run that resumes from it takes it."""
+        state, self.resume = self.resume, None
         return state
 
     def _read(self):
@@ -198,10 +205,11 @@ class Snapshot:
                 break
 
 
-def training_state(steps_done, iterations, model, optimizer, extra_step, rows, sums, count):
-    """The training loop's state after ``steps_done`` steps (``Snapshot.save``'s argument)."""
+def training_state(steps_done, iterations, model, optimizer, extra_step, log):
+    """The training loop's state after ``steps_done`` steps (``Snapshot.save``'s argument); ``log``: its curve so
+    far, ``{"rows", "sums", "count"}`` (the rows and the open logging window's sums and step count)."""
     state = {"step": steps_done, "iterations": iterations, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "rng": rng_state(), "rows": rows, "sums": sums, "count": count}
+             "optimizer": optimizer.state_dict(), "rng": rng_state(), **log}
     if hasattr(extra_step, "state_dict"):
         state["extra_step"] = extra_step.state_dict()
     return state

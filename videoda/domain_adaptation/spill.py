@@ -7,7 +7,7 @@ item at a time, in the order written, as often as asked.
 
 Under several processes (``shared_spill``) the ranks write the items they own into one folder that rank 0
 made (on the filesystem every node sees), each under its index in the whole sequence; once every rank has
-written (``Spill.complete``, a barrier), rank 0 reads them back in that order, as one process would have.
+written (``Spill.write_shard``, a barrier), rank 0 reads them back in that order, as one process would have.
 """
 
 import contextlib
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from videoda.utils.distributed import SINGLE, barrier
+from videoda.utils.device import CPU
+from videoda.utils.distributed import barrier
 from videoda.utils.shards import shared_folder
 
 
@@ -31,10 +32,7 @@ class Spill:
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        self.names = []                  # the items, in order; a rank's spill learns them in ``complete``
-
-    def __len__(self):
-        return len(self.names)
+        self.names = []                  # the items, in order; a rank's spill learns them in ``write_shard``
 
     def _path(self, i, key):
         return self.folder / f"{i:06d}.{key}.npy"
@@ -46,21 +44,17 @@ class Spill:
 
     def write(self, i, **arrays):
         """Write the arrays of item ``i`` of the whole sequence (a rank writes the items it owns, in any order;
-        ``complete`` then names them all)."""
+        ``write_shard`` then names them all)."""
         for key, array in arrays.items():
             np.save(self._path(i, key), to_numpy(array), allow_pickle=False)
 
-    def write_shard(self, names, arrays_of, world, progress=lambda xs, **_: xs, description=""):
-        """This rank's share of the sequence ``names`` (``world.shard``): item i's arrays ``arrays_of(i)`` written
-        under i; then ``complete``: every rank has written, and the spill holds all of ``names`` in order."""
-        for i in progress(world.shard(range(len(names))), description=description):
+    def write_shard(self, names, arrays_of, compute=CPU, description=""):
+        """This rank's share of the sequence ``names`` (``compute.world.shard``; all of it for one process): item
+        i's arrays ``arrays_of(i)`` written under i. Then, once every rank has written (a barrier), the spill
+        holds all of ``names`` in order: ``view`` reads them so."""
+        for i in compute.progress(compute.world.shard(range(len(names))), description=description):
             self.write(i, **arrays_of(i))
-        return self.complete(names, world)
-
-    def complete(self, names, world=SINGLE):
-        """Wait until every rank has written its items (a barrier), then hold items 0 .. len(names) - 1 as
-        ``names``: ``view`` reads them in that order."""
-        barrier(world)
+        barrier(compute.world)
         self.names = list(names)
         return self
 
@@ -86,9 +80,10 @@ class SpillView:
 
 
 @contextlib.contextmanager
-def shared_spill(root, world=SINGLE, prefix=".maxima-"):
-    """A ``Spill`` in a temporary folder under ``root`` that every rank of ``world`` writes into
-    (``shared_folder``; ``root`` matters on rank 0 only). One process: a temporary folder under ``root``, as
-    before. The other ranks write their items (``Spill.complete``) before rank 0 leaves the block."""
-    with shared_folder(lambda: tempfile.TemporaryDirectory(dir=root, prefix=prefix), world) as folder:
+def shared_spill(root, compute=CPU, prefix=".maxima-"):
+    """A ``Spill`` in a temporary folder under ``root`` that every rank of ``compute.world`` writes into
+    (``shared_folder``; ``root`` matters on rank 0 only), removed when the block ends. One process: a temporary
+    folder under ``root``. The other ranks write their items (``Spill.write_shard``) before rank 0 leaves the
+    block."""
+    with shared_folder(lambda: tempfile.TemporaryDirectory(dir=root, prefix=prefix), compute.world) as folder:
         yield Spill(folder)

@@ -1,14 +1,15 @@
-"""One training loop for every method; what differs between methods is the list of losses plugged in.
+"""One training loop for every method; what differs between methods is the ``Objective`` plugged in.
 
 Each step draws a batch (a dict), runs ``forward(model, batch) -> outputs`` once, and asks every *loss term*
 ``term(outputs, batch) -> {name: scalar tensor}``; the loop sums the terms' losses, back-propagates, steps,
-and logs each named loss.  Methods with a discriminator pass ``extra_step``,
+and logs each named loss.  Methods with a discriminator add an ``extra_step``,
 called after the segmentation step (the alternating optimisation of AdaptSegNet/ADVENT).
 """
 
-import contextlib
 import csv
 import time
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -16,17 +17,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.domain_adaptation.snapshot import restore_training_state, training_state
-from videoda.model import normalize
-from videoda.utils.device import set_deterministic
-from videoda.utils.distributed import SINGLE, data_parallel, mean_over_ranks
+from videoda.model import load_checkpoint, normalize, save_checkpoint
+from videoda.utils.device import CPU, set_deterministic
+from videoda.utils.distributed import data_parallel, mean_over_ranks
 from videoda.utils.io import atomic_path
 
 
-def seed_everything(seed, device="cpu"):
-    """Seed torch (every device) and numpy; deterministic kernels for ``device``'s type (``set_deterministic``)."""
+def seed_everything(seed, compute=CPU):
+    """Seed torch (every device) and numpy; deterministic kernels for the type of ``compute``'s device
+    (``set_deterministic``)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
-    set_deterministic(torch.device(device))
+    set_deterministic(compute.device)
 
 
 OPTIMIZERS = ("sgd", "adam")
@@ -58,46 +60,68 @@ def poly_lr_(optimizer, step, max_steps, power=0.9):
         g["lr"] = g["initial_lr"] * factor
 
 
-def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, power=0.9, extra_step=None,
-          log_every=10, description="train", snapshot=None, resume=None, compute=None):
-    """Run ``iterations`` steps; write a TSV training curve (step, lr and every loss) to ``log_path`` (if given).
+@dataclass(frozen=True)
+class Objective:
+    """What a method trains, plugged into ``train``: ``forward(model, batch) -> outputs`` once per step, the loss
+    ``terms`` (each ``term(outputs, batch) -> {name: loss}``; summed and back-propagated) and ``extra_step(outputs,
+    batch, step) -> {name: loss}`` after the segmentation step (a discriminator's alternating update; None:
+    none)."""
+    forward: Callable
+    terms: tuple
+    extra_step: Optional[Callable] = None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """The training curve of a run: a row of the mean losses every ``every`` steps (and at the last), written as
+    TSV to ``path`` (None: kept in memory only), and the run's ``name`` on its progress bar."""
+    path: object = None
+    name: str = "train"
+    every: int = 10
+
+
+def train(model, optimizer, batches, objective, cfg, curve=Curve(), snapshot=None, compute=CPU):
+    """Run ``cfg.iterations`` steps of ``objective`` (an ``Objective``) on DeepLab's poly schedule with power
+    ``cfg.optim.poly_power`` (``cfg``: a phase's training settings, ``videoda.config.Training``); log the ``curve``
+    (a ``Curve``: step, lr and every loss).
 
     ``batches``: the batch stream, ``.sample()`` the next batch, ``.skip(n)`` advance it by n batches unloaded.
-    ``snapshot`` (a ``snapshot.Snapshot``): saved every ``snapshot.every`` steps; ``resume``: a state it loaded,
-    to continue from (``snapshot.restore_training_state``). A resumed run ends exactly as an uninterrupted one:
-    saving draws no random number and changes no float operation.
+    ``snapshot`` (a ``snapshot.Snapshot``): saved every ``snapshot.every`` steps; a state it loaded
+    (``Snapshot.load``) is where the run continues from (``snapshot.restore_training_state``; taken, so a later
+    run starts afresh). A resumed run ends exactly as an uninterrupted one: saving draws no random number and
+    changes no float operation.
     ``compute`` (``videoda.utils.device.Runtime``, with ``model`` already on its device): each batch is moved to
     its device and the forward pass and the losses run under its autocast (backward outside it, as torch
-    advises); None: batches as ``batches`` gives them, no autocast (for the CPU in fp32 the two are the
-    same computation).
+    advises).
 
     Several processes (``compute.world``): ``forward`` gets ``model`` wrapped in DistributedDataParallel, so each
     backward averages the gradients over the ranks and every rank holds the same weights after every step; each
     rank's ``batches`` is its own stream (the global batch is the ranks' batches together). The logged losses
-    are averaged over the ranks; only rank 0 shows progress, writes the curve and the snapshots.
+    are averaged over the ranks; only rank 0 shows progress (in a stage), writes the curve and the snapshots.
 
     Returns ``{"seconds", "final", "rows"}``. The seconds are for the caller to print, never to write into an
     output: a DVC-tracked file must not change when only the run time does.
     """
-    world = SINGLE if compute is None else compute.world
+    iterations, extra_step, world = cfg.iterations, objective.extra_step, compute.world
     model.train()
     rows, sums, count, first = [], {}, 0, 0
+    resume = snapshot.take_resume() if snapshot is not None else None
     if resume is not None:
         first, rows, sums, count = restore_training_state(resume, iterations, model, optimizer, extra_step, batches)
     # wrapped after restoring: DDP broadcasts rank 0's weights when it wraps, the restored ones
-    net = model if compute is None else data_parallel(model, world, compute.device)
+    net = data_parallel(model, compute)
     start = time.perf_counter()
     columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, transient=False, disable=not world.is_main) as progress:
-        task = progress.add_task(description, total=iterations, loss="", completed=first)
+    with Progress(*columns, transient=False, disable=not compute.shows_progress) as progress:
+        task = progress.add_task(curve.name, total=iterations, loss="", completed=first)
         for step in range(first, iterations):
-            poly_lr_(optimizer, step, iterations, power)
-            batch = batches.sample() if compute is None else compute.batch(batches.sample())
-            with contextlib.nullcontext() if compute is None else compute.autocast():
-                outputs = forward(net, batch)
+            poly_lr_(optimizer, step, iterations, cfg.optim.poly_power)
+            batch = compute.batch(batches.sample())
+            with compute.autocast():
+                outputs = objective.forward(net, batch)
                 losses = {}
-                for term in loss_terms:
+                for term in objective.terms:
                     losses.update(term(outputs, batch))
                 total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
@@ -109,7 +133,7 @@ def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, 
             for k, v in mean_over_ranks(values, world).items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
-            if (step + 1) % log_every == 0 or step + 1 == iterations:
+            if (step + 1) % curve.every == 0 or step + 1 == iterations:
                 row = {"step": step + 1, "lr": optimizer.param_groups[0]["lr"]}
                 row.update({k: s / count for k, s in sums.items()})
                 rows.append(row)
@@ -117,10 +141,19 @@ def train(model, optimizer, batches, forward, loss_terms, iterations, log_path, 
                 progress.update(task, loss=" ".join(f"{k}={v:.3f}" for k, v in row.items() if k not in ("step", "lr")))
             progress.advance(task)
             if snapshot is not None and snapshot.due(step + 1, iterations):
-                snapshot.save(training_state(step + 1, iterations, model, optimizer, extra_step, rows, sums, count))
-    if log_path is not None and world.is_main:
-        write_curve(log_path, rows)
+                log = {"rows": rows, "sums": sums, "count": count}
+                snapshot.save(training_state(step + 1, iterations, model, optimizer, extra_step, log))
+    if curve.path is not None and world.is_main:
+        write_curve(curve.path, rows)
     return {"seconds": round(time.perf_counter() - start, 1), "final": rows[-1], "rows": rows}
+
+
+def skip_phase(stage, init, out, curve_path):
+    """Stage ``stage`` of a method without that training phase (``conf/method/``): the checkpoint ``init`` written
+    as its output ``out`` (marked ``enabled: False``) and a curve without rows."""
+    model, _ = load_checkpoint(init)
+    write_curve(curve_path, [])
+    save_checkpoint(out, model, {"stage": stage, "enabled": False, "init": str(init)})
 
 
 def timing_line(stage, steps, seconds):
@@ -153,3 +186,6 @@ def segmentation_loss(outputs, batch, weight=1.0):
     """Eq. 9, first term: cross-entropy summed over the two frames t - tau and t."""
     logits, labels = outputs["logits"], batch["labels"]
     return {"seg": weight * sum(cross_entropy_2d(logits[:, i], labels[:, i]) for i in range(logits.shape[1]))}
+
+
+SUPERVISED = Objective(supervised_forward, (segmentation_loss,))     # stages train_source and train_oracle

@@ -319,12 +319,12 @@ def run_ptlflow(model, first, second):
 
 class PtlflowFlow:
     """A ptlflow model, from ``load_ptlflow_model``: the flow store records its checkpoint's name and sha256. It runs
-    on ``compute``'s device under its autocast (``videoda.utils.device.Runtime``; None: the CPU in fp32); its
+    on ``compute``'s device under its autocast (a ``videoda.utils.device.Runtime``); its
     weights keep their memory layout (channels-last for FlowNet models: ptlflow's other models reshape feature
     maps with ``view``, which needs the default layout)."""
 
-    def __init__(self, model, batch_size=4, compute=None):
-        self.compute = compute or CPU
+    def __init__(self, model, batch_size=4, compute=CPU):
+        self.compute = compute
         self.model, self.batch_size = model.to(self.compute.device), batch_size
         path = getattr(model, "checkpoint", None)
         self.attrs = {} if path is None else {"checkpoint": Path(path).name,
@@ -341,8 +341,8 @@ class PtlflowFlow:
         return np.concatenate(out)
 
 
-def make_backend(method, dis_preset="medium", gt_root=None, ckpt=None, batch_size=4, compute=None):
-    """The flow backend ``method``; a ptlflow model runs on ``compute`` (a ``Runtime``; None: the CPU in fp32)."""
+def make_backend(method, dis_preset="medium", gt_root=None, ckpt=None, batch_size=4, compute=CPU):
+    """The flow backend ``method``; a ptlflow model runs on ``compute`` (a ``Runtime``)."""
     if method == "dis":
         return DisFlow(dis_preset)
     if method == "gt":

@@ -2,8 +2,8 @@
 
 For every frame i the flows i -> i-1 and i -> i+1 (backward-warping the neighbours onto frame i, Eq. 10), and
 t -> t-tau and t-tau -> t (cut-out refinement, Eq. 12), stored once when tau = 1 (layout and conventions:
-``videoda.flow.store``, ``videoda.flow``). With ``score``, the configured backend, the ``compare`` methods and the
-zero flow are scored against the ground-truth flow; a ptlflow model to compare whose checkpoint is not found
+``videoda.flow.store``, ``videoda.flow``). With ``flow.epe``, the configured backend, the ``flow.compare`` methods
+and the zero flow are scored against the ground-truth flow; a ptlflow model to compare whose checkpoint is not found
 offline is listed as not run.
 """
 
@@ -17,43 +17,45 @@ from videoda.flow.backends import (PtlflowFlow, checkpoint_label, is_ptlflow_met
                                    make_backend, ptlflow_reference)
 from videoda.flow.quality import EpeMeter
 from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
-from videoda.utils.distributed import SINGLE
+from videoda.utils.device import CPU
 from videoda.utils.shards import in_clip_order, main_atomic_path, shard_folder
 
 
-def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt, batch_size, score, gt_root, compare,
-                  progress=lambda xs, **_: xs, compute=None):
+def compute_flows(data, out, cfg, compute=CPU):
     """Write the flows of the target-train clips under ``data`` (prepared clips) to the flow store ``out`` with
-    backend ``method`` (``dis_preset``, ``ckpt``, ``batch_size``: its settings; ``gt_root``: the ground-truth
-    flow), pair distances 1 and ``tau``. With ``score``, the EPE of the backend, of each method in ``compare`` (with
-    its default checkpoint) and of the zero flow against the ground truth, with Eq. 10's occlusion mask
-    (``alpha``, ``threshold``). ptlflow models run on ``compute``'s device in its precision (a
-    ``videoda.utils.device.Runtime``; None: the CPU in fp32), DIS and the ground truth on the CPU. Returns the
-    report (``reports/flow.json``) and the seconds spent computing the stored flows.
+    stage ``flow``'s config ``cfg`` (``videoda.config.Flow``): backend ``cfg.method`` (``cfg.dis_preset``,
+    ``cfg.ckpt``, ``cfg.batch_size``: its settings; ``cfg.gt_root``: the ground-truth flow), pair distances 1 and
+    ``cfg.tau``. With ``cfg.epe``, the EPE of the backend, of each method in ``cfg.compare`` (with its default
+    checkpoint) and of the zero flow against the ground truth, with Eq. 10's occlusion mask (``cfg.occlusion``).
+    ptlflow models run on ``compute``'s device in its precision (a ``videoda.utils.device.Runtime``), DIS and the
+    ground truth on the CPU. Returns the report (``reports/flow.json``) and the seconds spent computing the stored
+    flows.
 
     Several processes (``compute.world``): each rank computes its share of the clips (flows and EPE terms) into
     a shard folder next to ``out``, and rank 0 writes the store clip by clip in clip order and adds the EPE terms
     in clip order, as one process does: the same bytes and report. It returns the report and the seconds of all
     ranks together; the other ranks return (None, None)."""
+    method, tau, gt_root, batch_size = cfg.method, cfg.tau, cfg.gt_root, cfg.batch_size
+    alpha, threshold = cfg.occlusion.alpha, cfg.occlusion.occlusion_threshold
     paths = list_clips(data, "target_train")
-    backend = make_backend(method, dis_preset=dis_preset, gt_root=gt_root, ckpt=ckpt, batch_size=batch_size,
+    backend = make_backend(method, dis_preset=cfg.dis_preset, gt_root=gt_root, ckpt=cfg.ckpt, batch_size=batch_size,
                            compute=compute)
     backends, not_run = {method: backend}, {}
-    for name in compare:     # scored in the report only, each with its default checkpoint
+    for name in cfg.compare if cfg.epe else ():     # scored in the report only, each with its default checkpoint
         if name in backends:
             continue
         if not is_ptlflow_method(name):
-            backends[name] = make_backend(name, dis_preset=dis_preset, gt_root=gt_root)
+            backends[name] = make_backend(name, dis_preset=cfg.dis_preset, gt_root=gt_root)
             continue
         ptlflow_reference(name, key="flow.compare")      # a typo is a param error, not a model "not run"
         try:
             backends[name] = PtlflowFlow(load_ptlflow_model(name), batch_size, compute)
         except DataError as e:     # e.g. no checkpoint offline: say so in the report
             not_run[name] = str(e)
-    gt = make_backend("gt", gt_root=gt_root) if score else None
+    gt = make_backend("gt", gt_root=gt_root) if cfg.epe else None
     meters = {name: EpeMeter(alpha, threshold) for name in [*backends, "zero"]}
     deltas = sorted({1, tau})
-    world = compute.world if compute is not None else SINGLE
+    world = compute.world
     first_size = {}      # the frame size of the first clip this process computes
 
     def clip_flows(index, path):
@@ -89,8 +91,7 @@ def compute_flows(data, out, *, method, tau, alpha, threshold, dis_preset, ckpt,
     size, pairs_done, seconds = None, 0, 0.0
     with main_atomic_path(out, world) as tmp, shard_folder(out, world) as shards:
         writer = None
-        results = in_clip_order(paths, clip_flows, world, shards,
-                                progress=progress, description=f"flow ({method})")
+        results = in_clip_order(paths, clip_flows, compute, shards, description=f"flow ({method})")
         for index, result in results:      # rank 0: every clip, in clip order; other ranks: none
             h, w = result["height"], result["width"]
             if size is None:

@@ -2,6 +2,6 @@
 confusion matrices, class colours; matplotlib, shared with the paper tables), ``pseudo_figure.py`` (the
 pseudo-label figure), ``video.py`` (the prediction video, OpenCV), ``panels.py`` (image panels, numpy)."""
 
-from videoda.report.build import build_report
+from videoda.report.build import ReportInputs, build_report
 
-__all__ = ["build_report"]
+__all__ = ["ReportInputs", "build_report"]

@@ -18,6 +18,7 @@ metadata.
 
 import json
 import re
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import cv2
@@ -140,15 +141,32 @@ def model_name(path):
     return Path(path).stem
 
 
-def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseudo_root, data_root, flow_path,
-                 baseline_path, model_path, cfg, progress=lambda xs, **_: xs, compute=None):
-    """Write the report folder ``out`` (atomically: on any error nothing is left there). The two models predict on
-    ``compute``'s device in its precision (``videoda.utils.device.Runtime``; None: the CPU in fp32).
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the report reads (stage ``report``'s inputs): the evaluation's metrics and confusion matrices, the
+    pseudo-label report and PNGs, the prepared clips, the flow store, and the two checkpoints of the video."""
+    metrics: str
+    confusion: str
+    pseudo_report: str
+    pseudo: str
+    data: str
+    flow: str
+    baseline: str
+    model: str
+
+
+def build_report(out, inputs, cfg, compute=CPU):
+    """Write the report folder ``out`` (atomically: on any error nothing is left there) from ``inputs`` (a
+    ``ReportInputs``) with stage ``report``'s config ``cfg`` (``videoda.config.Report``). The two models predict
+    on ``compute``'s device in its precision (a ``videoda.utils.device.Runtime``).
 
     Reads only what it draws: the annotated flags of the target-train clips, the frames of the pseudo-label
     figure and the one target-val clip of the video, one clip at a time. The video's scale is lowered (with a
     note) until its frames fit the mp4v writer, before anything is computed.
     """
+    metrics_path, confusion_path, pseudo_report_path, pseudo_root = (inputs.metrics, inputs.confusion,
+                                                                     inputs.pseudo_report, inputs.pseudo)
+    data_root, flow_path, baseline_path, model_path = inputs.data, inputs.flow, inputs.baseline, inputs.model
     _require(metrics_path, "metrics file", "evaluate")
     _require(confusion_path, "confusion-matrix file", "evaluate")
     _require(pseudo_report_path, "pseudo-label report", "pseudo_labels")
@@ -172,7 +190,6 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
         size = "x".join(map(str, video_frame_size(*clip.images.shape[1:3], cfg.video_scale, VIDEO_PANELS)[::-1]))
         print(f"note: report.video_scale = {cfg.video_scale} makes {size} video frames, over the "
               f"{MP4V_MAX_SIDE}-pixel side OpenCV's mp4v writer takes: the video uses scale {scale}")
-    compute = compute or CPU
     baseline, model = (compute.module(load_checkpoint(p, map_location=compute.device)[0])
                        for p in (baseline_path, model_path))
     names = (model_name(baseline_path), model_name(model_path))
@@ -182,7 +199,7 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
     rows = []
     with FlowStore(flow_path) as store:
         loaded = None
-        for ci, t in progress(picks, description="report: pseudo labels"):
+        for ci, t in compute.progress(picks, description="report: pseudo labels"):
             if ci != loaded:                         # picks come in clip order: each clip is opened once
                 train_clip, loaded = load_clip(train_paths[ci]), ci
             store.check_clip(train_clip.name, len(train_clip), *train_clip.images.shape[1:3])
@@ -199,8 +216,7 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
     files = {"iou": "iou_per_class.png", "confusion": {m: f"confusion_{safe_name(m)}.png" for m in models},
              "pseudo": "pseudo_labels.png", "pseudo_rows": rows, "video": "predictions.mp4",
              "still": "predictions_middle.png", "legend": "classes.png"}
-    sources = [str(p) for p in (metrics_path, confusion_path, pseudo_report_path, pseudo_root, data_root, flow_path,
-                                baseline_path, model_path)]
+    sources = [str(p) for p in astuple(inputs)]
     video = {"clip": clip.name, "frames": len(clip), "baseline": names[0], "model": names[1],
              "middle": f"frame {middle + 1} of {len(clip)}", "scale": scale}
     markdown = index_markdown(metrics, pseudo, pseudo_report_path, files, sources, cfg, video)
@@ -217,7 +233,7 @@ def build_report(out, *, metrics_path, confusion_path, pseudo_report_path, pseud
 
         def frames():
             """The video's frames, drawn one at a time as the writer takes them; the middle one is the still."""
-            for i in progress(range(len(clip)), description="report: video"):
+            for i in compute.progress(range(len(clip)), description="report: video"):
                 frame = video_frame(clip.images[i], [p[i] for p in preds], titles(i), scale, cfg.classes.colorize)
                 if i == middle and not cv2.imwrite(str(tmp / files["still"]), frame):
                     raise DataError(f"{tmp / files['still']}: could not write image")

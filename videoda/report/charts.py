@@ -28,6 +28,7 @@ MODEL_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 MODEL_ORDER = ("source_only", "vat", "vst", "oracle")   # the pipeline's order; other models follow, as in the file
 GREY = "#6e6e6e"
 BAND = "#f4f4f4"            # background of every other category of a bar chart
+X_MAX = 100                 # a bar chart's axis ends at 100 %
 
 
 def save_png(fig, path, tight=True):
@@ -73,11 +74,10 @@ class BarSeries:
             raise ValueError(f"series '{name}': values, errors and marks differ in length")
 
 
-def grouped_bars(title, categories, series, *, xlabel, x_max=100, mark_label=None, missing="n/a",
-                 bar_inches=0.13):
-    """Horizontal bars, one group per category (top to bottom, in order), one bar per series in each group,
-    each bar's value written right of its end (and of its whisker and mark). The legend names the series, and
-    the marks when ``mark_label`` is given. ``bar_inches``: the height of one bar."""
+def grouped_bars(title, categories, series, *, xlabel, mark_label=None, missing="n/a", bar_inches=0.13):
+    """Horizontal bars of percentages (0 to ``X_MAX``), one group per category (top to bottom, in order), one bar per
+    series in each group, each bar's value written right of its end (and of its whisker and mark). The legend
+    names the series, and the marks when ``mark_label`` is given. ``bar_inches``: the height of one bar."""
     n_series = len(series)
     bar_h = 0.8 / n_series                                   # the group fills 0.8 of one unit on the y axis
     height = 1.5 + bar_inches * n_series * len(categories) / 0.8
@@ -102,8 +102,8 @@ def grouped_bars(title, categories, series, *, xlabel, x_max=100, mark_label=Non
     ax.set_yticks(range(len(categories)), categories, fontsize=9)
     ax.tick_params(axis="y", length=0)
     ax.set_ylim(len(categories) - 0.5, -0.5)                # first category at the top
-    ax.set_xlim(0, 1.12 * x_max)                            # room for the value right of a full bar
-    ax.set_xticks(range(0, x_max + 1, 20))
+    ax.set_xlim(0, 1.12 * X_MAX)                            # room for the value right of a full bar
+    ax.set_xticks(range(0, X_MAX + 1, 20))
     ax.tick_params(axis="x", top=True, labeltop=True, labelsize=8, colors=GREY)
     ax.xaxis.grid(True, color="#d0d0d0", linewidth=0.8)
     ax.set_axisbelow(True)

@@ -13,13 +13,14 @@ from matplotlib.figure import Figure
 
 from videoda.data.classes import IGNORE_ID, colorize
 from videoda.errors import DataError
-from videoda.domain_adaptation.pseudo_labels import (cutout_refine, fillin_refine, label_precision,
-                                                     read_pseudo_label)
+from videoda.domain_adaptation.pseudo_label_analysis import label_precision
+from videoda.domain_adaptation.pseudo_labels import cutout_refine, fillin_refine, read_pseudo_label
 from videoda.flow.warp import flow_to_tensor
 from videoda.report.charts import DPI, GREY, fmt
 from videoda.report.panels import GAP, canvas, paste, upscale
 
 PSEUDO_COLUMNS = ("frame t", "pseudo label (generated)", "cut-out (Eq. 12)", "fill-in (Eq. 14)", "ground truth")
+HEADER, CAPTION, FOOTER = 56, 20, 40      # pixels: the title and column names, a row's caption, its numbers
 
 
 def select_frames(clips, n, tau):
@@ -56,10 +57,11 @@ def label_stats(labels, gt):
     return 100 * precision, 100 * float((labels != IGNORE_ID).mean())
 
 
-def panel_origin(row, col, h, w, scale, header=56, caption=20, footer=40):
-    """Top-left pixel of panel (row, col) of the pseudo-label figure (panels are h*scale x w*scale)."""
-    row_h = caption + h * scale + footer
-    return GAP + col * (w * scale + GAP), header + row * row_h + caption
+def panel_origin(row, col, h, w, scale):
+    """Top-left pixel of panel (row, col) of the pseudo-label figure (panels are h*scale x w*scale; ``HEADER``
+    pixels above the rows, each row's ``CAPTION`` above its panels and ``FOOTER`` below)."""
+    row_h = CAPTION + h * scale + FOOTER
+    return GAP + col * (w * scale + GAP), HEADER + row * row_h + CAPTION
 
 
 def pseudo_figure(rows, scale, tau, colorize=colorize):
@@ -70,7 +72,7 @@ def pseudo_figure(rows, scale, tau, colorize=colorize):
     h, w = rows[0]["gt"].shape
     pw, ph = w * scale, h * scale
     last_x, last_y = panel_origin(len(rows) - 1, len(PSEUDO_COLUMNS) - 1, h, w, scale)
-    width, height = last_x + pw + GAP, last_y + ph + 40
+    width, height = last_x + pw + GAP, last_y + ph + FOOTER
     panels = canvas(height, width)
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
 

@@ -25,6 +25,7 @@ from videoda.utils.distributed import SINGLE, World, init_process_group, rank_wo
 
 DEVICE_KEY = "params.yaml: compute.device"
 PRECISION_KEY = "params.yaml: compute.precision"
+WORKERS_KEY = "params.yaml: compute.workers"
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 PRECISIONS = ("fp32", "bf16")
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
@@ -132,12 +133,15 @@ class Runtime:
     world: World = SINGLE      # this process's rank among the stage's processes (videoda.utils.distributed)
     show_progress: bool = False
 
+    @property
+    def shows_progress(self):
+        """Whether this process draws progress bars: rank 0 of a stage only (one bar for a stage, not one per
+        rank)."""
+        return self.show_progress and self.world.is_main
+
     def progress(self, items, description=""):
-        """``items``, wrapped in a rich progress bar when this context shows them (rank 0 of a stage only: one
-        bar for a stage, not one per rank)."""
-        if self.show_progress and self.world.is_main:
-            return track(items, description=description)
-        return items
+        """``items``, wrapped in a rich progress bar when this process shows them (``shows_progress``)."""
+        return track(items, description=description) if self.shows_progress else items
 
     @property
     def is_cuda(self):
@@ -170,14 +174,13 @@ class Runtime:
         return f"{self.device}{name}, {self.precision}{ranks}"
 
 
-def resolve_runtime(device="auto", precision="fp32", workers=0, device_key=DEVICE_KEY,
-                    precision_key=PRECISION_KEY, workers_key="params.yaml: compute.workers", world_size=1,
-                    show_progress=False):
+def resolve_runtime(device="auto", precision="fp32", workers=0, device_key=DEVICE_KEY, precision_key=PRECISION_KEY,
+                    world_size=1, show_progress=False):
     """The ``Runtime`` of these settings, every one checked on this machine (a ParamError names its key). A rank
     of a stage of ``world_size`` processes (its launcher's environment says which) takes its node's
     ``local_rank``-th CUDA device under ``cuda``/``auto`` and joins the process group."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ParamError(f"{workers_key} = {workers!r} must be an integer >= 0")
+        raise ParamError(f"{WORKERS_KEY} = {workers!r} must be an integer >= 0")
     world = (rank_world() if world_size > 1 else None) or SINGLE      # the launcher checked its size
     resolved = resolve_device(device, device_key, world.local_rank)
     runtime = Runtime(resolved, check_precision(precision, resolved, precision_key), workers, world, show_progress)
@@ -186,3 +189,5 @@ def resolve_runtime(device="auto", precision="fp32", workers=0, device_key=DEVIC
 
 
 CPU = Runtime(torch.device("cpu"))    # what every function without a runtime argument computes on
+# the run context of a stage without a ``compute`` section (synth, prepare): the CPU, one process, progress bars
+CPU_STAGE = Runtime(torch.device("cpu"), show_progress=True)

@@ -194,11 +194,13 @@ def mean_over_ranks(values, world):
     return dict(zip(names, (t / world.size).tolist()))
 
 
-def data_parallel(module, world, device, norm_key="params.yaml: model.norm"):
-    """``module`` wrapped in ``DistributedDataParallel`` for several processes (its gradients averaged over the
-    ranks at every backward), else ``module`` itself. BatchNorm layers that train become ``SyncBatchNorm`` (batch
-    statistics over the global batch), which torch runs on CUDA only: on the CPU they are a ParamError. Frozen
-    BatchNorm (torchvision's ``FrozenBatchNorm2d``, no ``_BatchNorm``) and GroupNorm need no synchronisation."""
+def data_parallel(module, compute, norm_key="params.yaml: model.norm"):
+    """``module`` wrapped in ``DistributedDataParallel`` for the several processes of ``compute`` (a
+    ``videoda.utils.device.Runtime``: its ``world`` and ``device``; the gradients averaged over the ranks at every
+    backward), else ``module`` itself. BatchNorm layers that train become ``SyncBatchNorm`` (batch statistics over
+    the global batch), which torch runs on CUDA only: on the CPU they are a ParamError. Frozen BatchNorm
+    (torchvision's ``FrozenBatchNorm2d``, no ``_BatchNorm``) and GroupNorm need no synchronisation."""
+    world, device = compute.world, compute.device
     if not world.distributed:
         return module
     if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules()):
@@ -207,13 +209,3 @@ def data_parallel(module, world, device, norm_key="params.yaml: model.norm"):
                              f"runs on CUDA only; use group or frozen_batch on the CPU")
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
-
-
-def _no_progress(items, **_):
-    return items
-
-
-def main_only(progress, world):
-    """``progress`` (e.g. rich's ``track``) on rank 0, and on the other ranks the items as they are: one bar for a
-    stage, not one per rank."""
-    return progress if world.is_main else _no_progress

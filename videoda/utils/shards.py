@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videoda.utils.distributed import SINGLE, barrier, broadcast_object, main_only
+from videoda.utils.distributed import SINGLE, barrier, broadcast_object
 from videoda.utils.io import atomic_path, scratch_folder
 
 
@@ -70,8 +70,9 @@ def _load(file):
     return result
 
 
-def in_clip_order(items, work, world, folder, progress=lambda xs, **_: xs, description=""):
-    """``(index, work(index, item))`` for every item of ``items``, in order, on rank 0.
+def in_clip_order(items, work, compute, folder, description=""):
+    """``(index, work(index, item))`` for every item of ``items``, in order, on rank 0 of ``compute.world``
+    (``compute``: a ``videoda.utils.device.Runtime``).
 
     One process (``folder`` None): each result is computed when the caller asks for it, so the caller consumes
     clip i before clip i + 1 is computed. Several: this rank computes its share (``world.shard``: items r, r + W,
@@ -79,18 +80,16 @@ def in_clip_order(items, work, world, folder, progress=lambda xs, **_: xs, descr
     results in order, reading one at a time; the other ranks yield nothing (iterate to the end on every rank: the
     wait is a collective). ``work`` returns a dict of numpy arrays, numbers or strings (saved without pickling;
     read back as arrays, numbers and strings); anything larger it writes itself, e.g. to ``folder``.
-    ``progress(items, description=...)``: wraps the items this process computes (e.g. ``rich.progress.track``),
-    on rank 0 only (``main_only``).
+    The items this process computes show a progress bar named ``description`` where ``compute`` shows them.
     """
-    indexed = list(enumerate(items))
-    progress = main_only(progress, world)
+    indexed, world = list(enumerate(items)), compute.world
     if not world.distributed:
-        for index, item in progress(indexed, description=description):
+        for index, item in compute.progress(indexed, description=description):
             yield index, work(index, item)
         return
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for index, item in progress(world.shard(indexed), description=description):
+    for index, item in compute.progress(world.shard(indexed), description=description):
         _save(folder / f"{index}.npz", work(index, item))
     barrier(world)
     if world.is_main:
