@@ -100,7 +100,8 @@ def run_case(args):
                                 rank=0, world_size=1)
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     batches = Timed(RandomPairs(args.batch, *args.size, device, seed=world.rank), device)
-    steps = SimpleNamespace(iterations=args.warmup + args.steps + 1, optim=SimpleNamespace(poly_power=0.9))
+    steps = SimpleNamespace(iterations=args.warmup + args.steps + 1, loss_limit=0,
+                            optim=SimpleNamespace(poly_power=0.9))
     train(net, optimizer, batches, SUPERVISED, steps, Curve(name=case, every=10 ** 9), compute=compute)
     seconds = statistics.median(np.diff(batches.times)[args.warmup:].tolist())
     if world.is_main:

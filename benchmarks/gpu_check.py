@@ -107,7 +107,9 @@ def environment(device):
 def run_tests(timeout):
     """tests/test_device.py in a child process: its verdict and its output's tail."""
     start = time.perf_counter()
-    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-s", "-p", "no:cacheprovider", "tests/test_device.py"]
+    # in this process, one test at a time (-o addopts=: no xdist workers sharing the GPU, and none needed there)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-s", "-p", "no:cacheprovider", "-o", "addopts=",
+           "tests/test_device.py"]
     try:
         done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -161,7 +163,7 @@ def batch_pool(stage, size, device, count=2):
 
 def schedule(iterations):
     """A phase's training settings as ``train`` reads them (``videoda.config.Training``), the paper's SGD's."""
-    return SimpleNamespace(iterations=iterations, optim=SimpleNamespace(momentum=0.9, poly_power=0.9))
+    return SimpleNamespace(iterations=iterations, loss_limit=0, optim=SimpleNamespace(momentum=0.9, poly_power=0.9))
 
 
 def training_setup(stage, compute, tiny, iterations):

@@ -206,4 +206,4 @@ def sharp_model(params):
 
 def schedule(iterations, power=0.9):
     """A phase's training settings as ``train`` reads them (``videoda.config.Training``: steps, poly power)."""
-    return SimpleNamespace(iterations=iterations, optim=SimpleNamespace(poly_power=power))
+    return SimpleNamespace(iterations=iterations, loss_limit=0, optim=SimpleNamespace(poly_power=power))

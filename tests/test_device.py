@@ -226,7 +226,8 @@ def training_run(compute=None, steps=2):
     opt = make_optimizer(model.param_groups(1e-3), "adam", 1e-3, weight_decay=0.0)
     cfg = SimpleNamespace(discriminator="sequence", disc_input="softmax", dice="tube", lambda_v=0.01, lambda_dice=0.1,
                           disc_channels=8, optimizer_d="adam", lr_d=1e-3,
-                          train=SimpleNamespace(iterations=steps, optim=SimpleNamespace(momentum=0.9, poly_power=0.9)))
+                          train=SimpleNamespace(iterations=steps, loss_limit=0,
+                                                optim=SimpleNamespace(momentum=0.9, poly_power=0.9)))
     objective = vat_objective(cfg, **kw)
     vat = train(model, opt, batches(1), objective, cfg.train, Curve(every=1), **kw)
     opt = make_optimizer(model.param_groups(1e-3), "sgd", 1e-3, weight_decay=5e-4)

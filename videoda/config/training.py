@@ -36,13 +36,15 @@ class Optimizer:
 
 @dataclass(frozen=True)
 class Training:
-    """The training loop of a phase: steps, frame pairs per step, horizontal flips, CPU threads, and how often a
-    snapshot to resume from is written (``videoda.domain_adaptation.snapshot``; 0: never)."""
+    """The training loop of a phase: steps, frame pairs per step, horizontal flips, CPU threads, how often a
+    snapshot to resume from is written (``videoda.domain_adaptation.snapshot``; 0: never), and the total loss
+    past which the run stops as diverged (``train.check_losses``; 0: no limit, a non-finite loss always stops)."""
     iterations: int = integer(lo=1)
     batch_size: int = integer(lo=1)
     hflip: bool = flag()
     threads: int = integer(lo=1)
     snapshot_every: int = integer(lo=0)
+    loss_limit: float = number(lo=0.0)
     optim: Optimizer = part()
 
 

@@ -15,6 +15,8 @@ faster than torch's there), with torch on an accelerator.
 import numpy as np
 import torch
 
+from videoda.errors import InvariantError
+
 DIGIT_BITS = 16
 DIGITS = 1 << DIGIT_BITS
 MAX_GROUPS = 2 ** (31 - DIGIT_BITS) - 1        # groups * 2^16 + digit stays below 2^31 (int32 arithmetic)
@@ -37,8 +39,16 @@ def float_keys(values):
             raise ValueError(f"order statistics take float32 or float64 values, got {values.dtype}")
         keys = values.view(_INT_OF[values.dtype]).reshape(-1)
     if keys.shape[0] and not 0 <= int(keys.min()) <= int(keys.max()) <= _INF_BITS[key_bits(keys)]:
-        raise ValueError("order statistics take values >= 0 (no -0.0, no NaN)")
+        # inside a stage the values are confidences (probabilities): a NaN there is an earlier step's fault
+        raise InvariantError(f"order statistics take values >= 0 (no -0.0, no NaN), got {describe_bad(values)} "
+                             f"among {keys.shape[0]} values (confidences: NaN ones come from non-finite predictions)")
     return keys
+
+
+def describe_bad(values):
+    """What breaks the order in ``values``: how many are NaN and how many negative (or -0.0)."""
+    v = values.double() if torch.is_tensor(values) else torch.from_numpy(np.asarray(values, np.float64))
+    return f"{int(v.isnan().sum())} NaN and {int((v.signbit() & ~v.isnan()).sum())} negative or -0.0"
 
 
 def key_bits(keys):

@@ -7,6 +7,7 @@ called after the segmentation step (the alternating optimisation of AdaptSegNet/
 """
 
 import csv
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -17,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.domain_adaptation.snapshot import restore_training_state, training_state
+from videoda.errors import Diverged
 from videoda.model import load_checkpoint, normalize, save_checkpoint
 from videoda.utils.device import CPU, set_deterministic
 from videoda.utils.distributed import data_parallel, mean_over_ranks
@@ -108,6 +110,7 @@ def train(model, optimizer, batches, objective, cfg, curve=Curve(), snapshot=Non
     resume = snapshot.take_resume() if snapshot is not None else None
     if resume is not None:
         first, rows, sums, count = restore_training_state(resume, iterations, model, optimizer, extra_step, batches)
+    kept = (first, snapshot.path) if resume is not None else None     # this run's last snapshot: (step, file)
     # wrapped after restoring: DDP broadcasts rank 0's weights when it wraps, the restored ones
     net = data_parallel(model, compute)
     start = time.perf_counter()
@@ -127,10 +130,14 @@ def train(model, optimizer, batches, objective, cfg, curve=Curve(), snapshot=Non
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
+            terms = list(losses)         # the segmentation network's terms; the discriminator's follow
             if extra_step is not None:
                 losses.update(extra_step(outputs, batch, step))
             values = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in losses.items()}
-            for k, v in mean_over_ranks(values, world).items():
+            means = mean_over_ranks(values, world)
+            # the ranks' means: every rank stops at the same step (a rank's inf makes the mean inf)
+            check_losses(means, terms, step + 1, cfg.loss_limit, curve.name, kept)
+            for k, v in means.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
             if (step + 1) % curve.every == 0 or step + 1 == iterations:
@@ -143,9 +150,27 @@ def train(model, optimizer, batches, objective, cfg, curve=Curve(), snapshot=Non
             if snapshot is not None and snapshot.due(step + 1, iterations):
                 log = {"rows": rows, "sums": sums, "count": count}
                 snapshot.save(training_state(step + 1, iterations, model, optimizer, extra_step, log))
+                kept = (step + 1, snapshot.path)
     if curve.path is not None and world.is_main:
         write_curve(curve.path, rows)
     return {"seconds": round(time.perf_counter() - start, 1), "final": rows[-1], "rows": rows}
+
+
+def check_losses(values, terms, step, limit, stage, kept=None):
+    """Stop a run whose loss diverged (``Diverged``, one line): a non-finite loss ``values`` entry (floats, every
+    term's, the discriminator's too), or, with ``limit`` > 0, a total of the ``terms`` over ``limit``. Runs on the
+    floats the loop logs anyway: no device sync of its own. Raised before the step's snapshot, so the run's last
+    one, ``kept`` ((step, path); None: none), is finite."""
+    bad = next((k for k, v in values.items() if not math.isfinite(v)), None)
+    total = sum(values[k] for k in terms)
+    if bad is None and not (limit > 0 and total > limit):
+        return
+    what = (f"loss term {bad} = {values[bad]} (non-finite)" if bad is not None
+            else f"total loss {total:.4g} > loss_limit {limit:g}")
+    raise Diverged(f"{stage}: step {step}: {what}; "
+                   + (f"the last finite snapshot (step {kept[0]}) is kept: {kept[1]}" if kept else
+                      "no snapshot was taken in this run")
+                   + "; nothing written (lower the lr, or check the inputs)")
 
 
 def skip_phase(stage, init, out, curve_path):

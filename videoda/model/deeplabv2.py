@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import FrozenBatchNorm2d
 
+from videoda.errors import DataError
 from videoda.utils.io import sha256_file, write_bytes
 
 BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
@@ -282,4 +283,18 @@ def load_checkpoint(path, map_location=None):
     _load_strict(model, ckpt["model"], f"checkpoint: {path}")
     if map_location is not None:
         model = model.to(map_location)
+    check_first_output(model, path)
     return model, ckpt
+
+
+def check_first_output(model, path):
+    """Make the first forward pass of ``model`` (loaded from ``path``) a DataError naming the checkpoint if any
+    logit is NaN or inf: a diverged run can save finite weights whose activations overflow, and every stage that
+    predicts with a checkpoint (pseudo_labels, vst, evaluate, report, segment) would otherwise fail later,
+    deep in a computation on its predictions. Checked once (a one-shot forward hook), so it costs one sync."""
+    def hook(module, inputs, output):
+        handle.remove()
+        if not bool(torch.isfinite(output).all()):
+            raise DataError(f"checkpoint {path}: its first predictions are not finite (NaN or inf logits): the run "
+                            f"that wrote it diverged, or the file is damaged; retrain it")
+    handle = model.register_forward_hook(hook)
