@@ -9,6 +9,7 @@ from pathlib import Path
 
 from videoda.errors import DataError
 from videoda.utils.code_deps import ROOTS, import_closure
+from videoda.utils.io import atomic_path
 
 MARKER = "# code: the script's import closure, written by python -m videoda deps"
 MARKER_START = "# code:"        # a marker line of any wording is replaced
@@ -104,5 +105,6 @@ def write(dvc_yaml="dvc.yaml", check=False):
         raise DataError(f"{dvc_yaml}: cannot read it ({e.strerror})") from None
     new = render(text, path.resolve().parent)
     if new != text and not check:
-        path.write_text(new)
+        with atomic_path(path) as tmp:      # a kill mid-write never leaves a half-written dvc.yaml
+            tmp.write_text(new)
     return new != text

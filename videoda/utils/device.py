@@ -119,7 +119,8 @@ def set_deterministic(device):
 class Runtime:
     """The run context of a computing stage, passed whole to every library function that computes: the device,
     the precision, the data-loader workers, this process's place among the stage's processes (``world``) and
-    whether it shows progress bars (``progress``: on rank 0 of a stage, never in a test or a library call).
+    whether it shows progress bars (``show_progress``: set for a stage, and only rank 0 draws them; never in a
+    test or a library call).
     ``CPU`` below is the context of a call without one: the CPU, fp32, one process, no bars.
 
     ``fp32``: everything in float32 (on CUDA, cuDNN's convolutions may use TF32 tensor cores, torch's default;
