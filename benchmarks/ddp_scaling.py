@@ -1,4 +1,4 @@
-"""Training on several processes: what DistributedDataParallel costs and buys (README "Several GPUs and nodes").
+"""Training on several processes: what DistributedDataParallel costs and buys (docs/guides/gpus-and-clusters.md).
 
     python benchmarks/ddp_scaling.py                          # CPU: 64 x 128, the embedded model, 2 cores
     python benchmarks/ddp_scaling.py --device cuda --size 512x1024 --model paper --batch 1 --cases plain ddp1
@@ -16,7 +16,7 @@ batch of frame pairs, per-frame cross-entropy, backward, optimiser step) through
 Printed: seconds per step (median), frame pairs per second (global), and the gradient all-reduce per step (the
 model's parameters, float32). On the CPU ``ddp2`` vs ``plain`` says whether two processes beat one with twice the
 threads on the same cores; ``ddp2`` vs 2 x ``plain-half`` is the data-parallel efficiency. The GPU figures the
-README estimates N GPUs from are ``plain`` and ``ddp1`` at 512 x 1024 with the paper's model.
+docs/engineering/performance.md estimates N GPUs from are ``plain`` and ``ddp1`` at 512 x 1024 with the paper's model.
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)

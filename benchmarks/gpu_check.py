@@ -1,5 +1,5 @@
 """GPU check: the device tests, the training-step speed of the paper's model in fp32 and bf16, and the embedded
-pipeline on the GPU, in one run that fits a lent H200's minutes (issue 13, point 7; README "Device and precision").
+pipeline on the GPU, in one run that fits a lent H200's minutes (issue 13, point 7; docs/guides/gpus-and-clusters.md).
 
 Usage, from the repository root (no dataset, no weights: random tensors and a random initialisation):
 

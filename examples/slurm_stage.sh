@@ -1,5 +1,5 @@
 #!/bin/bash
-# One DVC stage on several nodes under SLURM (README "Several GPUs and nodes").
+# One DVC stage on several nodes under SLURM (docs/guides/gpus-and-clusters.md).
 #
 #   sbatch --nodes=2 --gpus-per-node=8 examples/slurm_stage.sh vat
 #

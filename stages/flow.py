@@ -7,22 +7,26 @@ the configured backend, the ``flow.compare`` methods and the zero flow against t
 ``reports/flow.json``; a ptlflow model to compare whose checkpoint is not found offline is listed as not run.
 It depends on the ground truth through stage `flow_gt`'s manifest (``--gt-manifest``), which it checks.
 With several processes (``compute``) the clips are sharded across the ranks and rank 0 writes the outputs in
-clip order: the same bytes as one process (``videoda.flow.compute``).
+clip order: the same bytes as one process (``videoda.flow.compute``). Killed, it resumes: the clips done are kept
+in ``data/flow/.snapshots/flow/`` (``videoda.utils.resume``) and not computed again.
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
 
 import argparse
+from pathlib import Path
 
 import cv2
 import torch
 
+from videoda.config.compute import run_params
 from videoda.config.fields import read_stage_config
 from videoda.config.flow import Flow
 from videoda.errors import run_stage
 from videoda.flow.compute import compute_flows
 from videoda.flow.ground_truth import check_manifest, reads_ground_truth
 from videoda.utils.io import write_json
+from videoda.utils.resume import ClipWork
 
 
 def main():
@@ -41,10 +45,13 @@ def main():
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     torch.set_num_threads(cfg.threads)
     cv2.setNumThreads(cfg.threads)
-    report, seconds = compute_flows(args.data, args.out, cfg, compute)
-    if not compute.world.is_main:            # rank 0 merged the clips and writes the outputs
-        return
-    write_json(args.report, report)
+    weights = cfg.ckpt if cfg.ckpt and Path(cfg.ckpt).is_file() else None   # a named one: its sha256 in its name
+    with ClipWork.for_stage("flow", args.out, run_params(args.params), __file__, [],    # kept across a kill
+                            [f"{args.data}/target_train", args.gt_manifest, weights], compute) as work:
+        report, seconds = compute_flows(args.data, args.out, cfg, compute, work.folder)
+        if not compute.world.is_main:            # rank 0 merged the clips and writes the outputs
+            return
+        write_json(args.report, report)
     print(f"flow: {report['pairs']} flows of {report['clips']} clips with {cfg.method} in {seconds:.1f} s "
           f"({1000 * seconds / max(report['pairs'], 1):.1f} ms per flow)")
 

@@ -31,7 +31,8 @@ def main():
     specs = [list_split(data, split, cfg.min_frames) for _, data, split in jobs]
     # Each split is its own DVC output, written atomically by prepare_split.
     for (name, data, split), split_specs in zip(jobs, specs):
-        prepare_split(data, split, Path(args.out) / name, cfg.min_frames, cfg.classes, split_specs, CPU_STAGE)
+        prepare_split(data, split, Path(args.out) / name, cfg.min_frames, cfg.classes, split_specs, CPU_STAGE,
+                      keep_original=name == "target_val")     # evaluate.resolution: labels scores them
 
 
 if __name__ == "__main__":

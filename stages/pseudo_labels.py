@@ -1,15 +1,12 @@
 """Stage `pseudo_labels`: pseudo labels for every target-train frame, written as label PNGs (Sec. 4.4.1).
 
 The generator (`vst.pseudo_label`) is ours by default: clip-adaptive thresholds (Eq. 11, Algorithm 1) on
-temporally aggregated predictions (Eq. 10); `cbst`, `iast` and `clip` (no aggregation) serve the baselines
-and ablations. ``reports/pseudo_labels.json`` holds the proportion labelled, P-mIoU (Table 7), P-mIoU of
-single-frame vs aggregated predictions at equal proportion, and the precision of the labels that online
-cut-out refinement (Eq. 12) keeps; with ``vst.equal_proportions``, Table 7: P-mIoU of CB, IA and ours, each
-tuned to the same proportions.
-
-With several processes (``compute.nproc_per_node`` x ``nnodes``), each rank predicts and aggregates its share
-of the clips; rank 0 applies the thresholds in the clips' order (Algorithm 1's EMA runs over clips in order)
-and writes the labels and both reports, byte for byte as one process does on the CPU.
+temporally aggregated predictions (Eq. 10); `cbst`, `iast` and `clip` serve the baselines and ablations.
+``reports/pseudo_labels.json``: the proportion labelled, P-mIoU, P-mIoU of single-frame vs aggregated predictions
+at equal proportion, the precision cut-out refinement (Eq. 12) keeps, and with ``vst.equal_proportions`` Table 7.
+Several processes (``compute``) predict a share of the clips each; rank 0 thresholds them in the clips' order
+(Algorithm 1's EMA) and writes the outputs, byte for byte as one process. Killed, it resumes: the clips' predictions
+are kept in ``data/.snapshots/pseudo_labels/``; the thresholds are made again from clip 0 (``make_pseudo_labels``).
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -18,6 +15,7 @@ import argparse
 
 import torch
 
+from videoda.config.compute import run_params
 from videoda.config.fields import read_stage_config
 from videoda.config.self_training import PseudoLabelStage
 from videoda.data.pairs import load_split
@@ -27,6 +25,7 @@ from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint
 from videoda.utils.io import write_json
+from videoda.utils.resume import ClipWork
 from videoda.utils.shards import main_atomic_path
 
 
@@ -47,12 +46,15 @@ def main():
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     model = compute.module(load_checkpoint(args.model, map_location=compute.device)[0])
-    with FlowStore(args.flow) as store, main_atomic_path(args.out, compute.world) as out:
-        analysis = PseudoLabelAnalysis(cfg.labels, cfg.tau, store)
-        make_pseudo_labels(model, load_split(args.data, "target_train"), store, cfg.labels, out, compute, analysis)
-    if compute.world.is_main:
-        write_json(args.report, analysis.report)
-        write_json(args.summary, analysis.summary)
+    inputs, clips = [f"{args.data}/target_train", args.flow], load_split(args.data, "target_train")
+    with ClipWork.for_stage("pseudo_labels", args.out, run_params(args.params), __file__, [args.model], inputs,
+                            compute) as work, FlowStore(args.flow) as store:        # work: kept across a kill
+        with main_atomic_path(args.out, compute.world) as out:
+            analysis = PseudoLabelAnalysis(cfg.labels, cfg.tau, store)
+            make_pseudo_labels(model, clips, store, cfg.labels, out, compute, analysis, work.folder)
+        if compute.world.is_main:
+            write_json(args.report, analysis.report)
+            write_json(args.summary, analysis.summary)
 
 
 if __name__ == "__main__":

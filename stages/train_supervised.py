@@ -43,11 +43,11 @@ def main():
     # Frame t of every pair is labelled: VIPER may be labelled on a subset of frames, Cityscapes-VPS on 1 in 5.
     pairs = PairDataset(load_split(args.data, args.split), cfg.tau, require_label=True)
     with PairLoader(pairs, cfg.train.batch_size, cfg.seed, cfg.train.hflip, compute) as batches:
+        curve = Curve.for_stage(args.curve, args.stage, cfg.train.validation, args.data)    # + validation curve
         snapshot = Snapshot.for_stage(args.stage, args.out, cfg.train.snapshot_every, run_params(params), __file__,
-                                      data=[f"{args.data}/{args.split}"], compute=compute)
+                                      data=[f"{args.data}/{args.split}", *curve.validation.inputs], compute=compute)
         snapshot.load()
-        result = train(model, optimizer, batches, SUPERVISED, cfg.train, Curve(args.curve, args.stage), snapshot,
-                       compute)
+        result = train(model, optimizer, batches, SUPERVISED, cfg.train, curve, snapshot, compute)
     if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
         return
     save_checkpoint(args.out, model, {"stage": args.stage})

@@ -1,9 +1,8 @@
-"""Stage `vat`: video adversarial training (Sec. 4.3, Eq. 9) from the source-only model.
+"""Stage `vat`: video adversarial training (Sec. 4.3, Eq. 9) from the source-only model (docs/method/vat.md).
 
-Segmentation network: per-frame cross-entropy on source pairs (t - tau, t) + lambda_dice x the tube matching
-loss (Eq. 6-7) + lambda_V x the video GAN loss (Eq. 8) on unlabelled target pairs; the sequence discriminator
-D_V is updated in alternation. ``vat.discriminator``, ``vat.disc_input`` and ``vat.dice`` select the image-level
-baselines (AdaptSegNet, ADVENT) and the rows of Table 3 (see the README).
+Segmentation network: per-frame cross-entropy on source pairs (t - tau, t) + lambda_dice x tube matching (Eq. 6-7)
++ lambda_V x the video GAN loss (Eq. 8) on unlabelled target pairs; D_V steps in alternation. ``vat.discriminator``,
+``disc_input`` and ``dice`` select the image-level baselines (AdaptSegNet, ADVENT) and Table 3's rows.
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -36,18 +35,19 @@ def main():
         return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     if not cfg.enabled:      # a method without an adversarial phase (conf/method/)
-        skip_phase("vat", args.init, args.out, args.curve)
-        return
+        return skip_phase("vat", args.init, args.out, args.curve)
     seed_everything(cfg.seed, compute)
     torch.set_num_threads(cfg.train.threads)
     model = compute.module(load_checkpoint(args.init, map_location=compute.device)[0])
     optimizer = segmentation_optimizer(model, cfg.train.optim)
     with VATBatches.from_prepared(args.data, cfg, compute) as batches:
         objective = vat_objective(cfg, model.config["num_classes"], compute)
+        curve = Curve.for_stage(args.curve, "vat", cfg.train.validation, args.data)     # + validation curve
+        inputs = [f"{args.data}/source", f"{args.data}/target_train", *curve.validation.inputs]
         snapshot = Snapshot.for_stage("vat", args.out, cfg.train.snapshot_every, run_params(args.params), __file__,
-                                      args.init, [f"{args.data}/source", f"{args.data}/target_train"], compute)
+                                      args.init, inputs, compute)
         snapshot.load()
-        result = train(model, optimizer, batches, objective, cfg.train, Curve(args.curve, "vat"), snapshot, compute)
+        result = train(model, optimizer, batches, objective, cfg.train, curve, snapshot, compute)
     if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
         return
     save_checkpoint(args.out, model, {"stage": "vat", "init": str(args.init), "discriminator": cfg.discriminator,

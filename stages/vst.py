@@ -14,6 +14,7 @@ from videoda.config.self_training import VST
 from videoda.domain_adaptation.self_training import VSTData, self_train
 from videoda.domain_adaptation.snapshot import Snapshot
 from videoda.domain_adaptation.train import seed_everything, skip_phase, timing_line, write_curve
+from videoda.domain_adaptation.validation import Validator
 from videoda.errors import run_stage
 from videoda.flow.store import FlowStore
 from videoda.model import load_checkpoint, save_checkpoint
@@ -34,18 +35,18 @@ def main():
         return
     compute = cfg.compute.runtime()          # a missing device: an error before anything is written
     if not cfg.enabled:              # a method without self-training (conf/method/)
-        skip_phase("vst", args.init, args.out, args.curve)
-        return
+        return skip_phase("vst", args.init, args.out, args.curve)
     seed_everything(cfg.seed, compute)
     torch.set_num_threads(cfg.train.threads)
     model = compute.module(load_checkpoint(args.init, map_location=compute.device)[0])
     with FlowStore(args.flow) as store:
         data = VSTData.from_prepared(args.data, args.pseudo, store, cfg)
-        inputs = [f"{args.data}/target_train", args.pseudo, args.flow]
+        validation = Validator.for_stage(cfg.train.validation, args.data, args.curve)     # + validation curve
+        inputs = [f"{args.data}/target_train", *validation.inputs, args.pseudo, args.flow]
         snapshot = Snapshot.for_stage("vst", args.out, cfg.train.snapshot_every, run_params(args.params), __file__,
                                       args.init, inputs + [f"{args.data}/source"] * (data.source is not None), compute)
         start = time.perf_counter()
-        rows = self_train(model, data, cfg, compute, snapshot, scratch=args.out)
+        rows = self_train(model, data, cfg, compute, snapshot, scratch=args.out, validation=validation)
         seconds = time.perf_counter() - start      # all rounds, with the pseudo labels regenerated between them
     if not compute.world.is_main:            # every rank holds the same weights; rank 0 writes
         return

@@ -2,6 +2,7 @@
 runs it (its own process) or in the test's process, what a stage wrote, and small synthetic clips."""
 
 import copy
+import dataclasses
 import functools
 import random
 import runpy
@@ -17,9 +18,13 @@ import torch
 import yaml
 
 from videoda.config.compose import check_params, compose_params
+from videoda.config.fields import read_params, with_overrides
 from videoda.config.stages import stage_config, write_resolved
 from videoda.data.classes import IGNORE_ID, NUM_CLASSES
 from videoda.data.clips import Clip
+from videoda.domain_adaptation.snapshot import Snapshot
+from videoda.domain_adaptation.train import seed_everything
+from videoda.model import DeepLabV2
 from videoda.flow.store import FlowWriter, stored_pairs
 from videoda.model.build import build_model
 
@@ -207,3 +212,40 @@ def sharp_model(params):
 def schedule(iterations, power=0.9):
     """A phase's training settings as ``train`` reads them (``videoda.config.Training``: steps, poly power)."""
     return SimpleNamespace(iterations=iterations, loss_limit=0, optim=SimpleNamespace(poly_power=power))
+
+
+# --- a training run stopped as a kill would stop it ----------------------------------------------------------
+
+class Killed(Exception):
+    pass
+
+
+class KilledAfter(Snapshot):
+    """A snapshot that stops the run (as a kill would) right after it saves step ``step`` of round ``round``."""
+
+    def __init__(self, path, key, every, step, round=1):
+        super().__init__(path, key, every)
+        self.kill_step, self.kill_round = step, round
+
+    def save(self, state):
+        super().save(state)
+        if state["step"] == self.kill_step and self.context.get("round", 1) == self.kill_round:
+            raise Killed()
+
+
+def tiny_vst(**overrides):
+    """Two VST rounds of 4 steps (batch 1, IAST labels, no refinement, snapshots every 2 steps; ``overrides``: other
+    ``vst`` keys) on tiny clips: (its config, a tiny model seeded 0, target clips without labels, their random
+    pseudo labels)."""
+    params = with_overrides(read_params(REPO / "params.yaml"), {
+        "vst.rounds": 2, "vst.iterations": 4, "vst.batch_size": 1, "vst.refine": "none", "vst.pseudo_label": "iast",
+        "vst.snapshot_every": 2, **{f"vst.{k}": v for k, v in overrides.items()}})
+    cfg = stage_config("vst", params)
+    cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, batch_size=4))
+    seed_everything(0)
+    model = DeepLabV2(NUM_CLASSES, backbone="resnet18", norm="group", num_layers=1, aspp_rates=(1,))
+    target = [dataclasses.replace(c, labels=np.full_like(c.labels, IGNORE_ID), labeled=np.zeros_like(c.labeled))
+              for c in clips(seed=3, name="t")]
+    pseudo = {c.name: np.random.default_rng(5).integers(0, NUM_CLASSES, c.labels.shape).astype(np.uint8)
+              for c in target}
+    return cfg, model, target, pseudo

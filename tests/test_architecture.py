@@ -20,14 +20,16 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("errors", ["videoda", "videoda.errors", "videoda.numerics"]),
     ("io", ["videoda.utils", "videoda.utils.io", "videoda.utils.images", "videoda.utils.device",
-            "videoda.utils.distributed", "videoda.utils.shards", "videoda.utils.machine", "videoda.utils.code_deps"]),
+            "videoda.utils.distributed", "videoda.utils.shards", "videoda.utils.machine", "videoda.utils.code_deps",
+            "videoda.utils.resume"]),
     ("data", ["videoda.data", "videoda.data.*"]),
     ("model and flow", ["videoda.model", "videoda.model.*", "videoda.flow", "videoda.flow.*", "videoda.metrics",
                         "videoda.evaluate", "videoda.eval_folder"]),
     ("domain adaptation", ["videoda.domain_adaptation", "videoda.domain_adaptation.*"]),
     ("config", ["videoda.config", "videoda.config.*"]),
     ("tools", ["videoda.report", "videoda.report.*", "videoda.paper_tables", "videoda.paper_tables.*",
-               "videoda.segment", "videoda.cli", "videoda.__main__", "videoda.dvc_deps"]),
+               "videoda.segment", "videoda.cli", "videoda.__main__", "videoda.dvc_deps",
+               "videoda.docs_reference"]),
     ("stages", ["stages.*", "benchmarks.*"]),
 ]
 

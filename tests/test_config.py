@@ -177,7 +177,9 @@ def test_config_is_the_only_reader_of_params():
                "benchmarks/ddp_scaling.py"}
     yaml_readers = {"benchmarks/vst_screen.py", "benchmarks/gpu_check.py", "benchmarks/scale.py", "videoda/cli.py",
                     "videoda/dvc_deps.py",          # reads dvc.yaml's stage commands, not params
-                    "videoda/data/classes.py"}      # classes.py reads class-set files, data that is not params
+                    "videoda/data/classes.py",      # classes.py reads class-set files, data that is not params
+                    "benchmarks/pipeline_time.py",  # reads dvc.yaml's stage names
+                    "videoda/docs_reference.py"}    # reads conf/'s profile and method files to document them
     offenders = []
     for path in sorted([*REPO.glob("videoda/**/*.py"), *REPO.glob("stages/*.py"), *REPO.glob("benchmarks/*.py")]):
         name = path.relative_to(REPO).as_posix()

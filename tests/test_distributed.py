@@ -1,4 +1,4 @@
-"""Training on several processes (videoda/utils/distributed.py, README "Several GPUs and nodes"), on the CPU with
+"""Training on several processes (videoda/utils/distributed.py, docs/guides/gpus-and-clusters.md), on the CPU with
 gloo and a tiny model: the real stage script under torch's elastic agent, one node and two "nodes" on localhost,
 a killed rank, and resuming.
 

@@ -1,5 +1,5 @@
 """benchmarks/flow_storage.py: each format round-trips a flow within its stated quantisation, and the measurement
-reports what its files hold (the figures quoted in the README come from these functions)."""
+reports what its files hold (the figures quoted in docs/engineering/storage.md come from these functions)."""
 
 import importlib.util
 from pathlib import Path

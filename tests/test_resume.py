@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import clips, schedule
+from helpers import Killed, KilledAfter, clips, schedule, tiny_vst
 from videoda.config.fields import read_params, with_overrides
 from videoda.config.stages import resolved_json, stage_config
 from videoda.data.classes import NUM_CLASSES
@@ -26,7 +26,8 @@ from videoda.data.pairs import PairDataset, PairLoader
 from videoda.domain_adaptation.adversarial import (AdversarialTerm, DiscriminatorStep, VATBatches,
                                                    adversarial_forward)
 from videoda.domain_adaptation.self_training import VSTData, self_train
-from videoda.domain_adaptation.snapshot import Snapshot, code_files, input_key, snapshot_path
+from videoda.domain_adaptation.snapshot import Snapshot, snapshot_path
+from videoda.utils.resume import code_files, run_key
 from videoda.domain_adaptation.train import (Curve, Objective, make_optimizer, seed_everything, segmentation_loss,
                                              supervised_forward, train)
 from videoda.model import DeepLabV2
@@ -44,23 +45,6 @@ def random_term(outputs, batch):
     three to end where an uninterrupted one does."""
     scale = torch.rand(()) + float(np.random.rand()) + random.random()
     return {"noise": 1e-3 * scale * outputs["logits"].mean()}
-
-
-class Killed(Exception):
-    pass
-
-
-class KilledAfter(Snapshot):
-    """A snapshot that stops the run (as a kill would) right after it saves step ``step`` of round ``round``."""
-
-    def __init__(self, path, key, every, step, round=1):
-        super().__init__(path, key, every)
-        self.kill_step, self.kill_round = step, round
-
-    def save(self, state):
-        super().save(state)
-        if state["step"] == self.kill_step and self.context.get("round", 1) == self.kill_round:
-            raise Killed()
 
 
 def same(a, b):
@@ -160,17 +144,7 @@ def test_resumed_vat_equals_uninterrupted_with_its_discriminator(tmp_path):
 
 def vst_run(snapshot=None, lambda_source=0.5):
     """Two VST rounds (the second regenerates the pseudo labels), with the source term."""
-    params = with_overrides(read_params(REPO / "params.yaml"), {
-        "vst.rounds": 2, "vst.iterations": 4, "vst.batch_size": 1, "vst.refine": "none", "vst.pseudo_label": "iast",
-        "vst.lambda_source": lambda_source, "vst.snapshot_every": 2})
-    cfg = stage_config("vst", params)
-    cfg = dataclasses.replace(cfg, labels=dataclasses.replace(cfg.labels, batch_size=4))
-    seed_everything(0)
-    model = tiny_model()
-    target = [dataclasses.replace(c, labels=np.full_like(c.labels, 255), labeled=np.zeros_like(c.labeled))
-              for c in clips(seed=3, name="t")]
-    pseudo = {c.name: np.random.default_rng(5).integers(0, NUM_CLASSES, c.labels.shape).astype(np.uint8)
-              for c in target}
+    cfg, model, target, pseudo = tiny_vst(lambda_source=lambda_source)
     rows = self_train(model, VSTData(target, pseudo, None, clips(seed=4)), cfg, snapshot=snapshot)
     return model.state_dict(), rows
 
@@ -223,7 +197,7 @@ def test_remove_deletes_the_snapshot_and_its_empty_folders(tmp_path):
     assert list((tmp_path / "models").iterdir()) == []
 
 
-def test_input_key_follows_params_init_and_data(tmp_path):
+def test_run_key_follows_params_checkpoints_and_data(tmp_path):
     params, init, data = tmp_path / "p.json", tmp_path / "init.pt", tmp_path / "data"
     params.write_text("{}")
     init.write_bytes(b"weights")
@@ -231,10 +205,10 @@ def test_input_key_follows_params_init_and_data(tmp_path):
     (data / "a.npz").write_bytes(b"1234")
 
     def key():
-        return input_key("s", params, init=init, data=[data])
+        return run_key("s", params, files=[init], data=[data])
 
     k = key()
-    assert k == key() and k != input_key("other_stage", params, init=init, data=[data])
+    assert k == key() and k != run_key("other_stage", params, files=[init], data=[data])
     params.write_text("{ }")
     assert key() != k
     params.write_text("{}")
@@ -252,7 +226,7 @@ def test_input_key_follows_params_init_and_data(tmp_path):
     assert key() != k
 
 
-def test_input_key_hashes_the_stage_scripts_code_as_dvc_yaml_lists_it(tmp_path):
+def test_run_key_hashes_the_stage_scripts_code_as_dvc_yaml_lists_it(tmp_path):
     params = tmp_path / "p.json"
     params.write_text("{}")
     code = code_files(REPO / "stages/vat.py")
@@ -260,7 +234,7 @@ def test_input_key_hashes_the_stage_scripts_code_as_dvc_yaml_lists_it(tmp_path):
     # its import closure (what dvc.yaml lists), not what this test process happens to have loaded
     assert set(code) == set(listed) and "videoda/domain_adaptation/adversarial.py" in code
     assert "videoda/domain_adaptation/self_training.py" not in code and all(f.is_file() for f in code.values())
-    keys = {input_key("s", params, script) for script in (None, REPO / "stages/vat.py", REPO / "stages/vst.py")}
+    keys = {run_key("s", params, script) for script in (None, REPO / "stages/vat.py", REPO / "stages/vst.py")}
     assert len(keys) == 3
 
 

@@ -268,7 +268,10 @@ def test_dvc_vat_stage_reads_only_its_own_params():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     # vat reads its effective params (composed from conf/, checked) from the file stage resolve_params writes.
     assert "params" not in stages["vat"] and "data/params/vat.json" in stages["vat"]["deps"]
-    assert {k.split(".")[0] for k in stage_keys("vat")} == {"seed", "vat", "compute"}
+    # besides its own: the validation curve's protocol (evaluate's class set, stride and resolution)
+    assert {k.split(".")[0] for k in stage_keys("vat")} == {"seed", "vat", "compute", "classes", "evaluate"}
+    assert {k for k in stage_keys("vat") if k.startswith("evaluate.")} == {"evaluate.label_stride",
+                                                                          "evaluate.resolution"}
     assert "models/source_only.pt" in stages["vat"]["deps"] and "models/vat.pt" in stages["vat"]["outs"]
     readers = {name for name, s in stages.items() if "vat" in s.get("params", [])}
     assert readers == {"resolve_params"}

@@ -2,6 +2,6 @@
 
 from videoda import numerics as _numerics
 
-_numerics.pin()    # before numpy, torch and OpenCV load (README "Reproducibility across CPUs")
+_numerics.pin()    # before numpy, torch and OpenCV load (docs/engineering/reproducibility.md)
 
 __version__ = "0.1.0"

@@ -8,8 +8,9 @@ queues, runs and collects the ``dvc exp`` runs of the paper's Tables 1-7 (see ``
 ``videoda.data.vps_img_all``). ``params`` composes params.yaml from conf/ with ``-S key=value`` overrides, as
 ``dvc exp run -S`` does, for ``dvc repro`` (see ``videoda.config.compose``). ``stage-command`` prints a DVC
 stage's command, for the nodes of a multi-node run other than the one DVC runs on (``examples/slurm_stage.sh``).
-``deps`` writes each dvc.yaml stage's code deps, its script's import closure (see ``videoda.dvc_deps``). Bad input
-exits with status 2 and writes nothing.
+``deps`` writes each dvc.yaml stage's code deps, its script's import closure (see ``videoda.dvc_deps``). ``docs``
+writes the docs' reference pages from the code (see ``videoda.docs_reference``). Bad input exits with status 2 and
+writes nothing.
 """
 
 import argparse
@@ -141,6 +142,17 @@ def cmd_deps(args):
     return 0
 
 
+def cmd_docs(args):
+    from videoda.docs_reference import write
+
+    stale = write(args.out, build_parser(), conf_dir=args.conf, stages_dir=args.stages, check=args.check)
+    if args.check:
+        print(f"{args.out}: " + (f"stale: {', '.join(stale)}; run python -m videoda docs" if stale else "current"))
+        return int(bool(stale))
+    print(f"{args.out}: " + (f"rewritten: {', '.join(stale)}" if stale else "already current"))
+    return 0
+
+
 def positive_int(text):
     try:
         value = int(text)
@@ -257,6 +269,14 @@ def build_parser():
     p.add_argument("--dvc-yaml", default="dvc.yaml", help="the pipeline file (default dvc.yaml)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the code deps are stale")
     p.set_defaults(func=cmd_deps)
+
+    p = sub.add_parser("docs", help="write the docs' reference pages (params, profiles, methods, class sets, "
+                                    "command line) from the code")
+    p.add_argument("--out", default="docs/reference", help="the folder of the pages (default docs/reference)")
+    p.add_argument("--conf", default="conf", help="the config folder (default conf)")
+    p.add_argument("--stages", default="stages", help="the folder of the stage scripts (default stages)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 naming the stale pages")
+    p.set_defaults(func=cmd_docs)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Evaluation on target validation clips: mIoU (Table 1) and VPQ^s (Table 2) from one metric module."""
 
-import os
+import shutil
 
 import numpy as np
 import torch
@@ -14,6 +14,10 @@ from videoda.utils.images import write_ids, write_rgb
 from videoda.utils.shards import in_clip_order
 
 PREDICT_BATCH_SIZE = 16      # frames per forward pass when predicting (memory, not a hyperparameter)
+# Where predictions are scored (``evaluate.resolution``): at the prepared (training) resolution, the logits upsampled
+# by the model's forward; or at the label files' own resolution (Cityscapes: 2048 x 1024), the logits upsampled
+# once from the output stride with the corners aligned, as DA-VSN, TPS and CMOM score (``predict_at``).
+RESOLUTIONS = ("prepared", "labels")
 
 
 @torch.no_grad()
@@ -43,6 +47,56 @@ def predict_frames(model, images, frames, batch_size=PREDICT_BATCH_SIZE):
                            for i in range(0, len(frames), batch_size)])
 
 
+@torch.no_grad()
+def predict_at(model, images, size, batch_size=PREDICT_BATCH_SIZE):
+    """uint8 frames (N, H, W, 3) -> train ids (N, *size) uint8 at another resolution ``size`` = (H0, W0): each
+    frame's logits upsampled bilinearly from the output stride straight to ``size``, corners aligned
+    (``DeepLabV2.coarse_logits``; DA-VSN's evaluation: ``nn.Upsample(align_corners=True)``), then the argmax.
+    ``batch_size`` frames a forward pass, then one frame's (C, H0, W0) float map at a time: the memory of one
+    full-resolution frame, whatever N."""
+    model.eval()
+    net = getattr(model, "module", model)
+    device = next(model.parameters()).device
+    out = np.empty((len(images), *size), np.uint8)
+    for i in range(0, len(images), batch_size):
+        x = normalize(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(device))
+        coarse = net.coarse_logits(x)
+        for j in range(len(coarse)):
+            logits = torch.nn.functional.interpolate(coarse[j:j + 1].float(), size=tuple(size), mode="bilinear",
+                                                     align_corners=True)
+            out[i + j] = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+            del logits
+    return out
+
+
+def predict_and_count(model, clip, cfg):
+    """A clip's annotated frames predicted and counted (``clip_counts``) at ``cfg.resolution`` (``RESOLUTIONS``;
+    ``cfg``: ``videoda.config.Evaluate`` or a trainer's ``Validation``): (predictions (N, h, w) uint8, counts).
+
+    ``labels``: against ``clip.original_labels`` (the label files' resolution, kept by ``prepare``; the clip's own
+    labels where it has none, its label files being at the prepared resolution), predicted by ``predict_at`` and
+    counted a frame at a time: the counts add up to those of the whole clip (the confusion matrix is a sum, VPQ's
+    per-frame counts are stacked), so memory holds one full-resolution float map, one label map and the clip's
+    uint8 predictions."""
+    idx, stride, n = np.flatnonzero(clip.labeled), cfg.label_stride, cfg.classes.num_classes
+    resolution = getattr(cfg, "resolution", "prepared")     # a config without the key: as before it existed
+    if resolution == "prepared" or not len(idx):
+        preds = predict_frames(model, clip.images, idx, cfg.batch_size)
+        return preds, clip_counts(preds, clip.labels[idx], stride, n)
+    if resolution != "labels":
+        raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
+    original = getattr(clip, "original_labels", None)
+    size = (original if original is not None else clip.labels).shape[1:]
+    preds = np.concatenate([predict_at(model, clip.images[idx[i:i + cfg.batch_size]], size, cfg.batch_size)
+                            for i in range(0, len(idx), cfg.batch_size)])
+    parts = [clip_counts(preds[k:k + 1], original[k:k + 1] if original is not None else clip.labels[t:t + 1],
+                         stride, n) for k, t in enumerate(idx)]
+    counts = {"confusion": sum(p["confusion"] for p in parts),
+              "joint": np.concatenate([p["joint"] for p in parts]),
+              "pred_all": np.concatenate([p["pred_all"] for p in parts])}
+    return preds, counts
+
+
 def evaluate_clips(model, clips, cfg, pred_dir=None, compute=CPU, shards=None, description="evaluate"):
     """Score a model on the annotated frames of each clip, with ``cfg`` (``videoda.config.Evaluate``: the class set
     ``classes``, the frames between annotated frames ``label_stride``, ``batch_size``); optionally write the
@@ -54,16 +108,17 @@ def evaluate_clips(model, clips, cfg, pred_dir=None, compute=CPU, shards=None, d
 
     Several processes (``compute.world``; ``shards``: a folder every rank sees, ``videoda.utils.shards``): each rank
     predicts its share of the clips, writing each clip's pixel counts and prediction PNGs to ``shards``; rank 0
-    then adds the counts in clip order (the float sums of one process, in its order) and moves the PNGs (the bytes
-    one process writes) to ``pred_dir``. The other ranks return None.
+    then adds the counts in clip order (the float sums of one process, in its order) and copies the PNGs (the bytes
+    one process writes) to ``pred_dir``. The other ranks return None. With one process, ``shards`` (a stage's
+    ``ClipWork`` folder) keeps each clip's result the same way, so that a rerun after a kill predicts only the
+    clips not done.
     """
     world, label_stride, classes = compute.world, cfg.label_stride, cfg.classes
 
     def predicted(index, clip):
         idx = np.flatnonzero(clip.labeled)
-        preds = predict_frames(model, clip.images, idx, cfg.batch_size)
-        counts = clip_counts(preds, clip.labels[idx], label_stride, classes.num_classes)
-        png_dir = shards if world.distributed else pred_dir
+        preds, counts = predict_and_count(model, clip, cfg)      # at cfg.resolution
+        png_dir = shards if shards is not None else pred_dir
         if png_dir is not None:
             for name, pred in zip(clip.frame_names[idx], preds):
                 write_ids(png_dir / f"{name}.png", pred)
@@ -71,14 +126,10 @@ def evaluate_clips(model, clips, cfg, pred_dir=None, compute=CPU, shards=None, d
 
     def merged():
         for index, counts in in_clip_order(clips, predicted, compute, shards, description=description):
-            if world.distributed:       # rank 0: this clip's PNGs, written by its rank
+            if shards is not None and pred_dir is not None:   # rank 0: this clip's PNGs, as its rank wrote them
                 clip = clips[index]
                 for name in clip.frame_names[np.flatnonzero(clip.labeled)]:
-                    png = shards / f"{name}.png"
-                    if pred_dir is None:
-                        png.unlink()
-                    else:
-                        os.replace(png, pred_dir / png.name)
+                    shutil.copyfile(shards / f"{name}.png", pred_dir / f"{name}.png")   # kept for a rerun
             yield counts
 
     result = score_counts(merged(), label_stride, classes)
@@ -112,9 +163,9 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=CPU, s
     with ``final``, the selected method's model (``evaluate.final_model``, set by ``conf/method/``), when it was
     evaluated.
 
-    Several processes (``compute.world``): the clips are sharded (``evaluate_clips``, through the folder
-    ``shards/<name>``); rank 0 alone writes (``pred_root``, ``fig_root``: None on the other ranks, which return
-    None) and draws the strips: the files of one process."""
+    Several processes (``compute.world``), or a stage that resumes (``shards``: its ``ClipWork`` folder): the clips'
+    results go through the folder ``shards/<name>`` (``evaluate_clips``); rank 0 alone writes (``pred_root``,
+    ``fig_root``: None on the other ranks, which return None) and draws the strips: the files of one process."""
     world = compute.world
     metrics, confusion = {}, {}
     for name, path in checkpoints:
@@ -124,7 +175,7 @@ def evaluate_models(checkpoints, clips, pred_root, fig_root, cfg, compute=CPU, s
         if pred_dir is not None:
             pred_dir.mkdir(parents=True)
         with compute.autocast():
-            scored = evaluate_clips(model, clips, cfg, pred_dir, compute, shards / name if world.distributed else None,
+            scored = evaluate_clips(model, clips, cfg, pred_dir, compute, shards / name if shards is not None else None,
                                     description=f"evaluate {name}")
             if not world.is_main:
                 continue
@@ -150,6 +201,6 @@ def check_num_classes(model, classes, path, key="params.yaml: classes"):
 
 def headline_scores(metrics):
     """The headline of ``metrics`` (``evaluate_models``' report): mIoU and mean VPQ^s per model, for
-    ``reports/scores.json``, the columns ``dvc exp show`` leads with (README "Experiments"). ``final`` is left out:
-    it repeats the method's model."""
+    ``reports/scores.json``, the columns ``dvc exp show`` leads with (docs/guides/experiments.md). ``final`` is left
+    out: it repeats the method's model."""
     return {name: {"mIoU": m["miou"], "VPQ": m["vpq"]["mean"]} for name, m in metrics.items() if name != "final"}

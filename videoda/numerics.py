@@ -1,12 +1,16 @@
-"""Pin the CPU numerics: the same code paths, hence the same bytes, on x86-64 CPUs with AVX2, as far as the
-libraries have switches (README "Reproducibility across CPUs" says what is and is not pinned).
+"""Pin the CPU numerics of numpy and OpenCV: the data and the flows are the same bytes on every x86-64 CPU with
+AVX2 (docs/engineering/reproducibility.md says what is and is not pinned).
 
 The libraries under the pipeline pick their code paths from the CPU they run on, and different code paths round
-differently (vector width, fused multiply-add, reduction order): a model trained on an AVX-512 CPU differs from
-one trained on an AVX2 CPU, and the differences grow over hundreds of training steps. Each library has a switch
-that caps or fixes its choice; they are read from the environment when the library loads (or first computes), so
-``pin()`` sets them before numpy, torch and OpenCV are imported: ``videoda/__init__.py`` calls it, and every stage
-script and benchmark imports ``videoda`` first. This module imports only the standard library.
+differently (vector width, fused multiply-add, reduction order). numpy and OpenCV have switches that cap or fix
+their choice; they are read from the environment when the library loads (or first computes), so ``pin()`` sets them
+before numpy and OpenCV are imported: ``videoda/__init__.py`` calls it, and every stage script and benchmark imports
+``videoda`` first. This module imports only the standard library.
+
+torch is not pinned. Its switches (ATen's capability, oneDNN's ISA, MKL's branch) made training no more
+reproducible across CPU models (an AMD EPYC and an Intel Xeon trained to other bytes with them on: oneDNN's AVX2
+kernels still follow the cache sizes, oneDNN issue #1443) and cost 12-17% of a training stage on the AVX-512 Xeon
+(``benchmarks/pins.py``). Training is reproducible on one CPU model: same params and seed, same bytes.
 
 A pin is a default (``os.environ.setdefault``): a variable the user set explicitly wins, except
 ``OPENBLAS_CORETYPE``, which some machines set for their own reasons and which is therefore overridden.
@@ -28,13 +32,6 @@ OPENCV_AVX512_GROUPS = (
 
 # variable -> (value, why); each is read by its library when it loads or first computes
 PINS = {
-    # ATen's own vectorised kernels (elementwise ops, reductions, softmax, upsampling, ...): AVX2, not AVX-512
-    "ATEN_CPU_CAPABILITY": ("avx2", "torch's ATen kernels: AVX2 code even on AVX-512 CPUs"),
-    # oneDNN (torch's CPU convolutions): the highest instruction set its JIT may generate
-    "ONEDNN_MAX_CPU_ISA": ("AVX2", "oneDNN convolutions: AVX2 kernels even on AVX-512 CPUs"),
-    # MKL (torch's BLAS on x86): conditional numerical reproducibility. COMPATIBLE is the one branch that is
-    # honoured on every vendor's CPU (MKL ignores the AVX2 branch on AMD CPUs: mkl_cbwr_get reports AUTO there)
-    "MKL_CBWR": ("COMPATIBLE", "MKL BLAS: the vendor-independent code branch"),
     # numpy's runtime SIMD dispatch: the AVX2 (x86-64-v3) targets at most (names of numpy >= 2.4; see below)
     "NPY_DISABLE_CPU_FEATURES": ("X86_V4 AVX512_ICL AVX512_SPR", "numpy: no AVX-512 dispatch targets"),
     # OpenCV: its own dispatched AVX-512 kernels off (only those the CPU has: see opencv_avx512_features), and
@@ -45,7 +42,7 @@ PINS = {
     # OpenCV logs a warning that IPP is disabled each time it loads: errors only (decoding errors are raised)
     "OPENCV_LOG_LEVEL": ("ERROR", "OpenCV: no warning noise in the stage logs"),
     # GNU OpenMP (torch's threads): idle threads sleep instead of spinning; on a busy machine spinning threads
-    # steal the cores the working ones need. It changes no result.
+    # steal the cores the working ones need (x4 faster under load, measured). It changes no result.
     "OMP_WAIT_POLICY": ("PASSIVE", "OpenMP: no spinning on busy machines (speed only)"),
 }
 

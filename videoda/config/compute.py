@@ -1,4 +1,4 @@
-"""The ``compute`` section, a part of every computing stage's config (README "Device and precision"). Its own
+"""The ``compute`` section, a part of every computing stage's config (docs/guides/gpus-and-clusters.md). Its own
 module, so that the stages that compute nothing on a device (``synth``, ``prepare``: the CPU, ``CPU_STAGE``) do not
 depend on it."""
 
@@ -16,7 +16,7 @@ from videoda.utils.distributed import launch_ranks
 class Compute:
     """Where and how a computing stage runs: the device (auto | cpu | cuda | cuda:N), the precision (fp32 | bf16
     autocast), the data-loader workers, and the process layout (``nproc_per_node`` processes on each of ``nnodes``
-    nodes, meeting at ``rdzv_endpoint``; README "Several GPUs and nodes"). The names are checked here, where the
+    nodes, meeting at ``rdzv_endpoint``; docs/guides/gpus-and-clusters.md). The names are checked here, where the
     params are resolved; whether the device exists and supports the precision, where the stage runs
     (``runtime``)."""
     device: str = text()

@@ -6,15 +6,19 @@ from typing import ClassVar
 from videoda.config.common import Occlusion, flow_tau_param
 from videoda.config.compute import Compute
 from videoda.config.fields import choice, class_set, integer, part
+from videoda.evaluate import RESOLUTIONS
 
 
 @dataclass(frozen=True)
 class Evaluate:
-    """Stage ``evaluate``; ``final_model`` names the model whose metrics are the method's result (``final``)."""
+    """Stage ``evaluate``; ``final_model`` names the model whose metrics are the method's result (``final``);
+    ``resolution``: where predictions are scored, ``prepared`` (the training resolution) or ``labels`` (the label
+    files' own, DA-VSN's protocol: ``videoda.evaluate.RESOLUTIONS``)."""
     SECTION: ClassVar[str] = "evaluate"
     final_model: str = choice(["vst", "oracle"])
     label_stride: int = integer(lo=1)
     batch_size: int = integer(lo=1)
+    resolution: str = choice(RESOLUTIONS)
     strip_rows: int = integer(lo=1)
     threads: int = integer(lo=1)
     compute: Compute = part("compute")

@@ -73,13 +73,16 @@ def with_overrides(params, overrides):
 
 # --- field declarations: what a config field reads and how it is checked ------------------------------------
 
-def _field(kind, key=None, **check):
-    """A config field read from ``key`` (absolute, dotted); None: ``<the config's section>.<field name>``."""
-    return field(metadata={"kind": kind, "key": key, **check})
+def _field(kind, key=None, when=None, **check):
+    """A config field read from ``key`` (absolute, dotted); None: ``<the config's section>.<field name>``.
+    ``when``: a key of the config's own section (e.g. ``validate_every``) whose value 0 or false means the run does
+    not use this field: it is then neither read (its value is None) nor written to the stage's resolved params
+    (``config_keys`` with the params), so a key the run does not use cannot rerun the stage."""
+    return field(metadata={"kind": kind, "key": key, "when": when, **check})
 
 
-def integer(lo=None, hi=None, key=None):
-    return _field("int", key, lo=lo, hi=hi)
+def integer(lo=None, hi=None, key=None, when=None):
+    return _field("int", key, when, lo=lo, hi=hi)
 
 
 def number(lo=None, hi=None, key=None):
@@ -116,8 +119,8 @@ def flag(key=None):
     return _field("bool", key)
 
 
-def choice(options, key=None):
-    return _field("choice", key, options=tuple(options))
+def choice(options, key=None, when=None):
+    return _field("choice", key, when, options=tuple(options))
 
 
 def text(optional=False, key=None):
@@ -125,9 +128,9 @@ def text(optional=False, key=None):
     return _field("str", key, optional=optional)
 
 
-def class_set(key="classes"):
+def class_set(key="classes", when=None):
     """The class set (``videoda.data.classes.ClassSet``): a shipped set's name, a YAML file, or the set itself."""
-    return _field("class_set", key)
+    return _field("class_set", key, when)
 
 
 def part(section=None):
@@ -201,8 +204,14 @@ def _read_value(params, key, meta):
     raise AssertionError(kind)
 
 
+def _unused(params, section, meta):
+    """Whether a field declared with ``when`` is unused by a run with ``params`` (``_field``)."""
+    return meta.get("when") is not None and not lookup(params, f"{section}.{meta['when']}")
+
+
 def read_config(cls, params, section):
-    """An instance of config dataclass ``cls`` with every declared field read from ``params`` and checked."""
+    """An instance of config dataclass ``cls`` with every declared field read from ``params`` and checked (None for
+    a field the run does not use: ``_field``'s ``when``)."""
     values = {}
     for f in fields(cls):
         meta = f.metadata
@@ -211,18 +220,20 @@ def read_config(cls, params, section):
         if meta["kind"] == "part":
             values[f.name] = read_config(f.type, params, meta["section"] or section)
         else:
-            values[f.name] = _read_value(params, meta["key"] or f"{section}.{f.name}", meta)
+            unused = _unused(params, section, meta)
+            values[f.name] = None if unused else _read_value(params, meta["key"] or f"{section}.{f.name}", meta)
     return cls(**values)
 
 
-def config_keys(cls, section):
-    """Every params key that ``read_config(cls, ..., section)`` reads."""
+def config_keys(cls, section, params=None):
+    """Every params key that ``read_config(cls, ..., section)`` may read; with ``params``, those it reads from
+    them (not the fields unused by that run: ``_field``'s ``when``)."""
     keys = []
     for f in fields(cls):
         meta = f.metadata
         if meta.get("kind") == "part":
-            keys += config_keys(f.type, meta["section"] or section)
-        elif "kind" in meta:
+            keys += config_keys(f.type, meta["section"] or section, params)
+        elif "kind" in meta and not (params is not None and _unused(params, section, meta)):
             keys.append(meta["key"] or f"{section}.{f.name}")
     return keys
 

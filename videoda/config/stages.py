@@ -50,9 +50,11 @@ def stage_config(stage, params):
 
 
 def resolve(params, stage):
-    """The nested params of ``stage`` alone (its ``stage_keys``), as ``resolve_params`` writes them."""
+    """The nested params of ``stage`` alone (its ``stage_keys`` but those this run does not use: ``when`` in
+    ``videoda.config.fields``), as ``resolve_params`` writes them."""
+    cls, section = STAGES[stage]
     out = {}
-    for key in stage_keys(stage):
+    for key in sorted(set(config_keys(cls, section, params))):
         *parents, last = key.split(".")
         node = out
         for p in parents:

@@ -5,7 +5,10 @@ One folder per clip, ``<root>/<split>/<clip>/``, whatever dataset it came from, 
 - ``images.npy``: uint8 (T, H, W, 3), RGB, at the training resolution;
 - ``labels.npy``: uint8 (T, H, W), train ids 0..14, ``IGNORE_ID`` for void pixels and for frames without labels;
 - ``labeled.npy``: bool (T,), True where the frame has a ground-truth label;
-- ``frame_names.npy``: str (T,), the original frame file stems (predictions are written under these names).
+- ``frame_names.npy``: str (T,), the original frame file stems (predictions are written under these names);
+- ``labels_original.npy`` (target-val clips whose label files are larger than the training resolution, e.g.
+  Cityscapes' 2048 x 1024): uint8 (N, H0, W0), the N annotated frames' labels at the label files' own resolution,
+  in frame order, for ``evaluate.resolution: labels``. Absent: the label files have the training resolution.
 
 Splits live side by side: ``<root>/source``, ``<root>/target_train``, ``<root>/target_val``.
 
@@ -21,7 +24,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -31,6 +34,7 @@ from videoda.utils.io import atomic_path
 
 SPLITS = ("source", "target_train", "target_val")
 IMAGES, LABELS, LABELED, FRAME_NAMES = "images.npy", "labels.npy", "labeled.npy", "frame_names.npy"
+ORIGINAL_LABELS = "labels_original.npy"
 
 # What np.load raises on a damaged .npz (the confusion matrices): a truncated or overwritten archive (BadZipFile,
 # EOFError), a member whose bytes fail their CRC or decompression, a member missing (KeyError) or not an array.
@@ -174,12 +178,15 @@ FrameData = Union[np.ndarray, FrameArray]
 @dataclass
 class Clip:
     """A clip: ``images`` (T, H, W, 3) and ``labels`` (T, H, W) are numpy arrays (a clip built in memory) or
-    ``FrameArray``s (``load_clip``), indexed alike; ``labeled`` and ``frame_names`` are numpy arrays (T,)."""
+    ``FrameArray``s (``load_clip``), indexed alike; ``labeled`` and ``frame_names`` are numpy arrays (T,);
+    ``original_labels`` (N, H0, W0): the N annotated frames' labels at the label files' resolution, where it
+    differs from the clip's (``ORIGINAL_LABELS``), else None."""
     name: str
     images: FrameData
     labels: FrameData
     labeled: np.ndarray
     frame_names: np.ndarray
+    original_labels: Optional[FrameData] = None
 
     def __len__(self):
         return len(self.images)
@@ -235,6 +242,30 @@ def write_clip(path, frames, labeled, frame_names, size, num_classes=NUM_CLASSES
     return path
 
 
+def write_original_labels(path, labels, count, num_classes=NUM_CLASSES):
+    """Write ``path`` (``ORIGINAL_LABELS``) from ``labels``, an iterable of ``count`` label maps (H0, W0) of train
+    ids 0..``num_classes`` - 1 or IGNORE_ID, all of one size, one in memory at a time, in the layout ``FrameArray``
+    reads (frames one after the other). Returns ``path``."""
+    path, written = Path(path), 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        for labels_t in labels:
+            labels_t = np.asarray(labels_t)
+            if written == 0:
+                shape = labels_t.shape
+                _npy_header(f, (count, *shape))
+            if labels_t.ndim != 2 or labels_t.shape != shape:
+                raise DataError(f"{path}: label map {written} has shape {labels_t.shape}, the first {shape}")
+            bad = ((labels_t >= num_classes) & (labels_t != IGNORE_ID)) | (labels_t < 0)
+            if bad.any():
+                raise DataError(f"{path}: label map {written}: ids {sorted(set(np.unique(labels_t[bad]).tolist()))} "
+                                f"are not train ids")
+            f.write(np.ascontiguousarray(labels_t.astype(np.uint8, copy=False)).data)
+            written += 1
+        if written != count:
+            raise DataError(f"{path}: {written} label maps written, {count} expected")
+    return path
+
+
 def save_clip(path, clip: Clip):
     """Write a clip (in memory, or loaded) atomically as the folder ``path`` after checking shapes and label ids."""
     t, h, w, c = clip.images.shape
@@ -272,7 +303,14 @@ def load_clip(path) -> Clip:
         if not ok:
             raise DataError(f"{path / name}: expected {expected}, got {array.dtype} {array.shape}; rerun the "
                             f"prepare stage")
-    return Clip(path.name, images, labels, labeled, frame_names)
+    original = None
+    if (path / ORIGINAL_LABELS).exists():
+        original = FrameArray.open(path / ORIGINAL_LABELS)
+        n = int(labeled.sum())
+        if original.ndim != 3 or len(original) != n or original.dtype != np.uint8:
+            raise DataError(f"{path / ORIGINAL_LABELS}: expected uint8 ({n}, H, W), one label map per annotated "
+                            f"frame, got {original.dtype} {original.shape}; rerun the prepare stage")
+    return Clip(path.name, images, labels, labeled, frame_names, original)
 
 
 def list_clips(root, split):

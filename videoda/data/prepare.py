@@ -5,7 +5,7 @@ from pathlib import Path
 
 from videoda.data import cityscapes_seq, cityscapes_vps, synthia_seq, viper
 from videoda.data.classes import DEFAULT
-from videoda.data.clips import write_clip
+from videoda.data.clips import ORIGINAL_LABELS, write_clip, write_original_labels
 from videoda.errors import DataError
 from videoda.utils.device import CPU
 from videoda.utils.io import atomic_path
@@ -45,7 +45,8 @@ LABEL_SPACE = {"viper": "viper", "cityscapes_vps": "cityscapes", "synthia_seq": 
                "cityscapes_seq": "cityscapes"}
 
 
-def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAULT, specs=None, compute=CPU):
+def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAULT, specs=None, compute=CPU,
+                  keep_original=False):
     """Convert every video of split ``split`` of the dataset ``data`` (its settings, ``videoda.config.SourceDataset``
     or ``TargetDataset``) into the clip folder ``out_dir/<name>``; returns the written paths.
 
@@ -55,7 +56,9 @@ def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAUL
     the car region under the camera, as on real VIPER data. ``specs``: the split's ``list_split`` result, when the
     caller has listed it already (it is listed here otherwise, with ``min_frames``). ``out_dir`` appears complete
     or not at all: it is built in a temporary folder and renamed at the end. Runs on the CPU; ``compute`` (a
-    ``videoda.utils.device.Runtime``) says whether a progress bar shows.
+    ``videoda.utils.device.Runtime``) says whether a progress bar shows. ``keep_original`` (target-val): a clip
+    whose label files are not at ``data.height`` x ``data.width`` also keeps its annotated frames' labels at the
+    files' own resolution (``keep_original_labels``), what ``evaluate.resolution: labels`` scores against.
     """
     def viper_frames(spec, size, table):
         return viper.sequence_frames(spec, size, ignore_ego_vehicle=data.ignore_ego_vehicle, table=table)
@@ -81,4 +84,25 @@ def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAUL
         for spec in compute.progress(specs, description=f"prepare {dataset}/{split}"):
             write_clip(tmp / spec.name, frames(spec, size, table), spec.labeled, spec.frame_names, size,
                        classes.num_classes)
+            if keep_original:
+                keep_original_labels(tmp / spec.name, spec, dataset, table, size, classes.num_classes)
     return [out_dir / spec.name for spec in specs]
+
+
+# The label reader of each target dataset, at the label files' own resolution.
+ORIGINAL_LABEL_READERS = {"cityscapes_vps": cityscapes_vps.read_label, "cityscapes_seq": cityscapes_seq.read_label}
+
+
+def keep_original_labels(clip_dir, spec, dataset, table, size, num_classes):
+    """Write ``clip_dir/labels_original.npy``: the annotated frames of ``spec`` (a target dataset's video) labelled
+    at their files' resolution, one label map in memory at a time, unless that resolution is ``size`` (the clip's
+    own labels are then the original ones; nothing written). Returns whether it was written."""
+    if dataset not in ORIGINAL_LABEL_READERS:
+        raise DataError(f"dataset: original-resolution labels are kept for {sorted(ORIGINAL_LABEL_READERS)}, "
+                        f"not {dataset!r}")
+    read = ORIGINAL_LABEL_READERS[dataset]
+    paths = [p for p in spec.labels if p is not None]
+    if not paths or read(paths[0], table).shape == tuple(size):
+        return False
+    write_original_labels(clip_dir / ORIGINAL_LABELS, (read(p, table) for p in paths), len(paths), num_classes)
+    return True

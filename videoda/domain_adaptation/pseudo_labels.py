@@ -361,7 +361,7 @@ class _PseudoLabelFrames:
 
 # --- the entry point ---------------------------------------------------------------------------------------------
 
-def make_pseudo_labels(model, clips, store, cfg, out, compute=CPU, observer=None):
+def make_pseudo_labels(model, clips, store, cfg, out, compute=CPU, observer=None, work=None):
     """Algorithm 1 (and the baselines' generators): label ``clips`` with generator ``cfg.pseudo_label``
     (``videoda.config.PseudoLabels``), writing each clip's labels under ``out`` (``<out>/<clip>/<frame>.png``,
     ``out`` must not exist yet) as soon as they are made. Returns the final thresholds (K,) (None on the ranks
@@ -382,11 +382,16 @@ def make_pseudo_labels(model, clips, store, cfg, out, compute=CPU, observer=None
     sees): each rank predicts the clips it owns (``world.shard``, round robin) and parks them in the spill; after
     a barrier rank 0 thresholds them in the clips' order, the one Algorithm 1's EMA (and CBST's set-wide
     thresholds) sees with one process, writes the labels and feeds the observer.
+
+    ``work``: a stage's ``ClipWork`` folder (``videoda.utils.resume``): the spill goes there (one process too) and
+    is kept across a kill; a rerun predicts only the clips not done, then thresholds every clip in the clips' order
+    from the spill, as above. So a resumed run keeps Algorithm 1's order: the EMA's state is never kept, only each
+    clip's maxima, which do not depend on it; the thresholds, labels and analyses are made again from clip 0.
     """
     gen, world = generator(cfg.pseudo_label), compute.world
     kinds = (SINGLE_FRAME, AGGREGATED) if observer is not None else (gen.predictions,)
     keys = (f"{gen.predictions}_conf", f"{gen.predictions}_pred")       # the generator's maxima in the spill
-    parked = gen.needs_whole_set or world.distributed
+    parked = gen.needs_whole_set or world.distributed or work is not None
 
     def predicted(clip):
         """(the clip's arrays for the spill, the generator's (confidence, argmax))."""
@@ -402,7 +407,7 @@ def make_pseudo_labels(model, clips, store, cfg, out, compute=CPU, observer=None
             spill.append(clip.name, **arrays)
             yield clip.name, conf_pred
 
-    with compute.autocast(), shared_spill(Path(out).parent if world.is_main else None, compute) as spill:
+    with compute.autocast(), shared_spill(Path(out).parent if world.is_main else None, compute, kept=work) as spill:
         if parked:
             spill.write_shard([clip.name for clip in clips], lambda i: predicted(clips[i])[0], compute,
                               "pseudo labels")

@@ -22,7 +22,8 @@ from videoda.data.classes import IGNORE_ID
 from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
 from videoda.domain_adaptation.pseudo_labels import PseudoLabelFiles, cutout_refine, fillin_refine, make_pseudo_labels
-from videoda.domain_adaptation.train import Curve, Objective, forward_pairs, segmentation_optimizer, train
+from videoda.domain_adaptation.train import (Curve, Objective, forward_pairs, segmentation_optimizer, train,
+                                             write_curve)
 from videoda.flow.store import FlowStore
 from videoda.flow.warp import flow_to_tensor
 from videoda.utils.device import CPU
@@ -212,13 +213,15 @@ def round_folder(scratch):
     return lambda: scratch_folder(scratch)
 
 
-def self_train(model, data, cfg, compute=CPU, snapshot=None, scratch=None):
+def self_train(model, data, cfg, compute=CPU, snapshot=None, scratch=None, validation=None):
     """VST (Sec. 4.4.2) with config ``cfg`` (``videoda.config.VST``) on ``data`` (``VSTData``): ``cfg.rounds``
     rounds of training on target pairs (t - tau, t) with online-refined pseudo labels; round 1 uses
     ``data.pseudo``, each further round regenerates them with the current model and ``cfg.labels`` (the same
     generator). Pairs are read by ``compute.workers`` processes; training and the refinement run on
     ``compute``'s device (the model must be there), under its autocast (the regenerated pseudo labels'
     predictions too). Returns the training curve's rows (step counted across rounds, with the round number).
+    ``validation`` (``validation.Validator``; None: none): each round scored when due, its rows (steps counted
+    across rounds, with the round) written to ``validation.path`` by rank 0 at the end and kept in the snapshots.
 
     ``snapshot`` (``snapshot.Snapshot``): saved during every round with the round, the rows of the rounds before
     and, after round 1, the weights the round's pseudo labels were generated from; a run resumed from it
@@ -232,6 +235,7 @@ def self_train(model, data, cfg, compute=CPU, snapshot=None, scratch=None):
     train_cfg, occlusion, world = cfg.train, cfg.labels.occlusion, compute.world
     resume = snapshot.load() if snapshot is not None else None      # ``train`` takes it in the round it was in
     first_round, rows = (resume["context"]["round"] - 1, resume["context"]["rows"]) if resume is not None else (0, [])
+    scored = resume["context"].get("validation", []) if resume is not None else []     # the rounds before's
     objective = Objective(vst_forward, tuple(vst_losses(cfg.regulariser, cfg.lambda_reg, cfg.lambda_source)))
     source = (PairLoader(PairDataset(data.source, cfg.tau, require_label=True), train_cfg.batch_size,
                          cfg.seed + 1, compute=compute)       # each training process draws its own batches
@@ -240,7 +244,7 @@ def self_train(model, data, cfg, compute=CPU, snapshot=None, scratch=None):
         source.skip(first_round * train_cfg.iterations)      # the source stream runs on across rounds
     pseudo = data.pseudo
     for r in range(first_round, cfg.rounds):
-        context = {"round": r + 1, "rows": rows}          # counted from 1, as in the curve
+        context = {"round": r + 1, "rows": rows, "validation": scored}          # counted from 1, as in the curve
         round_files = contextlib.ExitStack()
         if r > 0:
             if resume is not None and r == first_round:
@@ -256,13 +260,17 @@ def self_train(model, data, cfg, compute=CPU, snapshot=None, scratch=None):
             optimizer = segmentation_optimizer(model, train_cfg.optim)
             if snapshot is not None:
                 snapshot.context = context
-            result = train(model, optimizer, batches, objective, train_cfg, Curve(None, f"vst round {r + 1}"),
-                           snapshot, compute)
+            curve = Curve(None, f"vst round {r + 1}", validation=validation and validation.for_round())
+            result = train(model, optimizer, batches, objective, train_cfg, curve, snapshot, compute)
         pairs.close()
         barrier(world)      # every rank's loader is done with the round's labels before rank 0 removes them
         round_files.close()
         rows = rows + [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1}
                        for row in result["rows"]]      # a new list: the snapshots' context keeps the old one
+        scored = scored + [{**row, "step": row["step"] + r * train_cfg.iterations, "round": r + 1}
+                           for row in result["validation"]]
     if source is not None:
         source.close()
+    if validation is not None and validation.path is not None and world.is_main:
+        write_curve(validation.path, scored)
     return rows

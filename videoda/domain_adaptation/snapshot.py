@@ -6,28 +6,24 @@ and Python's global ones), the curve rows so far with the partial sums of the op
 caller's ``context`` (VST: its round). The batch stream's position is the step: on resume the loop calls
 ``batches.skip(step)``. The poly learning rate is recomputed from the step, so it needs no state.
 
-Where: ``<output's folder>/.snapshots/<stage>/snapshot.pt`` (``models/.snapshots/<stage>/`` under DVC). DVC deletes
-a stage's declared outputs before it runs it, never other files, so the snapshot survives the rerun that resumes
-from it; the stage removes it once its outputs are written. Written atomically (temporary name, then rename), so
-a kill while writing leaves the previous snapshot whole.
+Where: ``<output's folder>/.snapshots/<stage>/snapshot.pt`` (``models/.snapshots/<stage>/`` under DVC;
+``videoda.utils.resume.stage_folder``). DVC deletes a stage's declared outputs before it runs it, never other
+files, so the snapshot survives the rerun that resumes from it; the stage removes it once its outputs are written.
+Written atomically (temporary name, then rename), so a kill while writing leaves the previous snapshot whole.
 
-Key: a sha256 over the stage's name, its resolved params file (bytes), its code (the names and bytes of its
-script's import closure, ``videoda.utils.code_deps``: the files dvc.yaml lists as its code deps), the checkpoint
-it starts from (bytes), and the names, sizes and modification times of its data inputs. A snapshot whose key
-differs, or that cannot be read (truncated), is reported in one line and ignored: the stage starts from step 0.
-Data files are not hashed whole: at paper scale they are hundreds of GB, read at every start; a rewritten file gets
-a new modification time, which is enough to never resume a snapshot of other data (a copy of the same bytes with
-a new time only costs a restart).
+Key: ``videoda.utils.resume.run_key`` over the stage's name, params, code, the checkpoint it starts from and its
+data inputs (the same key as the per-clip work of the inference stages). A snapshot whose key differs, or that
+cannot be read (truncated), is reported in one line and ignored: the stage starts from step 0.
 
 Several processes (DistributedDataParallel): every rank holds the same weights and optimiser state, so rank 0
 saves them, with every rank's RNG states (gathered) and the world size. The stages key it by their params
 without the process layout (``compute.nproc_per_node``, ``nnodes``, ``rdzv_endpoint``; ``run_params``): a
 snapshot of the same run taken with another number of processes is recognised, and refused with a ParamError
 (each rank draws its own sample stream, so a run cannot change its number of processes midway); another endpoint
-or split of the same number over nodes resumes. Rank 0 reads the snapshot and sends it to the others (no shared filesystem needed for it).
+or split of the same number over nodes resumes. Rank 0 reads the snapshot and sends it to the others (no shared
+filesystem needed for it).
 """
 
-import hashlib
 import random
 import sys
 from pathlib import Path
@@ -36,63 +32,18 @@ import numpy as np
 import torch
 
 from videoda.errors import ParamError
-from videoda.utils.code_deps import REPO, import_closure
 from videoda.utils.device import CPU
 from videoda.utils.distributed import broadcast_object, gather_objects
 from videoda.utils.io import atomic_path, remove_stale_temps
+from videoda.utils.resume import run_key, stage_folder
 
 FORMAT = 1                 # the layout of a snapshot's dict; another layout is never resumed
-SNAPSHOT_DIR = ".snapshots"
 REQUIRED = {"format", "key", "step", "iterations", "model", "optimizer", "rng", "rows", "sums", "count", "context"}
 
 
 def snapshot_path(out, stage):
     """Where stage ``stage`` whose output is ``out`` keeps its snapshot."""
-    return Path(out).parent / SNAPSHOT_DIR / stage / "snapshot.pt"
-
-
-def _hash_file(h, path, name=None):
-    h.update(f"{path if name is None else name}\0".encode())
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-
-
-def _hash_listing(h, path):
-    """Names (relative to ``path``), sizes and modification times of ``path``'s files (or of ``path`` alone)."""
-    path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    h.update(f"{path}\0{len(files)}\0".encode())
-    for p in files:
-        st = p.stat()
-        h.update(f"{p.relative_to(path) if p != path else p.name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-
-
-def code_files(script=None):
-    """The project's code stage script ``script`` runs, as {path relative to the repository: file}: its import
-    closure (what ``dvc.yaml`` lists as the stage's code deps); none without a script."""
-    return {name: REPO / name for name in import_closure(script)} if script else {}
-
-
-def _hash_params(h, params):
-    """A stage's params: the bytes of its params file (a path), or the bytes given (the file without the process
-    layout, ``videoda.config.compute.run_params``)."""
-    h.update((params if isinstance(params, bytes) else Path(params).read_bytes()) + b"\0")
-
-
-def input_key(stage, params, script=None, init=None, data=()):
-    """The key of a stage's run (module docstring): sha256 hex of its name, params (a file, or its bytes without the
-    process layout), code, init checkpoint and the listings of its ``data`` paths (files or folders)."""
-    h = hashlib.sha256(f"videoda snapshot {FORMAT}\0{stage}\0".encode())
-    _hash_params(h, params)
-    # the code by its repository-relative names: the key does not depend on where the repository lies
-    for name, f in code_files(script).items():
-        _hash_file(h, f, name)
-    if init is not None:
-        _hash_file(h, init)
-    for d in data:
-        _hash_listing(h, d)
-    return h.hexdigest()
+    return stage_folder(out, stage) / "snapshot.pt"
 
 
 def rng_state():
@@ -132,8 +83,9 @@ class Snapshot:
 
     @classmethod
     def for_stage(cls, stage, out, every, params, script=None, init=None, data=(), compute=CPU):
-        """The snapshot of stage ``stage`` writing ``out``, keyed by its inputs (``input_key``)."""
-        return cls(snapshot_path(out, stage), input_key(stage, params, script, init, data), every, compute)
+        """The snapshot of stage ``stage`` writing ``out``, keyed by its inputs (``videoda.utils.resume.run_key``)."""
+        files = () if init is None else (init,)
+        return cls(snapshot_path(out, stage), run_key(stage, params, script, files, data), every, compute)
 
     def due(self, steps_done, iterations):
         """Whether to snapshot after ``steps_done`` steps: every ``every``, never at the end (the outputs are)."""

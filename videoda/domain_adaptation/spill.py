@@ -5,6 +5,9 @@ A ``Spill`` writes each item (a clip's confidence and argmax maps, say) as ``.np
 caller owns (a temporary folder, removed after), keeps only the items' names in memory, and reads them back one
 item at a time, in the order written, as often as asked.
 
+A stage that resumes keeps its spill (``shared_spill``'s ``kept``): an item is whole once its done marker is
+written, and a rerun writes only the items not done.
+
 Under several processes (``shared_spill``) the ranks write the items they own into one folder that rank 0
 made (on the filesystem every node sees), each under its index in the whole sequence; once every rank has
 written (``Spill.write_shard``, a barrier), rank 0 reads them back in that order, as one process would have.
@@ -19,6 +22,7 @@ import torch
 
 from videoda.utils.device import CPU
 from videoda.utils.distributed import barrier
+from videoda.utils.resume import is_done, mark_done
 from videoda.utils.shards import shared_folder
 
 
@@ -50,10 +54,13 @@ class Spill:
 
     def write_shard(self, names, arrays_of, compute=CPU, description=""):
         """This rank's share of the sequence ``names`` (``compute.world.shard``; all of it for one process): item
-        i's arrays ``arrays_of(i)`` written under i. Then, once every rank has written (a barrier), the spill
-        holds all of ``names`` in order: ``view`` reads them so."""
-        for i in compute.progress(compute.world.shard(range(len(names))), description=description):
+        i's arrays ``arrays_of(i)`` written under i, then its done marker; an item done already (a kept spill of a
+        killed run, ``shared_spill``'s ``kept``) is not computed again. Then, once every rank has written (a
+        barrier), the spill holds all of ``names`` in order: ``view`` reads them so."""
+        todo = [i for i in compute.world.shard(range(len(names))) if not is_done(self.folder, i)]
+        for i in compute.progress(todo, description=description):
             self.write(i, **arrays_of(i))
+            mark_done(self.folder, i)
         barrier(compute.world)
         self.names = list(names)
         return self
@@ -80,10 +87,14 @@ class SpillView:
 
 
 @contextlib.contextmanager
-def shared_spill(root, compute=CPU, prefix=".maxima-"):
+def shared_spill(root, compute=CPU, prefix=".maxima-", kept=None):
     """A ``Spill`` in a temporary folder under ``root`` that every rank of ``compute.world`` writes into
     (``shared_folder``; ``root`` matters on rank 0 only), removed when the block ends. One process: a temporary
     folder under ``root``. The other ranks write their items (``Spill.write_shard``) before rank 0 leaves the
-    block."""
+    block. ``kept``: a folder every rank sees, kept across a kill (a stage's ``videoda.utils.resume.ClipWork``
+    folder), used instead and left in place (the stage removes it)."""
+    if kept is not None:
+        yield Spill(kept)
+        return
     with shared_folder(lambda: tempfile.TemporaryDirectory(dir=root, prefix=prefix), compute.world) as folder:
         yield Spill(folder)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.domain_adaptation.snapshot import restore_training_state, training_state
+from videoda.domain_adaptation.validation import Validator, validation_path
 from videoda.errors import Diverged
 from videoda.model import load_checkpoint, normalize, save_checkpoint
 from videoda.utils.device import CPU, set_deterministic
@@ -76,10 +77,20 @@ class Objective:
 @dataclass(frozen=True)
 class Curve:
     """The training curve of a run: a row of the mean losses every ``every`` steps (and at the last), written as
-    TSV to ``path`` (None: kept in memory only), and the run's ``name`` on its progress bar."""
+    TSV to ``path`` (None: kept in memory only), and the run's ``name`` on its progress bar. ``validation`` (a
+    ``validation.Validator``; None: none): the model scored on the target-val clips when it is due, its rows
+    written as TSV to its ``path``."""
     path: object = None
     name: str = "train"
     every: int = 10
+    validation: object = None
+
+    @classmethod
+    def for_stage(cls, path, name, validation, data_root):
+        """A training stage's curve: TSV ``path``, ``name`` on the progress bar, and its validation
+        (``Validator.for_stage``: the ``Validation`` config ``validation``, the target-val clips under ``data_root``
+        when it validates, its TSV ``validation.validation_path(path)``, written even when it does not: no rows)."""
+        return cls(path, name, validation=Validator.for_stage(validation, data_root, path))
 
 
 def train(model, optimizer, batches, objective, cfg, curve=Curve(), snapshot=None, compute=CPU):
@@ -101,15 +112,20 @@ def train(model, optimizer, batches, objective, cfg, curve=Curve(), snapshot=Non
     rank's ``batches`` is its own stream (the global batch is the ranks' batches together). The logged losses
     are averaged over the ranks; only rank 0 shows progress (in a stage), writes the curve and the snapshots.
 
-    Returns ``{"seconds", "final", "rows"}``. The seconds are for the caller to print, never to write into an
-    output: a DVC-tracked file must not change when only the run time does.
+    ``curve.validation``: scored after the step (before its snapshot, which keeps the rows so far, so a resumed
+    run's validation curve is an uninterrupted one's); scoring changes no weight and draws no random number.
+
+    Returns ``{"seconds", "final", "rows", "validation"}`` (the validation rows). The seconds are for the caller
+    to print, never to write into an output: a DVC-tracked file must not change when only the run time does.
     """
     iterations, extra_step, world = cfg.iterations, objective.extra_step, compute.world
     model.train()
-    rows, sums, count, first = [], {}, 0, 0
+    rows, sums, count, first, scored = [], {}, 0, 0, []
     resume = snapshot.take_resume() if snapshot is not None else None
     if resume is not None:
         first, rows, sums, count = restore_training_state(resume, iterations, model, optimizer, extra_step, batches)
+        scored = list(resume.get("validation", []))
+    validation = curve.validation
     kept = (first, snapshot.path) if resume is not None else None     # this run's last snapshot: (step, file)
     # wrapped after restoring: DDP broadcasts rank 0's weights when it wraps, the restored ones
     net = data_parallel(model, compute)
@@ -147,13 +163,17 @@ def train(model, optimizer, batches, objective, cfg, curve=Curve(), snapshot=Non
                 sums, count = {}, 0
                 progress.update(task, loss=" ".join(f"{k}={v:.3f}" for k, v in row.items() if k not in ("step", "lr")))
             progress.advance(task)
+            if validation is not None and validation.due(step + 1, iterations):
+                scored = scored + [validation.score(model, step + 1, compute)]
             if snapshot is not None and snapshot.due(step + 1, iterations):
-                log = {"rows": rows, "sums": sums, "count": count}
+                log = {"rows": rows, "sums": sums, "count": count, "validation": scored}
                 snapshot.save(training_state(step + 1, iterations, model, optimizer, extra_step, log))
                 kept = (step + 1, snapshot.path)
     if curve.path is not None and world.is_main:
         write_curve(curve.path, rows)
-    return {"seconds": round(time.perf_counter() - start, 1), "final": rows[-1], "rows": rows}
+    if validation is not None and validation.path is not None and world.is_main:
+        write_curve(validation.path, scored)
+    return {"seconds": round(time.perf_counter() - start, 1), "final": rows[-1], "rows": rows, "validation": scored}
 
 
 def check_losses(values, terms, step, limit, stage, kept=None):
@@ -175,9 +195,10 @@ def check_losses(values, terms, step, limit, stage, kept=None):
 
 def skip_phase(stage, init, out, curve_path):
     """Stage ``stage`` of a method without that training phase (``conf/method/``): the checkpoint ``init`` written
-    as its output ``out`` (marked ``enabled: False``) and a curve without rows."""
+    as its output ``out`` (marked ``enabled: False``) and a curve and a validation curve without rows."""
     model, _ = load_checkpoint(init)
     write_curve(curve_path, [])
+    write_curve(validation_path(curve_path), [])
     save_checkpoint(out, model, {"stage": stage, "enabled": False, "init": str(init)})
 
 

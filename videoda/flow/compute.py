@@ -18,10 +18,10 @@ from videoda.flow.backends import (PtlflowFlow, checkpoint_label, is_ptlflow_met
 from videoda.flow.quality import EpeMeter
 from videoda.flow.store import FlowStore, FlowWriter, stored_pairs
 from videoda.utils.device import CPU
-from videoda.utils.shards import in_clip_order, main_atomic_path, shard_folder
+from videoda.utils.shards import in_clip_order, main_atomic_path, results_folder
 
 
-def compute_flows(data, out, cfg, compute=CPU):
+def compute_flows(data, out, cfg, compute=CPU, work=None):
     """Write the flows of the target-train clips under ``data`` (prepared clips) to the flow store ``out`` with
     stage ``flow``'s config ``cfg`` (``videoda.config.Flow``): backend ``cfg.method`` (``cfg.dis_preset``,
     ``cfg.ckpt``, ``cfg.batch_size``: its settings; ``cfg.gt_root``: the ground-truth flow), pair distances 1 and
@@ -34,7 +34,14 @@ def compute_flows(data, out, cfg, compute=CPU):
     Several processes (``compute.world``): each rank computes its share of the clips (flows and EPE terms) into
     a shard folder next to ``out``, and rank 0 writes the store clip by clip in clip order and adds the EPE terms
     in clip order, as one process does: the same bytes and report. It returns the report and the seconds of all
-    ranks together; the other ranks return (None, None)."""
+    ranks together; the other ranks return (None, None).
+
+    ``work``: the stage's ``ClipWork`` folder (``videoda.utils.resume``), where each clip's flows and EPE terms are
+    kept (one process too) until the stage removes it: a rerun after a kill computes only the clips not done, and
+    rank 0 writes the store from every kept clip in clip order (the bytes of an uninterrupted run; the disk holds
+    the flows twice while it does). The seconds reported are those spent computing, in this run and the killed
+    one, as kept."""
+
     method, tau, gt_root, batch_size = cfg.method, cfg.tau, cfg.gt_root, cfg.batch_size
     alpha, threshold = cfg.occlusion.alpha, cfg.occlusion.occlusion_threshold
     paths = list_clips(data, "target_train")
@@ -89,7 +96,7 @@ def compute_flows(data, out, cfg, compute=CPU):
         return result
 
     size, pairs_done, seconds = None, 0, 0.0
-    with main_atomic_path(out, world) as tmp, shard_folder(out, world) as shards:
+    with main_atomic_path(out, world) as tmp, results_folder(out, world, work) as shards:
         writer = None
         results = in_clip_order(paths, clip_flows, compute, shards, description=f"flow ({method})")
         for index, result in results:      # rank 0: every clip, in clip order; other ranks: none
@@ -131,8 +138,6 @@ def compute_flows(data, out, cfg, compute=CPU):
 
 def shard_flows(path, clip, num_frames, deltas):
     """The flows of ``clip`` in a shard file, ``{(src, dst): float32 (H, W, 2)}`` as ``FlowWriter.add_clip`` takes
-    them (exactly the float16 values it stores); the file is removed once read."""
+    them (exactly the float16 values it stores); the file stays until its folder goes (a rerun may need it)."""
     with FlowStore(path) as store:
-        flows = {pair: store.flow(clip, *pair) for pair in stored_pairs(num_frames, deltas)}
-    path.unlink()
-    return flows
+        return {pair: store.flow(clip, *pair) for pair in stored_pairs(num_frames, deltas)}

@@ -120,6 +120,11 @@ class DeepLabV2(nn.Module):
         logits = self.head(self.backbone(x))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
+    def coarse_logits(self, x):
+        """The head's logits at the output stride, before ``forward`` upsamples them to the input size: what
+        ``videoda.evaluate.predict_at`` upsamples once to the label files' resolution, as DA-VSN's evaluation does."""
+        return self.head(self.backbone(x))
+
     def param_groups(self, lr):
         """Optimizer groups: backbone at ``lr``, freshly initialised head at ``10 * lr`` (DeepLab/ADVENT)."""
         return [

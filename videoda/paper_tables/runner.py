@@ -93,8 +93,8 @@ def finished_runs(show, read=experiment_file, cpu=None):
     """{name: {"commit": the commit it ran on, "cpu": the CPU model, "metrics": {file: data}}} of the finished
     experiments in ``show`` that the tables read, each with its reports/flow.json (a git-tracked output, not a
     DVC metric). ``cpu``: this machine's (default), which ran them: a ``dvc exp`` queue runs in its own clone.
-    Torch's training bytes differ between CPU models even with the pinned numerics (README "Reproducibility
-    across CPUs"), so the report names it."""
+    Torch's training bytes differ between CPU models even with the pinned numerics
+    (docs/engineering/reproducibility.md), so the report names it."""
     found = read_experiments(show)
     commit = (found.pop("@baseline", None) or {}).get("rev")
     cpu = cpu or cpu_model()

@@ -1,5 +1,5 @@
 """Where and how a stage computes: the device (``compute.device``), the precision (``compute.precision``) and the
-deterministic settings of each device type (README "Device and precision").
+deterministic settings of each device type (docs/guides/gpus-and-clusters.md).
 
 - ``resolve_device``: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a ``torch.device``; a CUDA device that does
   not exist here is a ``ParamError`` naming the key.
@@ -7,7 +7,8 @@ deterministic settings of each device type (README "Device and precision").
 - ``Runtime``: the resolved device and precision: moves models and batches, opens the autocast context.
 - ``set_deterministic``: the CPU keeps torch's strict deterministic mode (an op without a deterministic kernel
   raises); CUDA uses deterministic kernels where they exist and warns where none does (bilinear upsampling's
-  backward, ``nll_loss2d``, ``grid_sample``'s backward: README lists what is and is not bit-reproducible).
+  backward, ``nll_loss2d``, ``grid_sample``'s backward: docs/engineering/reproducibility.md lists what is and is
+  not bit-reproducible).
 
 The io layer: torch and the project's error types only.
 """
@@ -106,6 +107,10 @@ def set_deterministic(device):
     where it has none (strict mode would raise at the first training step: the backward of bilinear
     upsampling and ``nll_loss2d`` have no deterministic CUDA kernel), deterministic cuDNN convolutions and no
     cuDNN autotuning (its choice of algorithm varies from run to run)."""
+    # Deterministic mode also fills every new tensor (torch.empty) with NaN, a debugging aid that exposes reads of
+    # uninitialised memory; no kernel here reads it (a run's bytes are the same with it off: tests/test_train.py)
+    # and the fills cost 3-7% of a training step on the CPU (benchmarks/profile_training.py: aten::fill_).
+    torch.utils.deterministic.fill_uninitialized_memory = False
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -124,8 +129,8 @@ class Runtime:
     ``CPU`` below is the context of a call without one: the CPU, fp32, one process, no bars.
 
     ``fp32``: everything in float32 (on CUDA, cuDNN's convolutions may use TF32 tensor cores, torch's default;
-    README). ``bf16``: the forward pass and the losses under ``torch.autocast(device, bfloat16)``: convolutions
-    and matrix products in bf16, the weights, gradients and optimiser state stay float32; the losses cast their
+    docs/guides/gpus-and-clusters.md). ``bf16``: the forward pass and the losses under ``torch.autocast(device,
+    bfloat16)``: convolutions and matrix products in bf16, the weights, gradients and optimiser state stay float32; the losses cast their
     logits to float32 first.
     """
     device: torch.device

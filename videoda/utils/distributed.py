@@ -1,5 +1,5 @@
 """Several processes for one stage: PyTorch's distributed engine, launched by its elastic agent (what ``torchrun``
-runs), README "Several GPUs and nodes".
+runs), docs/guides/gpus-and-clusters.md.
 
 A stage with ``compute.nproc_per_node`` x ``compute.nnodes`` > 1 processes is started as usual
 (``python stages/<stage>.py ...``, the command in ``dvc.yaml``); ``launch_ranks`` then makes that process the
