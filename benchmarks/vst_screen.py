@@ -79,7 +79,8 @@ def screen(job):
         make_pseudo_labels(model, full, store, cfg.labels, Path(tmp) / "labels", compute, analysis)
         labels = analysis.report
         self_train(model, VSTData(clips, PseudoLabelFiles(Path(tmp) / "labels", clips), store, source), cfg, compute)
-    scoring = SimpleNamespace(label_stride=args.label_stride, batch_size=PREDICT_BATCH_SIZE, classes=DEFAULT)
+    scoring = SimpleNamespace(label_stride=args.label_stride, batch_size=PREDICT_BATCH_SIZE, classes=DEFAULT,
+                              resolution="prepared")
     scores, _ = evaluate_clips(model, load_split(args.data, "target_val"), scoring)
     return {"setting": changed, "miou": scores["miou"], "vpq": scores["vpq"]["mean"],
             "pseudo_label_proportion": labels["proportion"], "p_miou": labels["p_miou"],

@@ -325,8 +325,8 @@ def test_evaluate_clips_reads_batches_and_scores_as_before(lazy_and_memory, tmp_
 
     old_report, old_confusion = score_clips(old_predicted(), label_stride=1)
     (tmp_path / "pred").mkdir()
-    report, confusion = evaluate_clips(model, lazy, SimpleNamespace(label_stride=1, batch_size=2, classes=DEFAULT),
-                                       tmp_path / "pred")
+    report, confusion = evaluate_clips(model, lazy, SimpleNamespace(label_stride=1, batch_size=2, classes=DEFAULT,
+                                                                    resolution="prepared"), tmp_path / "pred")
     assert report == old_report and np.array_equal(confusion, old_confusion)
     old_preds = np.concatenate([p for p, _ in old_predicted()])
     names = [n for c in memory for n in c.frame_names[c.labeled]]

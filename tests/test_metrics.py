@@ -319,7 +319,8 @@ def test_stage_and_cli_share_one_evaluator(tmp_path, monkeypatch):
     out = tmp_path / "stage_pred"
     out.mkdir()
     stage_report, stage_mat = ev.evaluate_clips(None, clips, SimpleNamespace(label_stride=5, batch_size=16,
-                                                                             classes=DEFAULT), out)
+                                                                             classes=DEFAULT, resolution="prepared"),
+                                                out)
     assert stage_report == report and np.array_equal(stage_mat, mat)
     assert len(list(out.glob("*.png"))) == 5
     assert evaluate_folder(out, tmp_path / "gt") == full

@@ -79,13 +79,13 @@ def predict_and_count(model, clip, cfg):
     per-frame counts are stacked), so memory holds one full-resolution float map, one label map and the clip's
     uint8 predictions."""
     idx, stride, n = np.flatnonzero(clip.labeled), cfg.label_stride, cfg.classes.num_classes
-    resolution = getattr(cfg, "resolution", "prepared")     # a config without the key: as before it existed
+    resolution = cfg.resolution
     if resolution == "prepared" or not len(idx):
         preds = predict_frames(model, clip.images, idx, cfg.batch_size)
         return preds, clip_counts(preds, clip.labels[idx], stride, n)
     if resolution != "labels":
         raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {resolution!r}")
-    original = getattr(clip, "original_labels", None)
+    original = clip.original_labels
     size = (original if original is not None else clip.labels).shape[1:]
     preds = np.concatenate([predict_at(model, clip.images[idx[i:i + cfg.batch_size]], size, cfg.batch_size)
                             for i in range(0, len(idx), cfg.batch_size)])

@@ -41,7 +41,6 @@ def compute_flows(data, out, cfg, compute=CPU, work=None):
     rank 0 writes the store from every kept clip in clip order (the bytes of an uninterrupted run; the disk holds
     the flows twice while it does). The seconds reported are those spent computing, in this run and the killed
     one, as kept."""
-
     method, tau, gt_root, batch_size = cfg.method, cfg.tau, cfg.gt_root, cfg.batch_size
     alpha, threshold = cfg.occlusion.alpha, cfg.occlusion.occlusion_threshold
     paths = list_clips(data, "target_train")

@@ -10,8 +10,8 @@ before, with no files.
 
 Why files: a rank's results go through a shard folder next to the output (on a filesystem every rank sees,
 docs/guides/gpus-and-clusters.md), one file per clip, and rank 0 reads them back one clip at a time after every
-rank is done: memory stays bounded by a clip, whatever the size of the dataset. Rank 0 makes the folder (``shared_folder`` of a
-``videoda.utils.io.scratch_folder``: named after the output and rank 0's pid, so the next writer of the output
+rank is done: memory stays bounded by a clip, whatever the size of the dataset. Rank 0 makes the folder
+(``shared_folder`` of a ``videoda.utils.io.scratch_folder``: named after the output and rank 0's pid, so the next writer of the output
 removes the folder of a killed run) and removes it when the stage's work is done; only rank 0 writes outputs.
 
 Why a stage resumes: a stage passes its ``videoda.utils.resume.ClipWork`` folder instead (``results_folder``), kept
