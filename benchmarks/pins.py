@@ -9,8 +9,8 @@ temporary folder, under four settings, interleaved round by round so that the ma
 ``torch pinned`` (numpy's and OpenCV's pins, and the torch pins this project had until issue 32: ATen's capability
 AVX2, oneDNN's ISA AVX2, MKL's COMPATIBLE branch), ``pinned`` (the default now: numpy's and OpenCV's pins),
 ``native`` (``VIDEODA_NUMERICS=native``: every pin off) and ``torch only pinned`` (native, plus the torch pins).
-``OMP_WAIT_POLICY=PASSIVE`` in all four (it changes speed only). Prints the median seconds per stage and setting,
-and each setting's ratio to ``torch pinned``.
+OpenMP's wait policy as in the caller's environment (a stage's default: ``benchmarks/omp_wait.py``). Prints the
+median seconds per stage and setting, and each setting's ratio to ``torch pinned``.
 """
 
 import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)
@@ -36,7 +36,6 @@ TORCH_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_
 def settings():
     base = {k: v for k, v in os.environ.items()
             if k not in PINS and k not in TORCH_PINS and k != "OPENBLAS_CORETYPE" and k != MODE_VARIABLE}
-    base["OMP_WAIT_POLICY"] = "PASSIVE"
     return {
         "torch pinned": {**base, MODE_VARIABLE: "pinned", **TORCH_PINS},
         "pinned": {**base, MODE_VARIABLE: "pinned"},

@@ -27,6 +27,7 @@ import yaml
 
 from videoda.config.fields import load_params, with_overrides
 from videoda.data.classes import DEFAULT
+from videoda.numerics import share_cores
 from videoda.config.stages import stage_config
 from videoda.data.pairs import load_split
 from videoda.domain_adaptation.pseudo_label_analysis import PseudoLabelAnalysis
@@ -101,6 +102,8 @@ def main():
     args = ap.parse_args()
     params = load_params()
     jobs = [(*parse_setting(s, params), args) for s in args.settings]
+    if args.workers > 1:
+        share_cores()      # the workers run side by side: their idle OpenMP threads sleep (videoda/numerics.py)
     with mp.get_context("spawn").Pool(args.workers) as pool:
         for result in pool.imap(screen, jobs):
             line = json.dumps(result)

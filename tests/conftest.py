@@ -4,6 +4,12 @@ on it. Tests read them, and write into folders of their own (``helpers.link``)."
 # First, as in every stage script: the CPU numerics pinned before numpy, torch and OpenCV load
 # (videoda/numerics.py), so a stage run in the test process computes as in its own process.
 import videoda  # noqa: F401
+from videoda.numerics import share_cores
+
+# The suite's workers (pytest-xdist) and the stage processes they start run side by side on the same cores: idle
+# OpenMP threads sleep at once instead of spinning on a core another process needs (videoda/numerics.py). Set
+# before torch loads here; the stage processes inherit it.
+share_cores()
 
 import pytest
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from videoda.numerics import FORCED, MODE_VARIABLE, PINS, cpu_flags, opencv_avx512_features
+from videoda.numerics import FORCED, MODE_VARIABLE, PINS, SHARED_CORES, cpu_flags, opencv_avx512_features, share_cores
 
 REPO = Path(__file__).resolve().parents[1]
 PIN_LINE = "import videoda  # pins the CPU numerics before numpy, torch and OpenCV load (videoda/numerics.py)"
@@ -24,8 +24,10 @@ needs_avx2 = pytest.mark.skipif("avx2" not in FLAGS, reason="the pins target CPU
 
 
 def clean_env(mode="pinned", **extra):
-    """This environment without any pin variable: what is pinned in the child, videoda pinned itself."""
-    env = {k: v for k, v in os.environ.items() if k not in PINS and k not in FORCED and k != MODE_VARIABLE}
+    """This environment without any pin variable (nor the test suite's shared-cores wait policy): what is pinned in
+    the child, videoda pinned itself."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in PINS and k not in FORCED and k not in SHARED_CORES and k != MODE_VARIABLE}
     env.update(PYTHONPATH=str(REPO), **{MODE_VARIABLE: mode}, **extra)
     return env
 
@@ -111,7 +113,7 @@ def test_every_switch_is_in_effect_in_every_stage_process(states, target):
     assert not [t for t in s["numpy_dispatch_enabled"] if "512" in t or t == "X86_V4"]   # numpy: AVX2 at most
     assert not s["opencv_avx512_skx"]                            # OpenCV: no AVX-512 dispatched kernels
     assert s["opencv_ipp"] is False
-    assert s["omp_wait_policy"] == "PASSIVE"
+    assert s["omp_wait_policy"] is None          # a stage alone keeps GNU OpenMP's default (spin, then sleep)
     assert s["openblas_coretype"] == "Haswell"
 
 
@@ -133,6 +135,12 @@ def test_a_user_setting_wins_over_a_pin():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                           env=clean_env(OPENCV_IPP="enabled", OMP_WAIT_POLICY="ACTIVE"))
     assert done.stdout.split() == ["enabled", "ACTIVE"]
+    assert share_cores({"OMP_WAIT_POLICY": "ACTIVE"}) == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
+def test_processes_that_share_the_cores_sleep_when_idle():
+    assert share_cores({}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"    # the suite's workers run side by side (tests/conftest.py)
     done = subprocess.run([sys.executable, "-c", "import videoda"], cwd=REPO, capture_output=True, text=True,
                           env=clean_env(mode="fast"))
     assert done.returncode != 0 and MODE_VARIABLE in done.stderr

@@ -41,10 +41,14 @@ PINS = {
     "OPENCV_IPP": ("disabled", "OpenCV: no Intel IPP (its code depends on the CPU)"),
     # OpenCV logs a warning that IPP is disabled each time it loads: errors only (decoding errors are raised)
     "OPENCV_LOG_LEVEL": ("ERROR", "OpenCV: no warning noise in the stage logs"),
-    # GNU OpenMP (torch's threads): idle threads sleep instead of spinning; on a busy machine spinning threads
-    # steal the cores the working ones need (x4 faster under load, measured). It changes no result.
-    "OMP_WAIT_POLICY": ("PASSIVE", "OpenMP: no spinning on busy machines (speed only)"),
 }
+
+# GNU OpenMP's waiting (torch's threads; speed only, no result changes). Its default, which a stage keeps, spins a
+# while before an idle thread sleeps: between two small operators the other thread is still awake, x1.2-1.8 faster
+# training than sleeping at once on the idle 2-core Xeon (benchmarks/omp_wait.py). Processes started side by side
+# on the same cores (the test suite's workers, dvc exp run -j N, several ranks on one node) spin on each other's
+# cores instead: x2 slower; there ``share_cores`` makes idle threads sleep at once (PASSIVE).
+SHARED_CORES = {"OMP_WAIT_POLICY": ("PASSIVE", "OpenMP: idle threads sleep at once (processes share the cores)")}
 
 # overridden even when already set (a machine-wide setting, not a user's choice for this project); numpy's and
 # OpenCV's bundled OpenBLAS read it. Haswell = AVX2 kernels; set only on CPUs with AVX2 (else it would crash).
@@ -114,6 +118,16 @@ def pin():
         for name, (value, _) in FORCED.items():
             os.environ[name] = value
     return late
+
+
+def share_cores(env=os.environ):
+    """Make idle OpenMP threads sleep at once (``SHARED_CORES``) in ``env`` (default: this process's environment,
+    which the processes it starts inherit): for a process that runs others at the same time on the same cores.
+    Read when torch loads, so call it before a process that loads torch starts (or before this one imports torch).
+    A wait policy the user set explicitly wins."""
+    for name, (value, _) in SHARED_CORES.items():
+        env.setdefault(name, value)
+    return env
 
 
 def state():

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from videoda.config.fields import read_params
+from videoda.numerics import share_cores
 from videoda.paper_tables.render import write_report
 from videoda.paper_tables.specs import exp_name, experiments, is_table_run, missing_experiments, needed
 from videoda.utils.machine import cpu_model
@@ -166,6 +167,8 @@ def run(seeds, out_md, jobs=1, dry_run=False, rerun=False, params_path="params.y
     if dry_run:
         return 0
     if todo:
+        if jobs > 1:
+            share_cores()     # the experiments run side by side: their idle OpenMP threads sleep (videoda/numerics.py)
         r = subprocess.run(["dvc", "exp", "run", "--run-all", "-j", str(jobs)])
         if r.returncode != 0:
             print("some experiments failed (dvc queue status; dvc queue logs <name>); collecting the rest",

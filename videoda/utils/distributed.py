@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from videoda.errors import ParamError, RankFailed
+from videoda.numerics import share_cores
 
 RDZV_ENDPOINT_ENV = "VIDEODA_RDZV_ENDPOINT"
 # How long a collective waits for the slowest rank. Rank 0 does sequential work while the others wait at a
@@ -111,6 +112,8 @@ def launch_ranks(nproc_per_node, nnodes, rdzv_endpoint, run_id, argv=None):
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    if nproc_per_node > 1:
+        share_cores()     # the node's ranks share its cores: their idle OpenMP threads sleep (videoda/numerics.py)
     endpoint = "localhost:0" if nnodes == 1 else os.environ.get(RDZV_ENDPOINT_ENV) or rdzv_endpoint
     # The nodes wait this long for each other: under DVC the first node checks the stage's inputs (hashing
     # data) before it starts the stage, while the others are already waiting (examples/slurm_stage.sh).
