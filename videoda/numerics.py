@@ -44,10 +44,11 @@ PINS = {
 }
 
 # GNU OpenMP's waiting (torch's threads; speed only, no result changes). Its default, which a stage keeps, spins a
-# while before an idle thread sleeps: between two small operators the other thread is still awake, x1.2-1.8 faster
-# training than sleeping at once on the idle 2-core Xeon (benchmarks/omp_wait.py). Processes started side by side
-# on the same cores (the test suite's workers, dvc exp run -j N, several ranks on one node) spin on each other's
-# cores instead: x2 slower; there ``share_cores`` makes idle threads sleep at once (PASSIVE).
+# while before an idle thread sleeps: between two small operators the other thread is still awake. Training alone is
+# 5% faster than sleeping at once on a quiet 2-core VM, up to 2x where the VM's host takes CPU time
+# (benchmarks/omp_wait.py). Processes started side by side on the same cores (the test suite's workers, dvc exp run
+# -j N, several ranks on one node) spin on each other's cores instead: 2-4x slower; there ``share_cores`` makes idle
+# threads sleep at once (PASSIVE).
 SHARED_CORES = {"OMP_WAIT_POLICY": ("PASSIVE", "OpenMP: idle threads sleep at once (processes share the cores)")}
 
 # overridden even when already set (a machine-wide setting, not a user's choice for this project); numpy's and
