@@ -58,7 +58,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=80)
     ap.add_argument("--spin", default="", help="bounded spins to measure too, e.g. 3000,30000 (GOMP_SPINCOUNT)")
     args = ap.parse_args()
-    spins = [int(n) for n in args.spin.split(",") if n]
+    modes = policies([int(n) for n in args.spin.split(",") if n])
     times = {}
     with tempfile.TemporaryDirectory() as tmp:
         folders = [Path(tmp, str(k)) for k in (0, 1)]      # each copy writes its own outputs
@@ -66,14 +66,14 @@ def main():
             folder.mkdir()
         cmds = [commands(str(folder), args.iterations)["train_source"] for folder in folders]
         for _ in range(args.rounds):
-            for name, env in policies(spins).items():
+            for name, env in modes.items():
                 times.setdefault(("alone", name), []).append(run_alone(cmds[0], env))
-            for name, env in policies(spins).items():
+            for name, env in modes.items():
                 times.setdefault(("two at once", name), []).append(run_two(cmds, env))
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; train_source, {args.iterations} steps; median of "
           f"{args.rounds} rounds (alone: the training loop; two at once: wall time until both finished)")
     for how in ("alone", "two at once"):
-        medians = {name: statistics.median(times[(how, name)]) for name in policies(spins)}
+        medians = {name: statistics.median(times[(how, name)]) for name in modes}
         print(f"{how:<12}" + "".join(f"  {name} {t:.1f} s (x{t / medians['default']:.2f})" for name, t in medians.items()))
 
 

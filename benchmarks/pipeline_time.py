@@ -82,7 +82,8 @@ def compare(rev):
         for stage in stages:
             times[stage] = [timed(["dvc", "repro", "--single-item", stage], cwd) for cwd in (before, after)]
         old, new = stage_outputs(before), stage_outputs(after)
-    differ = sorted(f"{stage}: {path}" for (stage, path), md5 in new.items() if old.get((stage, path)) != md5)
+    differ = sorted(f"{stage}: {path}" for stage, path in old.keys() | new.keys()      # one copy's only: differs too
+                    if old.get((stage, path)) != new.get((stage, path)))
     return times, differ
 
 
