@@ -15,7 +15,6 @@ from videoda.config.data import Prepare
 from videoda.config.fields import read_stage_config
 from videoda.data.prepare import list_split, prepare_split
 from videoda.errors import run_stage
-from videoda.utils.device import CPU_STAGE
 
 
 def main():
@@ -31,8 +30,9 @@ def main():
     specs = [list_split(data, split, cfg.min_frames) for _, data, split in jobs]
     # Each split is its own DVC output, written atomically by prepare_split.
     for (name, data, split), split_specs in zip(jobs, specs):
-        prepare_split(data, split, Path(args.out) / name, cfg.min_frames, cfg.classes, split_specs, CPU_STAGE,
-                      keep_original=name == "target_val")     # evaluate.resolution: labels scores them
+        prepare_split(data, split, Path(args.out) / name, cfg.min_frames, cfg.classes, split_specs,
+                      keep_original=name == "target_val",     # evaluate.resolution: labels scores them
+                      show_progress=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from videoda.config.data import Synth
 from videoda.config.fields import read_stage_config
 from videoda.data.synth import write_benchmark
 from videoda.errors import run_stage
-from videoda.utils.device import CPU_STAGE
 
 
 def main():
@@ -22,7 +21,7 @@ def main():
     ap.add_argument("--params", default="data/params/synth.json", help="the stage's resolved params")
     ap.add_argument("--out", default="data/synth")
     args = ap.parse_args()
-    write_benchmark(args.out, read_stage_config(Synth, args.params), CPU_STAGE)
+    write_benchmark(args.out, read_stage_config(Synth, args.params), show_progress=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import torch
 
+from videoda.choices import PREDICT_BATCH_SIZE, RESOLUTIONS
 from videoda.data.classes import DEFAULT
 from videoda.errors import DataError, ParamError
 from videoda.metrics import clip_counts, score_counts
@@ -12,13 +13,6 @@ from videoda.model import load_checkpoint, normalize
 from videoda.utils.device import CPU
 from videoda.utils.images import write_ids, write_rgb
 from videoda.utils.shards import in_clip_order
-
-PREDICT_BATCH_SIZE = 16      # frames per forward pass when predicting (memory, not a hyperparameter)
-# Where predictions are scored (``evaluate.resolution``): at the prepared (training) resolution, the logits upsampled
-# by the model's forward; or at the label files' own resolution (Cityscapes: 2048 x 1024), the logits upsampled
-# once from the output stride with the corners aligned, as DA-VSN, TPS and CMOM score (``predict_at``).
-RESOLUTIONS = ("prepared", "labels")
-
 
 @torch.no_grad()
 def predict_probs(model, images, batch_size=PREDICT_BATCH_SIZE, on_device=False):

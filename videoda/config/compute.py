@@ -1,15 +1,14 @@
 """The ``compute`` section, a part of every computing stage's config (docs/guides/gpus-and-clusters.md). Its own
-module, so that the stages that compute nothing on a device (``synth``, ``prepare``: the CPU, ``CPU_STAGE``) do not
-depend on it."""
+module, so that the stages that compute nothing on a device (``synth``, ``prepare``, ``flow_gt``) do not depend on
+it. It loads torch only when a stage asks for its runtime or launches its ranks."""
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from videoda.choices import PRECISIONS, check_device_name
 from videoda.config.fields import choice, integer, text
 from videoda.errors import ParamError
-from videoda.utils.device import PRECISIONS, check_device_name, resolve_runtime
-from videoda.utils.distributed import launch_ranks
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,9 @@ class Compute:
         torch's elastic agent and return True once they have all finished; else False: this process is the
         stage's only process, or one of its ranks (``videoda.utils.distributed.launch_ranks``). Checks the device
         and precision first, so that a bad value stops the stage once, before any rank starts."""
+        # imported here: reading a config loads no torch (videoda.choices); running a stage does
+        from videoda.utils.device import resolve_runtime
+        from videoda.utils.distributed import launch_ranks
         if self.world_size > 1:
             resolve_runtime(self.device, self.precision, self.workers)
         return launch_ranks(self.nproc_per_node, self.nnodes, self.rdzv_endpoint, run_id=f"videoda-{stage}")
@@ -53,6 +55,7 @@ class Compute:
         """The resolved ``videoda.utils.device.Runtime`` of this process, the run context a stage passes to the
         library (a rank: its device and the joined process group; progress bars on rank 0); a CUDA device that is
         not here, or bf16 where the GPU has none, is a ParamError naming the key."""
+        from videoda.utils.device import resolve_runtime   # here, not at the top: see launch
         return resolve_runtime(self.device, self.precision, self.workers, world_size=self.world_size,
                                show_progress=True)
 

@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.choices import RESOLUTIONS
 from videoda.config.common import Occlusion, flow_tau_param
 from videoda.config.compute import Compute
 from videoda.config.fields import choice, class_set, integer, part
-from videoda.evaluate import RESOLUTIONS
 
 
 @dataclass(frozen=True)

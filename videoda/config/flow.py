@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.choices import DIS_PRESETS
 from videoda.config.common import Occlusion, flow_tau_param
 from videoda.config.compute import Compute
 from videoda.config.fields import choice, flag, integer, part, str_list, text
-from videoda.flow.backends import DIS_PRESETS
 
 
 @dataclass(frozen=True)

@@ -3,19 +3,17 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.choices import PREDICT_BATCH_SIZE, PSEUDO_LABELS, REFINEMENTS, REGULARISERS
 from videoda.config.common import Occlusion, flow_tau_param, seed_param
 from videoda.config.compute import Compute
 from videoda.config.fields import choice, class_set, flag, integer, number, number_list, part
 from videoda.config.training import Training
-from videoda.domain_adaptation.pseudo_labels import GENERATORS
-from videoda.domain_adaptation.self_training import REFINEMENTS, REGULARISERS
-from videoda.evaluate import PREDICT_BATCH_SIZE
 
 
 @dataclass(frozen=True)
 class PseudoLabels:
     """A pseudo-label generator (Sec. 4.4.1, Eq. 10-11, Algorithm 1) and its thresholds."""
-    pseudo_label: str = choice(GENERATORS)
+    pseudo_label: str = choice(PSEUDO_LABELS)
     alpha: float = number(0.0, 1.0)
     beta: float = number(0.0, 1.0)
     gamma: float = number(lo=0.0)

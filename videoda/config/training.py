@@ -4,12 +4,10 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.choices import BACKBONES, NORMS, OPTIMIZERS, PREDICT_BATCH_SIZE, RESOLUTIONS
 from videoda.config.common import seed_param
 from videoda.config.compute import Compute
 from videoda.config.fields import choice, class_set, flag, int_list, integer, number, part, text
-from videoda.domain_adaptation.train import OPTIMIZERS
-from videoda.evaluate import PREDICT_BATCH_SIZE, RESOLUTIONS
-from videoda.model.deeplabv2 import BACKBONES, NORMS
 
 
 @dataclass(frozen=True)

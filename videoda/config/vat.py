@@ -3,12 +3,11 @@
 from dataclasses import dataclass
 from typing import ClassVar
 
+from videoda.choices import DICE_MODES, DISC_INPUTS, DISCRIMINATORS, OPTIMIZERS
 from videoda.config.common import seed_param
 from videoda.config.compute import Compute
 from videoda.config.fields import choice, flag, integer, number, part
 from videoda.config.training import Training
-from videoda.domain_adaptation.adversarial import DICE_MODES, DISC_INPUTS, DISCRIMINATORS
-from videoda.domain_adaptation.train import OPTIMIZERS
 
 
 @dataclass(frozen=True)

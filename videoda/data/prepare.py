@@ -7,8 +7,8 @@ from videoda.data import cityscapes_seq, cityscapes_vps, synthia_seq, viper
 from videoda.data.classes import DEFAULT
 from videoda.data.clips import ORIGINAL_LABELS, write_clip, write_original_labels
 from videoda.errors import DataError
-from videoda.utils.device import CPU
 from videoda.utils.io import atomic_path
+from videoda.utils.progress import progress
 
 
 def list_split(data, split: str, min_frames: int = 1) -> list:
@@ -45,8 +45,8 @@ LABEL_SPACE = {"viper": "viper", "cityscapes_vps": "cityscapes", "synthia_seq": 
                "cityscapes_seq": "cityscapes"}
 
 
-def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAULT, specs=None, compute=CPU,
-                  keep_original=False):
+def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAULT, specs=None,
+                  keep_original=False, show_progress=False):
     """Convert every video of split ``split`` of the dataset ``data`` (its settings, ``videoda.config.SourceDataset``
     or ``TargetDataset``) into the clip folder ``out_dir/<name>``; returns the written paths.
 
@@ -55,8 +55,8 @@ def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAUL
     dropped at the bottom of every frame and label before resizing. ``data.ignore_ego_vehicle`` (VIPER only): void
     the car region under the camera, as on real VIPER data. ``specs``: the split's ``list_split`` result, when the
     caller has listed it already (it is listed here otherwise, with ``min_frames``). ``out_dir`` appears complete
-    or not at all: it is built in a temporary folder and renamed at the end. Runs on the CPU; ``compute`` (a
-    ``videoda.utils.device.Runtime``) says whether a progress bar shows. ``keep_original`` (target-val): a clip
+    or not at all: it is built in a temporary folder and renamed at the end. Runs on the CPU, with a progress
+    bar if ``show_progress``. ``keep_original`` (target-val): a clip
     whose label files are not at ``data.height`` x ``data.width`` also keeps its annotated frames' labels at the
     files' own resolution (``keep_original_labels``), what ``evaluate.resolution: labels`` scores against.
     """
@@ -81,7 +81,7 @@ def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAUL
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        for spec in compute.progress(specs, description=f"prepare {dataset}/{split}"):
+        for spec in progress(specs, f"prepare {dataset}/{split}", show_progress):
             write_clip(tmp / spec.name, frames(spec, size, table), spec.labeled, spec.frame_names, size,
                        classes.num_classes)
             if keep_original:

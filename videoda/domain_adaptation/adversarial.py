@@ -26,11 +26,6 @@ from videoda.utils.distributed import data_parallel
 from videoda.domain_adaptation.losses import (SOURCE_LABEL, TARGET_LABEL, adversarial_bce, entropy_map,
                                               full_precision, single_frame_dice_loss, tube_dice_loss)
 
-DISCRIMINATORS = ("none", "image", "sequence")
-DISC_INPUTS = ("softmax", "entropy")
-DICE_MODES = ("none", "single", "tube")
-
-
 def unlabelled(batch):
     """The unsupervised setting: of a target batch only the images go on; its labels never reach a loss."""
     return {"images": batch["images"]}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from videoda.choices import REFINEMENTS
 from videoda.data.classes import IGNORE_ID
 from videoda.data.pairs import PairDataset, PairLoader, load_split
 from videoda.domain_adaptation.losses import cross_entropy_2d, ignored_entropy_loss, kld_regulariser
@@ -30,10 +31,6 @@ from videoda.utils.device import CPU
 from videoda.utils.distributed import barrier
 from videoda.utils.io import scratch_folder
 from videoda.utils.shards import shared_folder
-
-REFINEMENTS = ("none", "cutout", "fillin")
-REGULARISERS = ("none", "entropy", "kld")
-
 
 def unlabelled_clips(clips):
     """The target clips with their ground truth hidden (every label reads IGNORE_ID, no frame annotated), so

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from videoda.choices import OPTIMIZERS
 from videoda.domain_adaptation.losses import cross_entropy_2d
 from videoda.domain_adaptation.snapshot import restore_training_state, training_state
 from videoda.domain_adaptation.validation import Validator, validation_path
@@ -32,9 +33,6 @@ def seed_everything(seed, compute=CPU):
     torch.manual_seed(seed)
     np.random.seed(seed)
     set_deterministic(compute.device)
-
-
-OPTIMIZERS = ("sgd", "adam")
 
 
 def make_optimizer(param_groups, name, lr, momentum=0.9, weight_decay=5e-4):

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from videoda import choices
 from videoda.errors import DataError, ParamError
 from videoda.flow.correlation import flownet_correlation
 from videoda.flow.warp import flow_to_tensor, warp_probs
@@ -36,8 +37,7 @@ from videoda.utils.io import sha256_file
 
 BUILTIN_METHODS = ("dis", "gt", "zero")   # every other flow.method names a ptlflow model
 DEFAULT_CKPT = "things"           # ptlflow's checkpoint name used when flow.ckpt is null
-DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+DIS_PRESETS = {name: getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{name.upper()}") for name in choices.DIS_PRESETS}
 FLOWNET2_CKPT = "flownet2-things-d63b53a7.ckpt"   # ptlflow's name: torch.hub's <name>-<sha256 prefix>.ckpt
 
 

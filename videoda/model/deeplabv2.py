@@ -19,11 +19,10 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.ops import FrozenBatchNorm2d
 
+from videoda.choices import BACKBONES, NORMS
 from videoda.errors import DataError
 from videoda.utils.io import sha256_file, write_bytes
 
-BACKBONES = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
-NORMS = ("batch", "frozen_batch", "group")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # ResNet stem modules, then the residual stages; checkpoint keys of a torchvision ResNet start with these.

@@ -15,35 +15,23 @@ The io layer: torch and the project's error types only.
 
 import contextlib
 import os
-import re
 from dataclasses import dataclass
 
 import torch
-from rich.progress import track
 
+from videoda.choices import DEVICE_KEY, PRECISIONS, check_device_name
 from videoda.errors import ParamError
 from videoda.utils.distributed import SINGLE, World, init_process_group, rank_world
+from videoda.utils.progress import progress
 
-DEVICE_KEY = "params.yaml: compute.device"
 PRECISION_KEY = "params.yaml: compute.precision"
 WORKERS_KEY = "params.yaml: compute.workers"
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-PRECISIONS = ("fp32", "bf16")
-_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 # cuBLAS picks its reduction split by workspace size; a fixed workspace makes its matrix products deterministic.
 # It is read when cuBLAS makes its first handle, so it must be set before any CUDA computation.
 CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 # the channels-last layout of each weight rank (2D and 3D convolutions); Module.to(memory_format=) takes one format
 # for both ranks and fails on the 3D convolution of the sequence discriminator
 CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
-
-
-def check_device_name(name, key=DEVICE_KEY):
-    """``name`` if it is one of auto, cpu, cuda, cuda:N (whether that device exists is ``resolve_device``'s
-    business: the name is checked where the params are resolved, the device where the stage runs)."""
-    if not isinstance(name, str) or not _DEVICE_NAME.fullmatch(name):
-        raise ParamError(f"{key} = {name!r} is not one of {', '.join(DEVICES)}")
-    return name
 
 
 def cuda_missing_reason():
@@ -147,7 +135,7 @@ class Runtime:
 
     def progress(self, items, description=""):
         """``items``, wrapped in a rich progress bar when this process shows them (``shows_progress``)."""
-        return track(items, description=description) if self.shows_progress else items
+        return progress(items, description, self.shows_progress)
 
     @property
     def is_cuda(self):
@@ -195,5 +183,3 @@ def resolve_runtime(device="auto", precision="fp32", workers=0, device_key=DEVIC
 
 
 CPU = Runtime(torch.device("cpu"))    # what every function without a runtime argument computes on
-# the run context of a stage without a ``compute`` section (synth, prepare): the CPU, one process, progress bars
-CPU_STAGE = Runtime(torch.device("cpu"), show_progress=True)

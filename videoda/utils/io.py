@@ -42,11 +42,17 @@ def remove_stale_temps(path):
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    pattern = re.compile(re.escape(f".{path.name}{TEMP_TAG}") + r"(\d+)-[A-Za-z0-9_]+")
+    prefix = f".{path.name}{TEMP_TAG}"
+    pattern = re.compile(re.escape(prefix) + r"(\d+)-[A-Za-z0-9_]+")
     removed = []
-    for entry in path.parent.iterdir():
-        m = pattern.fullmatch(entry.name)
-        if m is None or entry.is_symlink() or not entry.is_dir() or entry in _ACTIVE:
+    # every write lists its folder: as plain names, a Path made only for a match (Path.iterdir made one per
+    # entry, 1.3 ms a write in a folder of a thousand frames)
+    for name in os.listdir(path.parent):
+        m = pattern.fullmatch(name) if name.startswith(prefix) else None
+        if m is None:
+            continue
+        entry = path.parent / name
+        if entry.is_symlink() or not entry.is_dir() or entry in _ACTIVE:
             continue
         pid = int(m.group(1))
         if pid != os.getpid() and _pid_alive(pid):
