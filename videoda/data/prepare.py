@@ -55,10 +55,10 @@ def prepare_split(data, split: str, out_dir, min_frames: int = 1, classes=DEFAUL
     dropped at the bottom of every frame and label before resizing. ``data.ignore_ego_vehicle`` (VIPER only): void
     the car region under the camera, as on real VIPER data. ``specs``: the split's ``list_split`` result, when the
     caller has listed it already (it is listed here otherwise, with ``min_frames``). ``out_dir`` appears complete
-    or not at all: it is built in a temporary folder and renamed at the end. Runs on the CPU, with a progress
-    bar if ``show_progress``. ``keep_original`` (target-val): a clip
-    whose label files are not at ``data.height`` x ``data.width`` also keeps its annotated frames' labels at the
-    files' own resolution (``keep_original_labels``), what ``evaluate.resolution: labels`` scores against.
+    or not at all: it is built in a temporary folder and renamed at the end. Runs on the CPU, with a progress bar if
+    ``show_progress``. ``keep_original`` (target-val): a clip whose label files are not at ``data.height`` x
+    ``data.width`` also keeps its annotated frames' labels at the files' own resolution (``keep_original_labels``),
+    what ``evaluate.resolution: labels`` scores against.
     """
     def viper_frames(spec, size, table):
         return viper.sequence_frames(spec, size, ignore_ego_vehicle=data.ignore_ego_vehicle, table=table)

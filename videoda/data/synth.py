@@ -28,8 +28,8 @@ import numpy as np
 
 from videoda.data import cityscapes_vps, viper
 from videoda.data.classes import CITYSCAPES_TO_TRAIN, CLASSES, NUM_CLASSES, VIPER_TO_TRAIN
-from videoda.utils.progress import progress
 from videoda.utils.io import atomic_path
+from videoda.utils.progress import progress
 
 C = {name: i for i, name in enumerate(CLASSES)}
 
