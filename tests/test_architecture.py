@@ -7,8 +7,6 @@ counting imports inside functions. A module missing from ``LAYERS`` fails the te
 
 import ast
 import fnmatch
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -242,26 +240,3 @@ def test_no_dvc_dep_is_an_empty_file(name):
 def test_every_package_says_what_it_holds():
     for init in sorted((REPO / "videoda").rglob("__init__.py")):
         assert ast.get_docstring(ast.parse(init.read_text())), f"{init.relative_to(REPO)} has no docstring"
-
-
-@pytest.mark.parametrize("script", ["resolve_params", "synth", "prepare", "flow_gt"])
-def test_stages_that_compute_nothing_with_torch_do_not_load_it(script):
-    """Reading params loads no torch (``videoda.choices``): ``resolve_params`` (every ``dvc exp run -S``) and the
-    data stages start in a fraction of a second instead of 3-6 s."""
-    code = ("import runpy, sys\n"
-            f"sys.argv = ['stages/{script}.py', '--help']\n"
-            "try:\n"
-            f"    runpy.run_path('stages/{script}.py', run_name='__main__')\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            "print(sorted(m for m in ('torch', 'torchvision', 'ptlflow') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "[]"
-
-
-def test_every_pseudo_label_generator_is_a_choice():
-    """``vst.pseudo_label``'s names (``videoda.choices``, checked by the config) are the generators' registry."""
-    from videoda.choices import PSEUDO_LABELS
-    from videoda.domain_adaptation.pseudo_labels import GENERATORS
-
-    assert tuple(GENERATORS) == PSEUDO_LABELS

@@ -204,3 +204,27 @@ def test_every_field_is_named_after_its_key():
     fields = {entry for cls, section in STAGES.values() for entry in walk(cls, section)}
     assert len(fields) > 50
     assert [(c, name, key) for c, name, key in sorted(fields) if key.split(".")[-1] != name] == []
+
+
+@pytest.mark.parametrize("script", ["resolve_params", "synth", "prepare", "flow_gt"])
+def test_stages_that_compute_nothing_with_torch_do_not_load_it(script):
+    """Reading params loads no torch (``videoda.choices``): ``resolve_params`` (every ``dvc exp run -S``) and the
+    data stages start in a fraction of a second instead of 3-6 s. The script's imports and its argument parsing
+    run in a fresh process."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['stages/{script}.py', '--help']\n"
+            "try:\n"
+            f"    runpy.run_path('stages/{script}.py', run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'ptlflow') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_every_pseudo_label_generator_is_a_choice():
+    """``vst.pseudo_label``'s names (``videoda.choices``, checked by the config) are the generators' registry."""
+    from videoda.choices import PSEUDO_LABELS
+    from videoda.domain_adaptation.pseudo_labels import GENERATORS
+
+    assert tuple(GENERATORS) == PSEUDO_LABELS
