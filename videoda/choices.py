@@ -2,7 +2,7 @@
 
 The config layer checks every param against these names, so the stages that compute nothing with torch
 (``resolve_params``, run by every ``dvc exp run -S``; ``synth``, ``prepare``, ``flow_gt``) start without loading
-torch and torchvision (3-5 s a process on a 2-core VM). The modules that implement a choice import its names
+torch and torchvision (3-6 s a process on a 2-core VM). The modules that implement a choice import its names
 from here: one list of names per key.
 """
 
